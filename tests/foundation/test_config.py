@@ -1,0 +1,107 @@
+"""Configuration: precedence, validation messages that name the setting, secrets from files, masking."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from worker import config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_are_valid() -> None:
+    s = config.load(environ={})
+    assert s.max_in_flight == 64
+    assert s.ordering == "unordered"
+    assert s.group_ids == ()
+
+
+def test_precedence_flag_over_env_over_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "w.toml"
+    cfg.write_text('max_in_flight = 10\nordering = "key"\ninput_topic = "from-file"\n')
+    s = config.load(
+        environ={"MDW_MAX_IN_FLIGHT": "20", "MDW_ORDERING": "partition"},
+        config_file=cfg,
+        overrides={"max_in_flight": "30"},
+    )
+    assert s.max_in_flight == 30 and s.sources["max_in_flight"] == "flag"
+    assert s.ordering == "partition" and s.sources["ordering"] == "env"
+    assert s.input_topic == "from-file" and s.sources["input_topic"] == "file"
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"MDW_MAX_IN_FLIGHT": "-3"}, "max_in_flight (MDW_MAX_IN_FLIGHT): -3 is too small"),
+        ({"MDW_MAX_IN_FLIGHT": "many"}, "max_in_flight (MDW_MAX_IN_FLIGHT): 'many' is not valid"),
+        ({"MDW_ORDERING": "random"}, "ordering (MDW_ORDERING): 'random' is not valid; expected one of unordered"),
+        ({"MDW_API_BASE_URL": "ftp://x"}, "api_base_url (MDW_API_BASE_URL): must be an http"),
+        ({"MDW_GROUP_IDS": "ok,has space"}, "group_ids (MDW_GROUP_IDS): group ids must be"),
+        ({"MDW_TLS_VERIFY": "maybe"}, "tls_verify (MDW_TLS_VERIFY): 'maybe' is not valid; expected true or false"),
+        ({"MDW_INPUT_TOPIC": "bad topic"}, "input_topic (MDW_INPUT_TOPIC): topic names"),
+    ],
+)
+def test_invalid_values_name_the_setting(env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(config.ConfigError) as err:
+        config.load(environ=env)
+    assert fragment in str(err.value)
+
+
+def test_secret_from_file_and_never_shown(tmp_path: Path) -> None:
+    secret = tmp_path / "key"
+    secret.write_text("s3cr3t-VALUE\n")
+    s = config.load(environ={"MDW_SECRET_KEY_FILE": str(secret), "MDW_SECRET_ID": "AKIDxyz"})
+    assert s.secret_key == "s3cr3t-VALUE"
+    assert "s3cr3t" not in repr(s) and "AKIDxyz" not in repr(s)
+    assert s.masked()["secret_key"] == "***"
+
+
+def test_bad_secret_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(config.ConfigError, match=r"secret_key \(MDW_SECRET_KEY_FILE\): cannot read"):
+        config.load(environ={"MDW_SECRET_KEY_FILE": str(tmp_path / "missing")})
+
+
+def test_run_requires_credentials() -> None:
+    with pytest.raises(config.ConfigError, match=r"appid \(MDW_APPID\).*secret_id.*secret_key.*group_ids"):
+        config.load(environ={}, require_credentials=True)
+
+
+def test_unknown_key_in_file_is_refused(tmp_path: Path) -> None:
+    cfg = tmp_path / "w.toml"
+    cfg.write_text("max_inflight = 3\n")
+    with pytest.raises(config.ConfigError, match="unknown settings \\['max_inflight'\\]"):
+        config.load(environ={}, config_file=cfg)
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {"PATH": "/usr/bin:/bin", "HOME": "/tmp"}
+    return subprocess.run(
+        [sys.executable, "-m", "worker", *args], capture_output=True, text=True, env={**base, **(env or {})}, timeout=60
+    )
+
+
+def test_check_command_exits_nonzero_naming_the_setting() -> None:
+    proc = _cli("check", env={"MDW_MAX_IN_FLIGHT": "-3"})
+    assert proc.returncode != 0
+    assert "MDW_MAX_IN_FLIGHT" in proc.stderr and "max_in_flight" in proc.stderr
+
+
+def test_check_command_masks_secrets() -> None:
+    proc = _cli("check", "--json", env={"MDW_SECRET_KEY": "topsecret-123", "MDW_APPID": "125"})
+    assert proc.returncode == 0, proc.stderr
+    assert "topsecret-123" not in proc.stdout + proc.stderr
+    assert '"secret_key": "***"' in proc.stdout
+
+
+def test_readme_configuration_table_matches_the_settings() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"<!-- config-table:start -->\n(.*?)\n<!-- config-table:end -->", readme, re.S)
+    assert block, "README.md lacks the generated configuration table markers"
+    assert block.group(1).strip() == config.markdown_table().strip(), (
+        "README configuration table is stale: regenerate with `multidentify-worker config-table`"
+    )

@@ -1,0 +1,121 @@
+"""Helpers for tests that talk to a real broker: produce, consume and wait, always with deadlines."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from confluent_kafka import Consumer, Message, Producer
+
+T = TypeVar("T")
+
+# Tansu finishes a group join after about session.timeout.ms / 2 (infrastructure.md §1), so tests use a
+# short session; heartbeats must be well below it.
+GROUP_TIMEOUTS = {
+    "session.timeout.ms": 2000,
+    "heartbeat.interval.ms": 300,
+}
+
+
+def wait_until(predicate: Callable[[], T], timeout: float = 20.0, interval: float = 0.05, what: str = "condition") -> T:
+    """Poll ``predicate`` until it returns a truthy value; fail the test with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def produce_all(
+    bootstrap: str,
+    topic: str,
+    records: list[tuple[bytes | None, bytes | None]] | list[bytes],
+    headers: list[tuple[str, bytes]] | None = None,
+    partition: int | None = None,
+) -> None:
+    """Produce and wait until every record is acknowledged (raises on any delivery error)."""
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
+    errors: list[Any] = []
+
+    def _cb(err: Any, msg: Message) -> None:
+        if err is not None:
+            errors.append(err)
+
+    for rec in records:
+        key, value = rec if isinstance(rec, tuple) else (None, rec)
+        kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": _cb}
+        if headers:
+            kwargs["headers"] = headers
+        if partition is not None:
+            kwargs["partition"] = partition
+        producer.produce(topic, **kwargs)
+        producer.poll(0)
+    remaining = producer.flush(30)
+    assert remaining == 0, f"{remaining} records not delivered"
+    assert not errors, errors
+
+
+def consume_n(bootstrap: str, topic: str, n: int, timeout: float = 30.0, group: str | None = None) -> list[Message]:
+    """Read ``n`` records of ``topic`` from the beginning (own throw-away group); fail after ``timeout``."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group or f"reader-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            **GROUP_TIMEOUTS,
+        }
+    )
+    consumer.subscribe([topic])
+    out: list[Message] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(out) < n and time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is None:
+                continue
+            if msg.error():
+                continue
+            out.append(msg)
+    finally:
+        with contextlib.suppress(Exception):
+            consumer.close()
+    assert len(out) >= n, f"only {len(out)} of {n} records arrived on {topic} within {timeout:.0f}s"
+    return out
+
+
+def read_all(bootstrap: str, topic: str, idle: float = 1.5, timeout: float = 60.0) -> list[Message]:
+    """Every record currently in ``topic``: reads by assignment (no group join) until idle for ``idle`` s."""
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    meta = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
+    parts = list(meta.topics[topic].partitions)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"read-all-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+    out: list[Message] = []
+    last = time.monotonic()
+    deadline = last + timeout
+    try:
+        while time.monotonic() - last < idle and time.monotonic() < deadline:
+            msgs = consumer.consume(500, 0.2)
+            for msg in msgs:
+                if msg.error() is None:
+                    out.append(msg)
+            if msgs:
+                last = time.monotonic()
+    finally:
+        consumer.close()
+    return out

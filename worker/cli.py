@@ -1,0 +1,82 @@
+"""``multidentify-worker`` — one command, one subcommand per job.
+
+Subcommand modules are imported lazily so that ``run`` in a slim container never imports the
+emulator's dependencies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import orjson
+
+from worker import __version__, config
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    try:
+        settings = config.load(
+            overrides=config.overrides_from_args(args),
+            config_file=args.config_file,
+            require_credentials=args.for_run,
+        )
+    except config.ConfigError as exc:
+        print(f"invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    masked = settings.masked()
+    if args.json:
+        print(orjson.dumps(masked, option=orjson.OPT_INDENT_2).decode())
+    else:
+        width = max(len(name) for name in masked)
+        for name, value in masked.items():
+            print(f"{name.ljust(width)}  {value!s:<40}  ({settings.sources[name]})")
+    print("configuration is valid", file=sys.stderr)
+    return 0
+
+
+def _cmd_config_table(args: argparse.Namespace) -> int:
+    print(config.markdown_table())
+    return 0
+
+
+def _cmd_devstack(args: argparse.Namespace) -> int:
+    from worker import devstack
+
+    return devstack.main_devstack(args.partitions, args.topics)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="multidentify-worker",
+        description="Kafka worker for Tencent Cloud face identification (multidentify).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = sub.add_parser("check", help="validate the configuration and print it with secrets masked")
+    config.add_flags(check)
+    check.add_argument("--for-run", action="store_true", help="also require what `run` needs (credentials, groups)")
+    check.add_argument("--json", action="store_true", help="print JSON")
+    check.set_defaults(func=_cmd_check)
+
+    table = sub.add_parser("config-table", help="print the configuration table (markdown) the README embeds")
+    table.set_defaults(func=_cmd_config_table)
+
+    dev = sub.add_parser("devstack", help="run the embedded broker (and emulator) until Ctrl-C")
+    dev.add_argument("--partitions", type=int, default=4)
+    dev.add_argument("--topics", nargs="*", default=["images", "face-results", "face-dlq"])
+    dev.set_defaults(func=_cmd_devstack)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
