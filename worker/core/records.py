@@ -1,0 +1,517 @@
+"""Input events in, result and dead-letter records out: parsing, validation and record building (no I/O).
+
+The formats are the JSON Schema files of ``schemas/`` (``event``, ``result``, ``deadletter``); the parser
+validates against ``event.schema.json`` and the tests validate every record built here against the others.
+
+Invalid events are dead-lettered at once, keyed by one of these codes (``InvalidEvent.code``):
+
+    empty_value          the value is null (tombstone) or zero bytes
+    event_too_large      the value is longer than ``max_bytes`` (256 KiB by default)
+    invalid_utf8         the bytes are not UTF-8
+    invalid_json         UTF-8 but not JSON (incl. NaN/Infinity, a BOM, nesting deeper than 1024)
+    unsupported_version  ``schema_version`` is an integer other than 1
+    invalid_url          ``image_url`` is not an absolute http(s) URL with a host, has whitespace or control
+                         characters, credentials, a bad port, or is longer than 2048 characters
+    invalid_event        any other schema violation (the message names the field), or metadata nested
+                         deeper than 16 levels
+
+Numbers in ``metadata`` pass through as orjson reads them (integers beyond 64 bits become floats).
+
+Header names on output records (the prefix ``mdw.`` is ours: copies of input headers with that prefix are
+dropped so an input cannot spoof them): see ``H_*`` below.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
+
+import orjson
+from jsonschema import ValidationError
+
+from worker import schemas
+from worker.api.errors import ApiError, ErrorClass, meaning
+from worker.api.models import Candidate, IdentifyResult
+
+TopicPartition = tuple[str, int]
+Headers = tuple[tuple[str, bytes | None], ...]
+ImageMode = Literal["url", "image"]
+
+SCHEMA_VERSION = 1
+MAX_EVENT_BYTES = 256 * 1024  # keeps results with pass-through metadata well under the 1 MB message limit
+MAX_METADATA_DEPTH = 16
+MAX_MESSAGE_CHARS = 500  # error messages in envelopes and logs
+MAX_ORIGINAL_BYTES = 512 * 1024  # base64 grows it to ~683 KiB: the envelope still fits a 1 MB message
+TOP_CANDIDATES = 5
+
+# Invalid-event codes: dead-letter keys of events refused before any API call.
+EMPTY_VALUE = "empty_value"
+EVENT_TOO_LARGE = "event_too_large"
+INVALID_UTF8 = "invalid_utf8"
+INVALID_JSON = "invalid_json"
+UNSUPPORTED_VERSION = "unsupported_version"
+INVALID_URL = "invalid_url"
+INVALID_EVENT = "invalid_event"
+INVALID_CODES = frozenset(
+    {EMPTY_VALUE, EVENT_TOO_LARGE, INVALID_UTF8, INVALID_JSON, UNSUPPORTED_VERSION, INVALID_URL, INVALID_EVENT}
+)
+
+# Error classes of a dead letter: the API's transient/permanent, plus "invalid" for refused events.
+# Config errors never reach the DLQ (the worker stops), so they are not accepted here.
+INVALID_CLASS = "invalid"
+DEAD_LETTER_CLASSES = frozenset({ErrorClass.TRANSIENT.value, ErrorClass.PERMANENT.value, INVALID_CLASS})
+_DISPOSITION = {"transient": "retries_exhausted", "permanent": "terminal", "invalid": "rejected"}
+
+HEADER_PREFIX = "mdw."
+H_ORIGINAL_TOPIC = "mdw.original.topic"
+H_ORIGINAL_PARTITION = "mdw.original.partition"
+H_ORIGINAL_OFFSET = "mdw.original.offset"
+H_ORIGINAL_TIMESTAMP = "mdw.original.timestamp"  # ms since the epoch, absent when the input had none
+H_ORIGINAL_KEY = "mdw.original.key"  # raw key bytes, absent when the input had no key
+H_ERROR_CODE = "mdw.error.code"
+H_ERROR_CLASS = "mdw.error.class"
+H_WORKER_VERSION = "mdw.worker.version"
+H_REPLAY_COUNT = "mdw.replay.count"  # decimal ASCII; replay writes n+1 on the input record
+TRACE_HEADERS = ("traceparent", "tracestate")
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class InvalidEvent(Exception):
+    """An event refused before any API call; ``code`` (one of ``INVALID_CODES``) is its dead-letter key."""
+
+    def __init__(self, code: str, message: str) -> None:
+        message = _truncate(message)
+        super().__init__(f"[{code}] {message}")
+        self.code = code
+        self.message = message
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]  # picklable with both arguments (hypothesis, pools)
+        return (InvalidEvent, (self.code, self.message))
+
+
+class KafkaMessage(Protocol):
+    """The part of ``confluent_kafka.Message`` that :meth:`Source.from_message` reads."""
+
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def timestamp(self) -> tuple[int, int]: ...
+    def key(self) -> str | bytes | None: ...
+    def headers(self) -> Sequence[tuple[str, bytes | None]] | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Coordinates and envelope of one consumed input record (everything except its value)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None = None
+    key: bytes | None = None
+    headers: Headers = ()
+
+    @property
+    def tp(self) -> TopicPartition:
+        return (self.topic, self.partition)
+
+    @property
+    def derived_event_id(self) -> str:
+        """``{topic}-{partition}-{offset}``: the event id of an event that carries none."""
+        return f"{self.topic}-{self.partition}-{self.offset}"
+
+    @classmethod
+    def from_message(cls, msg: KafkaMessage) -> Source:
+        """Build from a consumed confluent-kafka message (timestamp type 0 = not available → None)."""
+        ts_type, ts = msg.timestamp()
+        key = msg.key()
+        return cls(
+            topic=msg.topic() or "",
+            partition=msg.partition() or 0,
+            offset=msg.offset() or 0,
+            timestamp_ms=ts if ts_type != 0 and ts >= 0 else None,
+            key=key.encode() if isinstance(key, str) else key,
+            headers=tuple((name, value) for name, value in (msg.headers() or ())),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A valid input event. ``event_id_derived`` says the id came from the coordinates, not the producer."""
+
+    event_id: str
+    image_url: str
+    group_ids: tuple[str, ...] | None = None
+    session_id: str | None = None
+    metadata: dict[str, Any] | None = None
+    event_id_derived: bool = False
+
+
+def parse_event(value: bytes | None, source: Source, *, max_bytes: int = MAX_EVENT_BYTES) -> Event:
+    """Parse and validate one input value; raise :class:`InvalidEvent` (and nothing else) when it is refused."""
+    if value is None:
+        raise InvalidEvent(EMPTY_VALUE, "the record value is null (tombstone)")
+    if not value:
+        raise InvalidEvent(EMPTY_VALUE, "the record value is empty")
+    if len(value) > max_bytes:
+        raise InvalidEvent(EVENT_TOO_LARGE, f"the value is {len(value)} bytes, the limit is {max_bytes}")
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError as uexc:
+            raise InvalidEvent(INVALID_UTF8, f"the value is not UTF-8 (byte {uexc.start})") from None
+        raise InvalidEvent(INVALID_JSON, f"the value is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise InvalidEvent(INVALID_EVENT, f"the event must be a JSON object, not {_json_type(doc)}")
+
+    version = doc.get("schema_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version != SCHEMA_VERSION:
+        raise InvalidEvent(UNSUPPORTED_VERSION, f"schema_version {version} is not supported (this worker reads 1)")
+
+    # The first error is enough for the dead letter, and stopping there bounds the work on hostile input.
+    error = next(schemas.validator("event").iter_errors(doc), None)
+    if error is not None:
+        raise InvalidEvent(*_describe(error, doc))
+
+    image_url: str = doc["image_url"]
+    _check_url(image_url)
+    metadata = doc.get("metadata")
+    if metadata is not None and _depth(metadata) > MAX_METADATA_DEPTH:
+        raise InvalidEvent(INVALID_EVENT, f"metadata is nested deeper than {MAX_METADATA_DEPTH} levels")
+
+    event_id = doc.get("event_id")
+    group_ids = doc.get("group_ids")
+    return Event(
+        event_id=event_id if event_id is not None else source.derived_event_id,
+        image_url=image_url,
+        group_ids=tuple(group_ids) if group_ids is not None else None,
+        session_id=doc.get("session_id"),
+        metadata=metadata,
+        event_id_derived=event_id is None,
+    )
+
+
+def _check_url(url: str) -> None:
+    if _CONTROL.search(url):
+        raise InvalidEvent(INVALID_URL, "image_url contains control characters")
+    try:
+        parts = urlsplit(url)
+        port_ok = parts.port is None or parts.port > 0  # .port raises ValueError for junk or out-of-range ports
+    except ValueError as exc:
+        raise InvalidEvent(INVALID_URL, f"image_url is not a valid URL: {exc}") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise InvalidEvent(INVALID_URL, "image_url must be an http or https URL")
+    if not parts.hostname:
+        raise InvalidEvent(INVALID_URL, "image_url has no host")
+    if not port_ok:
+        raise InvalidEvent(INVALID_URL, "image_url has port 0")
+    if "@" in parts.netloc:
+        # Credentials would be echoed into results, dead letters and logs.
+        raise InvalidEvent(INVALID_URL, "image_url must not carry credentials (user:password@)")
+
+
+def _depth(node: Any) -> int:
+    """Nesting depth of a JSON value (a scalar is 0, ``{}`` is 1); iterative, orjson already capped it at 1024."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(node, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Iterable[Any] = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_METADATA_DEPTH:
+            return deepest
+        stack.extend((child, level + 1) for child in children if isinstance(child, dict | list))
+    return deepest
+
+
+def _describe(error: ValidationError, doc: dict[str, Any]) -> tuple[str, str]:
+    """(code, message) for a schema violation; messages name the field and never echo long values."""
+    path = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(error.path))
+    field = path or "event"
+    rule, expected = error.validator, error.validator_value
+    code = INVALID_URL if path == "image_url" and rule != "type" else INVALID_EVENT
+    if rule == "required":
+        missing = [name for name in expected if name not in doc]
+        return code, f"missing required field: {', '.join(missing)}"
+    if rule == "additionalProperties":
+        known = set(error.schema.get("properties", {}))
+        extra = sorted(repr(name) for name in doc if name not in known)
+        return code, f"unknown field(s): {', '.join(extra)}"
+    if rule == "type":
+        return code, f"{field} must be of type {expected}, not {_json_type(error.instance)}"
+    if rule == "maxLength":
+        return code, f"{field} is longer than {expected} characters"
+    if rule == "minLength":
+        return code, f"{field} is empty"
+    if rule == "maxItems":
+        return code, f"{field} has more than {expected} items"
+    if rule == "minItems":
+        return code, f"{field} is empty"
+    if rule == "pattern" and path == "image_url":
+        return code, "image_url must be an http:// or https:// URL without whitespace"
+    if rule == "pattern":
+        return code, f"{field} contains a forbidden character (whitespace, control character or '/')"
+    if rule == "const":
+        return code, f"{field} must be {expected!r}"
+    return code, f"{field}: {error.message}"
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def _truncate(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def rfc3339_ms(epoch_ms: int) -> str:
+    """``2024-05-01T12:00:00.000Z`` for milliseconds since the epoch (UTC, exact: no float rounding)."""
+    instant = _EPOCH + timedelta(milliseconds=epoch_ms)
+    return f"{instant:%Y-%m-%dT%H:%M:%S}.{epoch_ms % 1000:03d}Z"
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _source_json(source: Source) -> dict[str, Any]:
+    return {
+        "topic": source.topic,
+        "partition": source.partition,
+        "offset": source.offset,
+        "timestamp_ms": source.timestamp_ms,
+    }
+
+
+def _candidate_json(candidate: Candidate) -> dict[str, Any]:
+    return {
+        "person_id": candidate.person_id,
+        "face_id": candidate.face_id,
+        "confidence": candidate.confidence,
+        "tag": candidate.tag,
+    }
+
+
+def build_result(
+    event: Event,
+    result: IdentifyResult,
+    *,
+    source: Source,
+    attempts: int,
+    api_latency_ms: float,
+    worker_version: str,
+    processed_at_ms: int,
+    image_mode: ImageMode,
+) -> bytes:
+    """The result record value (schemas/result.schema.json): every face with its top-5 candidates, best first."""
+    faces = []
+    for face in result.faces:
+        # Stable sort: the service's order is kept among equal confidences and when it already sorts.
+        ranked = sorted(face.candidates, key=lambda c: -c.confidence)[:TOP_CANDIDATES]
+        candidates = [_candidate_json(c) for c in ranked]
+        faces.append(
+            {
+                "face_rect": {
+                    "x": face.rect.x,
+                    "y": face.rect.y,
+                    "width": face.rect.width,
+                    "height": face.rect.height,
+                },
+                "candidates": candidates,
+                "best_match": candidates[0] if candidates else None,
+            }
+        )
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "event_id": event.event_id,
+        "image_url": event.image_url,
+        "session_id": event.session_id,
+        "group_ids": list(event.group_ids) if event.group_ids is not None else None,
+        "face_count": len(faces),
+        "faces": faces,
+        "metadata": event.metadata,
+        "api": {
+            "latency_ms": api_latency_ms,
+            "attempts": attempts,
+            "session_id": result.session_id,
+            "http_status": result.http_status,
+            "image_mode": image_mode,
+        },
+        "source": _source_json(source),
+        "worker": {"version": worker_version},
+        "processed_at_ms": processed_at_ms,
+        "processed_at": rfc3339_ms(processed_at_ms),
+    }
+    return orjson.dumps(record)
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """Why an event is dead-lettered. ``error_class`` is ``transient``, ``permanent`` or ``invalid``.
+
+    ``code`` is the dead-letter key; ``message`` must not contain secrets (it is truncated, not scrubbed);
+    times are milliseconds since the epoch; ``attempts`` counts API calls (0 for an invalid event).
+    """
+
+    code: str
+    error_class: str
+    message: str
+    http_status: int | None
+    attempts: int
+    first_failure_ms: int
+    last_failure_ms: int
+
+    def __post_init__(self) -> None:
+        if self.error_class not in DEAD_LETTER_CLASSES:
+            raise ValueError(f"error class {self.error_class!r} is never dead-lettered")
+        if not 0 < len(self.code) <= 64:
+            raise ValueError(f"dead-letter code must be 1..64 characters: {self.code!r}")
+
+    @classmethod
+    def from_api_error(
+        cls, error: ApiError, *, attempts: int, first_failure_ms: int, last_failure_ms: int
+    ) -> ErrorInfo:
+        return cls(
+            code=error.code,
+            error_class=error.error_class.value,
+            message=error.message,
+            http_status=error.http_status,
+            attempts=attempts,
+            first_failure_ms=first_failure_ms,
+            last_failure_ms=last_failure_ms,
+        )
+
+    @classmethod
+    def from_invalid(cls, error: InvalidEvent, *, at_ms: int) -> ErrorInfo:
+        return cls(error.code, INVALID_CLASS, error.message, None, 0, at_ms, at_ms)
+
+
+def _b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode("ascii")
+
+
+def build_dead_letter(
+    raw_value: bytes | None,
+    *,
+    event_id: str | None,
+    error: ErrorInfo,
+    source: Source,
+    worker_version: str,
+    dead_lettered_at_ms: int | None = None,
+    replay_count: int = 0,
+    consumer_group: str | None = None,
+    max_original_bytes: int = MAX_ORIGINAL_BYTES,
+) -> bytes:
+    """The dead-letter envelope (schemas/deadletter.schema.json) with the original value byte-for-byte.
+
+    ``dead_lettered_at_ms`` defaults to the error's last failure time (the record is built right after it).
+    A value longer than ``max_original_bytes`` is not embedded (``value_omitted``): the envelope must fit the
+    broker's message limit or the event could never be dead-lettered and its partition would stall.
+    """
+    omitted = raw_value is not None and len(raw_value) > max_original_bytes
+    last_failure_ms = max(error.first_failure_ms, error.last_failure_ms)  # wall clocks step back now and then
+    at_ms = dead_lettered_at_ms if dead_lettered_at_ms is not None else last_failure_ms
+    envelope = {
+        "schema_version": SCHEMA_VERSION,
+        "event_id": event_id,
+        "error": {
+            "code": error.code,
+            "class": error.error_class,
+            "disposition": _DISPOSITION[error.error_class],
+            "meaning": _truncate(meaning(error.code), 200),
+            "message": _truncate(error.message),
+            "http_status": error.http_status,
+            "attempts": error.attempts,
+            "first_failure_ms": error.first_failure_ms,
+            "last_failure_ms": last_failure_ms,
+        },
+        "original": {
+            "value_base64": None if omitted else _b64(raw_value),
+            "value_size": None if raw_value is None else len(raw_value),
+            "value_omitted": omitted,
+            "key_base64": _b64(source.key),
+            "topic": source.topic,
+            "partition": source.partition,
+            "offset": source.offset,
+            "timestamp_ms": source.timestamp_ms,
+            "headers": [[name, _b64(value)] for name, value in source.headers],
+        },
+        "worker": {"version": worker_version, "consumer_group": consumer_group},
+        "replay_count": replay_count,
+        "dead_lettered_at_ms": at_ms,
+        "dead_lettered_at": rfc3339_ms(at_ms),
+    }
+    return orjson.dumps(envelope)
+
+
+def dead_letter_key(code: str) -> bytes:
+    """The dead-letter record key: the error code as UTF-8 (``b"-1308"``, ``b"invalid_json"``)."""
+    return code.encode("utf-8")
+
+
+def _ours(name: str) -> bool:
+    return name.lower().startswith(HEADER_PREFIX)
+
+
+def dead_letter_headers(
+    source: Source, error: ErrorInfo, worker_version: str, replay_count: int
+) -> list[tuple[str, bytes | None]]:
+    """Headers of a dead-letter record: the input's headers (minus any ``mdw.*``) followed by ours.
+
+    ``replay_count`` is the input's count (:func:`replay_count`); the replay tool writes count + 1.
+    """
+    headers: list[tuple[str, bytes | None]] = [(n, v) for n, v in source.headers if not _ours(n)]
+    headers += [
+        (H_ORIGINAL_TOPIC, source.topic.encode()),
+        (H_ORIGINAL_PARTITION, str(source.partition).encode()),
+        (H_ORIGINAL_OFFSET, str(source.offset).encode()),
+    ]
+    if source.timestamp_ms is not None:
+        headers.append((H_ORIGINAL_TIMESTAMP, str(source.timestamp_ms).encode()))
+    if source.key is not None:
+        headers.append((H_ORIGINAL_KEY, source.key))
+    headers += [
+        (H_ERROR_CODE, error.code.encode()),
+        (H_ERROR_CLASS, error.error_class.encode()),
+        (H_WORKER_VERSION, worker_version.encode()),
+        (H_REPLAY_COUNT, str(max(0, replay_count)).encode()),
+    ]
+    return headers
+
+
+def replay_count(headers: Iterable[tuple[str, bytes | None]] | Mapping[str, bytes | None]) -> int:
+    """The ``mdw.replay.count`` header as an int (the last one wins); 0 when absent or garbled."""
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    count = 0
+    for name, value in pairs:
+        if name.lower() == H_REPLAY_COUNT:
+            text = value.strip() if value is not None else b""
+            count = int(text) if text.isdigit() and len(text) <= 9 else 0
+    return count
+
+
+def result_headers(source: Source) -> list[tuple[str, bytes]]:
+    """Headers of a result record: the input's W3C trace context (``traceparent``, ``tracestate``)."""
+    return [(n.lower(), v) for n, v in source.headers if v is not None and n.lower() in TRACE_HEADERS]
