@@ -14,6 +14,7 @@ service is up (including permanent errors such as -1101). Not thread-safe: one o
 from __future__ import annotations
 
 import enum
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -48,9 +49,15 @@ class CircuitBreaker:
         self._state = BreakerState.CLOSED
         self._opened_at = 0.0
         self._probe_at: float | None = None  # when the half-open probe was admitted
+        # Many HTTP threads record and ask at once; the state machine itself stays pure.
+        self._lock = threading.RLock()
 
     @property
     def state(self) -> BreakerState:
+        with self._lock:
+            return self._current()
+
+    def _current(self) -> BreakerState:
         if self._state is BreakerState.OPEN and self._clock() - self._opened_at >= self._open_s:
             self._state = BreakerState.HALF_OPEN
             self._probe_at = None
@@ -63,7 +70,11 @@ class CircuitBreaker:
 
     def allow(self) -> bool:
         """May a call start now? CLOSED: yes. OPEN: no. HALF_OPEN: yes for one probe at a time."""
-        state = self.state
+        with self._lock:
+            return self._allow()
+
+    def _allow(self) -> bool:
+        state = self._current()
         if state is BreakerState.CLOSED:
             return True
         if state is BreakerState.OPEN:
@@ -76,7 +87,11 @@ class CircuitBreaker:
 
     def record(self, success: bool) -> None:
         """The result of a call (``success=False`` only for transient failures)."""
-        state = self.state
+        with self._lock:
+            self._record(success)
+
+    def _record(self, success: bool) -> None:
+        state = self._current()
         if state is BreakerState.HALF_OPEN:
             if success:
                 self._reset()
