@@ -1,0 +1,41 @@
+"""A local, wire-compatible emulator of Tencent's face API v1 (multidentify + person/group management).
+
+Public surface (everything else is internal):
+
+* run it: :func:`start_in_thread` / :func:`spawn_process` (handles :class:`EmulatorHandle` /
+  :class:`EmulatorProcess`), ``python -m worker.emulator`` (:mod:`worker.emulator.cli`);
+* configure it: :class:`EmulatorConfig`, :class:`FaultConfig`, :class:`Limits`, :class:`Account`,
+  :data:`DEV_ACCOUNT`;
+* images: :mod:`worker.emulator.synth` (synthetic faces), :mod:`worker.emulator.imageserver`;
+* the engine seam: :class:`FaceEngine`, :class:`DetectedFace`, :class:`Rect`, :class:`SyntheticEngine`.
+"""
+
+from __future__ import annotations
+
+from worker.emulator.accounts import DEV_ACCOUNT, Account
+from worker.emulator.config import EmulatorConfig
+from worker.emulator.engine import SyntheticEngine
+from worker.emulator.faces import DetectedFace, FaceEngine, ImageError, Rect
+from worker.emulator.faults import FaultConfig
+from worker.emulator.gallery import Limits
+from worker.emulator.runner import EmulatorHandle, EmulatorProcess, spawn_process, start_in_thread
+from worker.emulator.server import Emulator, create_app
+
+__all__ = [
+    "DEV_ACCOUNT",
+    "Account",
+    "DetectedFace",
+    "Emulator",
+    "EmulatorConfig",
+    "EmulatorHandle",
+    "EmulatorProcess",
+    "FaceEngine",
+    "FaultConfig",
+    "ImageError",
+    "Limits",
+    "Rect",
+    "SyntheticEngine",
+    "create_app",
+    "spawn_process",
+    "start_in_thread",
+]

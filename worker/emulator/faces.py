@@ -1,0 +1,68 @@
+"""The seam between the emulator and whatever finds and compares faces.
+
+A face engine turns image bytes into detected faces (a rectangle plus an identity vector) and scores two
+vectors on the API's 0–100 confidence scale. The emulator only ever talks to :class:`FaceEngine`; the
+deterministic :class:`worker.emulator.engine.SyntheticEngine` is the default, and a real engine (a
+neural embedding model) can be dropped in later without touching the server or the gallery.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+Vector = npt.NDArray[np.float32]
+
+
+class Rect(NamedTuple):
+    """A face rectangle in image pixels: top-left corner, width, height (the API's ``face_rect``)."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+    @property
+    def area(self) -> int:
+        return self.width * self.height
+
+    def to_json(self) -> dict[str, int]:
+        return {"x": self.x, "y": self.y, "width": self.width, "height": self.height}
+
+
+@dataclass(frozen=True)
+class DetectedFace:
+    rect: Rect
+    vector: Vector
+
+
+class ImageError(Exception):
+    """An image the engine cannot use; ``code`` is the API code to answer (-1102 undecodable, -1400 format)."""
+
+    def __init__(self, code: int, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+
+
+@runtime_checkable
+class FaceEngine(Protocol):
+    """Contract of a face engine.
+
+    * ``detect`` is deterministic for given bytes (the emulator caches its result by the bytes' sha1),
+      may be called from a worker thread, and raises :class:`ImageError` for bytes it cannot decode.
+    * ``similarity`` and ``similarity_matrix`` return confidences in [0, 100]; ``similarity_matrix``
+      scores each row of a (q, dim) query batch against each row of a (n, dim) gallery matrix at once
+      and returns (q, n) (the gallery's hot path: one call per request).
+    """
+
+    name: str
+    dim: int
+
+    def detect(self, image: bytes) -> list[DetectedFace]: ...
+
+    def similarity(self, a: Vector, b: Vector) -> float: ...
+
+    def similarity_matrix(self, queries: Vector, matrix: Vector) -> npt.NDArray[np.float64]: ...
