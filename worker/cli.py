@@ -36,6 +36,19 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    try:
+        settings = config.load(
+            overrides=config.overrides_from_args(args), config_file=args.config_file, require_credentials=True
+        )
+    except config.ConfigError as exc:
+        print(f"invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    from worker.runtime.app import run
+
+    return run(settings)
+
+
 def _cmd_config_table(args: argparse.Namespace) -> int:
     print(config.markdown_table())
     return 0
@@ -61,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print JSON")
     check.set_defaults(func=_cmd_check)
 
+    run = sub.add_parser("run", help="run the worker: consume, identify, publish results and dead letters")
+    config.add_flags(run)
+    run.set_defaults(func=_cmd_run)
+
     table = sub.add_parser("config-table", help="print the configuration table (markdown) the README embeds")
     table.set_defaults(func=_cmd_config_table)
 
@@ -69,7 +86,30 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--topics", nargs="*", default=["images", "face-results", "face-dlq"])
     dev.set_defaults(func=_cmd_devstack)
 
+    _add_emulator(sub)
     return parser
+
+
+def _add_emulator(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The emulator needs the `emulator` extra (aiohttp, Pillow, numpy); a slim install says so instead."""
+    try:
+        from worker.emulator import cli as emulator_cli
+    except ImportError as exc:
+        missing = exc.name
+
+        def _unavailable(args: argparse.Namespace) -> int:
+            print(
+                f"the emulator needs `pip install multidentify-worker[emulator]` ({missing} is missing)",
+                file=sys.stderr,
+            )
+            return 2
+
+        stub = sub.add_parser("emulator", help="run the API emulator (needs the emulator extra)")
+        stub.set_defaults(func=_unavailable)
+        return
+    emu = sub.add_parser("emulator", help="run the local wire-compatible multidentify API emulator")
+    emulator_cli.add_arguments(emu)
+    emu.set_defaults(func=emulator_cli.run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

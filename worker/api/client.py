@@ -1,0 +1,349 @@
+"""HTTP client for Tencent face API v1: ``/face/multidentify`` and the person/group management calls.
+
+Wire format (shared/reference/tencent-api.md §1, §3, §5): ``POST {base_url}/face/<action>`` with
+``Host``, ``Authorization`` (multi-use v1 signature) and ``User-Agent``; a JSON body when the image is
+a ``url``, a multipart body (encoded by requests, boundary included) when it is binary ``image``.
+
+Contract:
+- every failure is an :class:`ApiError` (service code, or ``timeout`` / ``connection`` /
+  ``http_<status>`` / ``bad_response``); nothing is retried here except one re-signed attempt after
+  code 9 or 13;
+- requests the service would refuse (empty or ill-formed ids, body over 1.5 MB, GIF, empty url or
+  image) are refused locally with the service's own code and nothing is sent;
+- one client is shared by many threads: it holds no per-call state, the signer is thread-safe.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.parse
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import orjson
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+
+from worker import __version__
+from worker.api.errors import ApiError
+from worker.api.models import IdentifyResult, parse_data_object, parse_id_list, parse_multidentify
+from worker.api.signature import CachedSigner
+
+DEFAULT_BASE_URL = "https://recognition.image.myqcloud.com"
+MULTIDENTIFY_PATH = "/face/multidentify"
+MAX_BODY_BYTES = int(1.5 * 1024 * 1024)  # documented request body limit → code 23
+
+_BAD_ID_CHARS = re.compile(r"[\s/]")  # -1313: spaces, slashes, tabs, newlines
+_GIF_MAGIC = (b"GIF87a", b"GIF89a")
+_MAGIC_TYPES = (
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"BM", "image/bmp"),
+)
+
+R = TypeVar("R")
+_Fields = list[tuple[str, str]]
+_Files = list[tuple[str, tuple[str, bytes, str]]]
+
+
+class MultidentifyClient:
+    """Calls the face API over one ``requests.Session`` with keep-alive; safe to share between threads.
+
+    When ``session`` is None the client creates one with an ``HTTPAdapter`` pool of ``pool_size``
+    connections (size it to the number of threads calling) and closes it in :meth:`close`; an injected
+    session is used as it is and left open. ``verify`` is passed on every request, because
+    ``REQUESTS_CA_BUNDLE`` would override ``Session.verify``. Proxy and CA settings from the
+    environment are read once, at construction.
+    """
+
+    def __init__(
+        self,
+        *,
+        appid: str,
+        secret_id: str,
+        secret_key: str,
+        base_url: str = DEFAULT_BASE_URL,
+        session: requests.Session | None = None,
+        bucket: str = "",
+        signature_lifetime: int = 3600,
+        connect_timeout: float = 3.0,
+        read_timeout: float = 10.0,
+        pool_size: int = 64,
+        clock: Callable[[], float] = time.time,
+        verify: bool | str = True,
+        user_agent: str | None = None,
+    ) -> None:
+        parts = urllib.parse.urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"base_url must be an http(s) URL with a host, got {base_url!r}")
+        self._appid = appid
+        self._bucket = bucket
+        self._base_url = base_url.rstrip("/")
+        self._signer = CachedSigner(
+            appid, secret_id, secret_key, lifetime=signature_lifetime, clock=clock, bucket=bucket
+        )
+        self._owns_session = session is None
+        if session is None:
+            session = requests.Session()
+            adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size)
+            session.mount("https://", adapter)
+            session.mount("http://", adapter)
+        self._session = session
+        self._timeout = (connect_timeout, read_timeout)
+        self._headers = {
+            "Host": parts.netloc.rpartition("@")[2],
+            "User-Agent": user_agent if user_agent is not None else f"multidentify-worker/{__version__}",
+        }
+        for header in self._headers.items():
+            requests.utils.check_header_validity(header)  # fail at start, not on every call
+        # The environment lookup requests does on every call (proxies, CA bundle) is done once here;
+        # an explicit verify=False or CA path survives it, verify=True becomes REQUESTS_CA_BUNDLE if set.
+        self._send_settings: dict[str, Any] = dict(
+            session.merge_environment_settings(self._base_url, {}, False, verify, None)
+        )
+
+    # -- multidentify -------------------------------------------------------------------------------
+
+    def multidentify_url(self, url: str, group_ids: Sequence[str], session_id: str | None = None) -> IdentifyResult:
+        """Identify every face of the image at ``url`` (downloaded by the service) in ``group_ids``.
+
+        JSON body: ``appid``, ``group_id`` (one group) or ``group_ids`` (several), ``url``, and
+        ``session_id`` when non-empty. Raises :class:`ApiError`.
+        """
+        groups = _checked_ids("group id", group_ids)
+        body: dict[str, Any] = self._envelope()
+        body.update(_group_field_json(groups))
+        body["url"] = _checked_url(url)
+        if session_id:
+            body["session_id"] = session_id
+        return self._post_json(MULTIDENTIFY_PATH, body, parse_multidentify)
+
+    def multidentify_image(
+        self,
+        image: bytes,
+        group_ids: Sequence[str],
+        session_id: str | None = None,
+        filename: str = "image.jpg",
+    ) -> IdentifyResult:
+        """Identify every face of ``image`` (binary) in ``group_ids``.
+
+        Multipart body: ``appid``, ``group_id`` or ``group_ids[i]``, ``session_id`` when non-empty, and
+        the ``image`` part. Raises :class:`ApiError`.
+        """
+        groups = _checked_ids("group id", group_ids)
+        fields = self._envelope_fields()
+        fields += [("group_id", groups[0])] if len(groups) == 1 else _indexed("group_ids", groups)
+        if session_id:
+            fields.append(("session_id", session_id))
+        files = [("image", _image_part(image, filename))]
+        return self._post_multipart(MULTIDENTIFY_PATH, fields, files, parse_multidentify)
+
+    # -- person / group management (same envelope; return ``data``) ----------------------------------
+
+    def newperson(
+        self,
+        person_id: str,
+        group_ids: Sequence[str],
+        *,
+        image: bytes | None = None,
+        url: str | None = None,
+        person_name: str | None = None,
+        tag: str | None = None,
+    ) -> dict[str, Any]:
+        """Create ``person_id`` in ``group_ids`` (groups are created implicitly) with one face."""
+        person = _checked_id("person id", person_id)
+        groups = _checked_ids("group id", group_ids)
+        _one_of("image", image, "url", url)
+        extras = {k: v for k, v in (("person_name", person_name), ("tag", tag)) if v is not None}
+        if url is not None:
+            body = self._envelope() | {"group_ids": groups, "person_id": person, "url": _checked_url(url)} | extras
+            return self._post_json("/face/newperson", body, parse_data_object)
+        assert image is not None  # _one_of guarantees it
+        fields = [*self._envelope_fields(), *_indexed("group_ids", groups), ("person_id", person), *extras.items()]
+        return self._post_multipart("/face/newperson", fields, [("image", _image_part(image))], parse_data_object)
+
+    def addface(
+        self,
+        person_id: str,
+        *,
+        images: Sequence[bytes] | None = None,
+        urls: Sequence[str] | None = None,
+        tag: str | None = None,
+    ) -> dict[str, Any]:
+        """Add faces to ``person_id``; ``data.ret_codes`` holds one code per image."""
+        person = _checked_id("person id", person_id)
+        _one_of("images", images or None, "urls", urls or None)
+        extras = {"tag": tag} if tag is not None else {}
+        if urls:
+            checked = [_checked_url(u) for u in urls]
+            body = self._envelope() | {"person_id": person, "urls": checked} | extras
+            return self._post_json("/face/addface", body, parse_data_object)
+        assert images
+        fields = [*self._envelope_fields(), ("person_id", person), *extras.items()]
+        files = [(f"images[{i}]", _image_part(img, f"image{i}.jpg")) for i, img in enumerate(images)]
+        return self._post_multipart("/face/addface", fields, files, parse_data_object)
+
+    def delperson(self, person_id: str) -> dict[str, Any]:
+        """Delete ``person_id`` and its faces."""
+        body = self._envelope() | {"person_id": _checked_id("person id", person_id)}
+        return self._post_json("/face/delperson", body, parse_data_object)
+
+    def getinfo(self, person_id: str) -> dict[str, Any]:
+        """``data`` of ``/face/getinfo``: person_id, person_name, face_ids, group_ids, tag."""
+        body = self._envelope() | {"person_id": _checked_id("person id", person_id)}
+        return self._post_json("/face/getinfo", body, parse_data_object)
+
+    def getgroupids(self) -> list[str]:
+        """Every group of the appid."""
+        return self._post_json("/face/getgroupids", self._envelope(), _field_parser("group_ids"))
+
+    def getpersonids(self, group_id: str) -> list[str]:
+        """Every person of ``group_id``."""
+        body = self._envelope() | {"group_id": _checked_id("group id", group_id)}
+        return self._post_json("/face/getpersonids", body, _field_parser("person_ids"))
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the session if this client created it (an injected session belongs to the caller)."""
+        if self._owns_session:
+            self._session.close()
+
+    def __enter__(self) -> MultidentifyClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:  # never show the secrets
+        return f"MultidentifyClient(appid={self._appid!r}, base_url={self._base_url!r})"
+
+    # -- plumbing -----------------------------------------------------------------------------------
+
+    def _envelope(self) -> dict[str, Any]:
+        # The Python SDK sends bucket in every body; sent only when configured so a v1 appid (b empty)
+        # gets the documented minimal body.
+        return {"appid": self._appid, "bucket": self._bucket} if self._bucket else {"appid": self._appid}
+
+    def _envelope_fields(self) -> _Fields:
+        return list(self._envelope().items())
+
+    def _post_json(self, path: str, body: dict[str, Any], parse: Callable[[bytes, int], R]) -> R:
+        headers = {**self._headers, "Content-Type": "application/json"}
+        request = requests.Request("POST", self._base_url + path, headers=headers, data=orjson.dumps(body))
+        return self._call(request, parse)
+
+    def _post_multipart(self, path: str, fields: _Fields, files: _Files, parse: Callable[[bytes, int], R]) -> R:
+        # Cheap early refusal before encoding a huge image; the exact check runs on the encoded body.
+        if sum(len(content) for _, (_, content, _) in files) > MAX_BODY_BYTES:
+            raise _too_large()
+        request = requests.Request("POST", self._base_url + path, headers=self._headers, data=fields, files=files)
+        return self._call(request, parse)
+
+    def _call(self, request: requests.Request, parse: Callable[[bytes, int], R]) -> R:
+        prepared = self._session.prepare_request(request)
+        body = prepared.body
+        if body is not None and len(body) > MAX_BODY_BYTES:
+            raise _too_large()
+        for attempt in (1, 2):
+            prepared.headers["Authorization"] = self._signer.header()
+            status, content, retry_after = self._send(prepared)
+            try:
+                return parse(content, status)
+            except ApiError as err:
+                if err.retry_after is None:
+                    err.retry_after = retry_after
+                # 9 (expired) / 13 (replay): a fresh signature may pass; a second refusal is final.
+                if err.resign and attempt == 1:
+                    self._signer.invalidate()
+                    continue
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _send(self, prepared: requests.PreparedRequest) -> tuple[int, bytes, float | None]:
+        try:
+            response = self._session.send(prepared, timeout=self._timeout, allow_redirects=False, **self._send_settings)
+            return response.status_code, response.content, _retry_after(response.headers.get("Retry-After"))
+        except requests.Timeout as exc:
+            raise ApiError.local("timeout", f"no answer within {self._timeout} s (connect, read): {exc}") from exc
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise ApiError.local("connection", f"{type(exc).__name__}: {exc}"[:500]) from exc
+
+
+def _checked_id(kind: str, value: str) -> str:
+    if not value:
+        raise ApiError.refused(-1301, f"empty {kind}")
+    if _BAD_ID_CHARS.search(value):
+        raise ApiError.refused(-1313, f"{kind} {value!r} contains whitespace or '/'")
+    return value
+
+
+def _checked_ids(kind: str, values: Sequence[str]) -> list[str]:
+    if isinstance(values, str):  # a str is a Sequence[str] too; "abc" would become three groups
+        raise TypeError(f"{kind}s must be a sequence of strings, not a string")
+    if not values:
+        raise ApiError.refused(-1301, f"empty {kind} list")
+    return [_checked_id(kind, v) for v in values]
+
+
+def _checked_url(url: str) -> str:
+    if not url or not url.strip():
+        raise ApiError.refused(-1301, "empty url")
+    return url
+
+
+def _one_of(name_a: str, a: object, name_b: str, b: object) -> None:
+    if a is None and b is None:
+        raise ApiError.refused(-1301, f"neither {name_a} nor {name_b} given")
+    if a is not None and b is not None:
+        raise ValueError(f"give {name_a} or {name_b}, not both")
+
+
+def _image_part(image: bytes, filename: str = "image.jpg") -> tuple[str, bytes, str]:
+    if not image:
+        raise ApiError.refused(-1300, "empty image")
+    if image.startswith(_GIF_MAGIC):
+        raise ApiError.refused(-1400, "GIF images are not supported")
+    if len(image) > MAX_BODY_BYTES:
+        raise _too_large()
+    return filename, image, content_type_of(image)
+
+
+def content_type_of(image: bytes) -> str:
+    """MIME type from the magic bytes (JPEG, PNG, BMP, WebP), else ``application/octet-stream``."""
+    for magic, mime in _MAGIC_TYPES:
+        if image.startswith(magic):
+            return mime
+    if image[:4] == b"RIFF" and image[8:12] == b"WEBP":
+        return "image/webp"
+    return "application/octet-stream"
+
+
+def _too_large() -> ApiError:
+    return ApiError.refused(23, f"request body over {MAX_BODY_BYTES} bytes (1.5 MB)")
+
+
+def _group_field_json(groups: list[str]) -> dict[str, Any]:
+    # One group → "group_id", several → "group_ids" (as the official Java SDK sends them).
+    return {"group_id": groups[0]} if len(groups) == 1 else {"group_ids": groups}
+
+
+def _indexed(name: str, values: Sequence[str]) -> _Fields:
+    return [(f"{name}[{i}]", v) for i, v in enumerate(values)]
+
+
+def _field_parser(field: str) -> Callable[[bytes, int], list[str]]:
+    return lambda body, status: parse_id_list(body, status, field)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a numeric ``Retry-After`` header (the HTTP-date form is ignored)."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds < 86400 else None
