@@ -103,6 +103,13 @@ def _stop_all() -> None:
 def wait_for_broker(bootstrap: str, timeout: float = 20.0) -> None:
     """Return once the broker answers a metadata request; raise TimeoutError otherwise."""
     deadline = time.monotonic() + timeout
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    while time.monotonic() < deadline:  # the port first: librdkafka logs every refused connection
+        try:
+            socket.create_connection((host, int(port)), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.02)
     admin = AdminClient({"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 1000})
     last: Exception | None = None
     while time.monotonic() < deadline:
@@ -205,8 +212,74 @@ def broker(topics: Sequence[str] = (), partitions: int = 4) -> Iterator[Broker]:
         b.stop()
 
 
+@dataclass
+class Stack:
+    """Broker + API emulator (+ the emulator's image folder served under ``/images/``)."""
+
+    broker: Broker
+    emulator: Any  # worker.emulator.EmulatorProcess
+    images_dir: Path
+    topics: list[str] = field(default_factory=list)
+
+    @property
+    def bootstrap(self) -> str:
+        return self.broker.bootstrap
+
+    @property
+    def api_url(self) -> str:
+        return str(self.emulator.base_url)
+
+    @property
+    def images_url(self) -> str:
+        return f"{self.api_url}/images/"
+
+    def env(self) -> dict[str, str]:
+        """Worker settings that point at this stack (the emulator's development account)."""
+        from worker.emulator import DEV_ACCOUNT
+
+        return {
+            "MDW_BOOTSTRAP_SERVERS": self.bootstrap,
+            "MDW_API_BASE_URL": self.api_url,
+            "MDW_APPID": DEV_ACCOUNT.appid,
+            "MDW_SECRET_ID": DEV_ACCOUNT.secret_id,
+            "MDW_SECRET_KEY": DEV_ACCOUNT.secret_key,
+        }
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.emulator.stop()
+        self.broker.stop()
+
+
+@contextlib.contextmanager
+def stack(
+    topics: Sequence[str] = (),
+    partitions: int = 4,
+    *,
+    images_dir: str | os.PathLike[str],
+    **emulator_options: Any,
+) -> Iterator[Stack]:
+    """The whole development stack; every process is stopped by its PID when the block ends."""
+    from worker.emulator import spawn_process
+
+    b = start_broker()
+    emulator = None
+    try:
+        if topics:
+            create_topics(b.bootstrap, topics, partitions)
+        emulator = spawn_process(images_dir=str(images_dir), **emulator_options)
+        yield Stack(broker=b, emulator=emulator, images_dir=Path(images_dir), topics=list(topics))
+    finally:
+        if emulator is not None:
+            with contextlib.suppress(Exception):
+                emulator.stop()
+        b.stop()
+
+
 def main_devstack(partitions: int, topics: Sequence[str], out: Any = sys.stdout) -> int:
-    """``multidentify-worker devstack``: run the embedded stack until Ctrl-C / SIGTERM."""
+    """``multidentify-worker devstack``: run broker + emulator until Ctrl-C / SIGTERM."""
+    import tempfile
+
     stopping = False
 
     def _stop(signum: int, frame: object) -> None:
@@ -215,11 +288,16 @@ def main_devstack(partitions: int, topics: Sequence[str], out: Any = sys.stdout)
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    with broker(topics, partitions) as b:
-        print(f"KAFKA_BOOTSTRAP_SERVERS={b.bootstrap}", file=out)
+    with (
+        tempfile.TemporaryDirectory(prefix="mdw-images-") as images,
+        stack(topics, partitions, images_dir=images) as st,
+    ):
+        for name, value in st.env().items():
+            print(f"export {name}={value}", file=out)
+        print(f"# images in {images} are served at {st.images_url}", file=out)
         for t in topics:
-            print(f"topic {t} ({partitions} partitions)", file=out)
-        print("devstack running; Ctrl-C stops it", file=out, flush=True)
-        while not stopping and (b.process is None or b.process.alive()):
+            print(f"# topic {t} ({partitions} partitions)", file=out)
+        print("# devstack running; Ctrl-C stops it", file=out, flush=True)
+        while not stopping and (st.broker.process is None or st.broker.process.alive()):
             time.sleep(0.2)
     return 0

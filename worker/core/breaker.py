@@ -108,6 +108,16 @@ class CircuitBreaker:
             if len(self._window) >= self._min_calls and self._failures >= self._ratio * len(self._window):
                 self._open()
 
+    def trip(self) -> None:
+        """Open now: the caller saw an outage (an event exhausted its retries while failures dominate)."""
+        with self._lock:
+            if self._current() is BreakerState.CLOSED:
+                self._open()
+
+    @property
+    def failure_ratio(self) -> float:
+        return self._ratio
+
     def failure_share(self) -> float:
         """Failures among the recent calls in the window (0 when empty)."""
         return self._failures / len(self._window) if self._window else 0.0

@@ -1,0 +1,125 @@
+"""``multidentify-worker run``: build the pipeline from settings, serve /metrics and probes, run until stopped."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+from worker.config import Settings
+from worker.core.breaker import CircuitBreaker
+from worker.core.outcomes import RetryPolicy
+from worker.core.ratelimit import AimdRateLimiter
+from worker.runtime.identify import Identifier, ImageSource
+from worker.runtime.observer import Observer, Observers
+from worker.runtime.pipeline import Pipeline
+
+log = logging.getLogger("worker.app")
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(
+        max_attempts=settings.max_attempts,
+        deadline_s=settings.retry_deadline_s,
+        backoff_initial_s=settings.backoff_initial_s,
+        backoff_max_s=settings.backoff_max_s,
+    )
+
+
+def build_pipeline(
+    settings: Settings,
+    *,
+    observers: Sequence[Observer] = (),
+    consumer_config: dict[str, object] | None = None,
+    producer_config: dict[str, object] | None = None,
+) -> Pipeline:
+    """Everything `run` wires together, without signal handlers or the ops server (tests use this too)."""
+    from worker.api.client import MultidentifyClient
+
+    pool = settings.max_in_flight
+    client = MultidentifyClient(
+        appid=settings.appid,
+        secret_id=settings.secret_id,
+        secret_key=settings.secret_key,
+        base_url=settings.api_base_url,
+        bucket=settings.bucket,
+        signature_lifetime=settings.signature_lifetime_s,
+        connect_timeout=settings.connect_timeout_s,
+        read_timeout=settings.read_timeout_s,
+        pool_size=pool,
+        verify=settings.tls_verify,
+    )
+    fetcher: ImageSource | None = None
+    if settings.image_mode == "fetch":
+        from worker.fetch import ImageFetcher
+
+        fetcher = ImageFetcher(
+            max_bytes=settings.fetch_max_bytes,
+            connect_timeout=min(settings.connect_timeout_s, settings.fetch_timeout_s),
+            read_timeout=settings.fetch_timeout_s,
+            total_timeout=settings.fetch_timeout_s,
+            allowed_networks=settings.fetch_allowed_networks,
+            verify=settings.tls_verify,
+            pool_size=pool,
+        )
+    breaker = CircuitBreaker(failure_ratio=settings.breaker_failure_ratio, open_s=settings.breaker_open_s)
+    rate = settings.rate_limit_qps
+    limiter = AimdRateLimiter(rate, min_rate=min(1.0, rate) if rate else None)
+    observer = Observers(list(observers))
+    identifier = Identifier(
+        client,
+        default_groups=settings.group_ids,
+        policy=retry_policy(settings),
+        limiter=limiter,
+        breaker=breaker,
+        observer=observer,
+        fetcher=fetcher,
+    )
+    return Pipeline(
+        settings,
+        identifier,
+        breaker=breaker,
+        observer=observer,
+        consumer_config=dict(consumer_config) if consumer_config else None,
+        producer_config=dict(producer_config) if producer_config else None,
+    )
+
+
+def run(settings: Settings) -> int:
+    """Run the worker until SIGTERM/SIGINT or a fatal condition; return the process exit code."""
+    from worker.ops import HealthState, LogObserver, OpsServer, PrometheusObserver, configure_logging
+
+    configure_logging(
+        settings.log_level,
+        settings.log_format,
+        secrets=[s for s in (settings.secret_id, settings.secret_key, settings.sasl_password) if s],
+    )
+    health = HealthState(liveness_timeout_s=settings.liveness_timeout_s)
+    metrics = PrometheusObserver(health=health)
+    pipeline = build_pipeline(settings, observers=[metrics, health, LogObserver()])
+    server = None
+    if settings.metrics_port:
+        server = OpsServer(metrics.registry, health, host=settings.metrics_host, port=settings.metrics_port).start()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %s: draining", signal.Signals(signum).name)
+        pipeline.request_stop()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+    log.info(
+        "starting",
+        extra={"group": settings.group_id, "topic": settings.input_topic, "max_in_flight": settings.max_in_flight},
+    )
+    try:
+        code = pipeline.run()
+    finally:
+        if server is not None:
+            server.stop()
+    if code:
+        print(f"multidentify-worker: {pipeline.fatal_reason}", file=sys.stderr)
+    return code

@@ -1,0 +1,59 @@
+"""Kafka client configuration from settings: the consumer and the idempotent producer.
+
+Offsets are stored and committed by the pipeline only (auto commit and auto offset store off):
+the commit contract lives in :mod:`worker.runtime.pipeline`.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from worker import __version__
+from worker.config import Settings
+
+
+def _common(settings: Settings) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "client.id": f"multidentify-worker-{socket.gethostname()}",
+        "security.protocol": settings.security_protocol,
+    }
+    if settings.security_protocol.startswith("SASL"):
+        conf["sasl.mechanism"] = settings.sasl_mechanism
+        conf["sasl.username"] = settings.sasl_username
+        conf["sasl.password"] = settings.sasl_password
+    if settings.ssl_ca_location:
+        conf["ssl.ca.location"] = settings.ssl_ca_location
+    return conf
+
+
+def consumer_config(settings: Settings, *, stats_interval_ms: int = 5000) -> dict[str, Any]:
+    session = settings.session_timeout_ms
+    return {
+        **_common(settings),
+        "group.id": settings.group_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": settings.assignment_strategy,
+        "session.timeout.ms": session,
+        "heartbeat.interval.ms": max(100, min(3000, session // 3)),
+        # Keep prefetch small: events wait in Kafka, not in our memory, when the API is the bottleneck.
+        "queued.max.messages.kbytes": 8192,
+        "fetch.max.bytes": 16 * 1024 * 1024,
+        "statistics.interval.ms": stats_interval_ms,
+        "client.id": f"multidentify-worker-{__version__}-{socket.gethostname()}",
+    }
+
+
+def producer_config(settings: Settings) -> dict[str, Any]:
+    return {
+        **_common(settings),
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        # Dead letters carry the original value (base64) plus context; allow for that growth.
+        "message.max.bytes": 16 * 1024 * 1024,
+    }
