@@ -324,6 +324,7 @@ def build_result(
     worker_version: str,
     processed_at_ms: int,
     image_mode: ImageMode,
+    worker_instance: str | None = None,
 ) -> bytes:
     """The result record value (schemas/result.schema.json): every face with its top-5 candidates, best first."""
     faces = []
@@ -360,7 +361,7 @@ def build_result(
             "image_mode": image_mode,
         },
         "source": _source_json(source),
-        "worker": {"version": worker_version},
+        "worker": _worker_json(worker_version, worker_instance),
         "processed_at_ms": processed_at_ms,
         "processed_at": rfc3339_ms(processed_at_ms),
     }
@@ -408,6 +409,10 @@ class ErrorInfo:
         return cls(error.code, INVALID_CLASS, error.message, None, 0, at_ms, at_ms)
 
 
+def _worker_json(version: str, instance: str | None) -> dict[str, str]:
+    return {"version": version} if instance is None else {"version": version, "instance": instance[:300]}
+
+
 def _b64(data: bytes | None) -> str | None:
     return None if data is None else base64.b64encode(data).decode("ascii")
 
@@ -423,6 +428,7 @@ def build_dead_letter(
     replay_count: int = 0,
     consumer_group: str | None = None,
     max_original_bytes: int = MAX_ORIGINAL_BYTES,
+    worker_instance: str | None = None,
 ) -> bytes:
     """The dead-letter envelope (schemas/deadletter.schema.json) with the original value byte-for-byte.
 
@@ -458,7 +464,7 @@ def build_dead_letter(
             "timestamp_ms": source.timestamp_ms,
             "headers": [[name, _b64(value)] for name, value in source.headers],
         },
-        "worker": {"version": worker_version, "consumer_group": consumer_group},
+        "worker": {**_worker_json(worker_version, worker_instance), "consumer_group": consumer_group},
         "replay_count": replay_count,
         "dead_lettered_at_ms": at_ms,
         "dead_lettered_at": rfc3339_ms(at_ms),

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -140,11 +142,12 @@ class Pipeline:
         self._breaker = breaker
         self._observer = observer or Observer()
         self._version = worker_version
+        self._instance = f"{socket.gethostname()}/{os.getpid()}"
         self._in_topic = settings.input_topic
         self._results_topic = settings.results_topic
         self._dlq_topic = settings.dlq_topic
         self._max_in_flight = int(settings.max_in_flight)
-        self._max_buffered = max(4 * self._max_in_flight, 1000)
+        self._max_buffered = max(4 * self._max_in_flight, 64)
 
         cconf = consumer_config or kafka.consumer_config(settings)
         cconf.setdefault("stats_cb", self._on_stats)
@@ -338,7 +341,8 @@ class Pipeline:
                 api_latency_ms=c.api_latency_ms,
                 worker_version=self._version,
                 processed_at_ms=int(time.time() * 1000),
-                image_mode=self.settings.image_mode,
+                image_mode="image" if self.settings.image_mode == "fetch" else "url",
+                worker_instance=self._instance,
             )
             faces = len(c.result.faces)
             self._produce(
@@ -383,6 +387,7 @@ class Pipeline:
             worker_version=self._version,
             replay_count=replay_count,
             consumer_group=self.settings.group_id,
+            worker_instance=self._instance,
         )
         headers = records.dead_letter_headers(source, error, self._version, replay_count)
         code = error.code
