@@ -7,6 +7,7 @@ emulator's dependencies.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
@@ -86,6 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--topics", nargs="*", default=["images", "face-results", "face-dlq"])
     dev.set_defaults(func=_cmd_devstack)
 
+    for name, module, text in (
+        ("replay", "replay", "re-publish selected dead letters to the input topic (by code, time or offsets)"),
+        ("produce", "produce", "publish image events from a JSON-lines file, stdin or a folder of images"),
+        ("tail", "tail", "follow the results or the dead-letter topic, one readable line per record"),
+    ):
+        tool = importlib.import_module(f"worker.tools.{module}")
+        tool_parser = sub.add_parser(name, help=text)
+        tool.add_arguments(tool_parser)
+        tool_parser.set_defaults(func=tool.run)
     _add_emulator(sub)
     return parser
 

@@ -1,0 +1,323 @@
+"""`replay` against a real broker, with dead letters built exactly as the worker writes them."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from worker.api.errors import meaning
+from worker.core import records
+from worker.tools import _kafka, replay
+from worker.tools.replay_plan import H_REPLAYED_FROM, Selection
+
+pytestmark = pytest.mark.broker
+
+TRACEPARENT = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+CLASSES = {"15": "transient", "-1308": "permanent", "invalid_json": "invalid"}
+
+DeadLetter = tuple[bytes, bytes, list[tuple[str, bytes | None]]]
+
+
+def dead_letter(
+    code: str,
+    value: bytes | None,
+    *,
+    key: bytes | None = None,
+    headers: tuple[tuple[str, bytes | None], ...] = (),
+    offset: int = 0,
+    replay_count: int = 0,
+    max_original_bytes: int = records.MAX_ORIGINAL_BYTES,
+) -> DeadLetter:
+    """(key, value, headers) of a dead-letter record, built by the worker's own functions."""
+    source = records.Source("images-src", 1, offset, 1_700_000_000_000, key, headers)
+    error = records.ErrorInfo(code, CLASSES[code], f"failed with {code}", 200, 1, 1_700_000_000_000, 1_700_000_000_000)
+    value_out = records.build_dead_letter(
+        value,
+        event_id=f"e-{offset}",
+        error=error,
+        source=source,
+        worker_version="0.1.0",
+        replay_count=replay_count,
+        max_original_bytes=max_original_bytes,
+    )
+    return records.dead_letter_key(code), value_out, records.dead_letter_headers(source, error, "0.1.0", replay_count)
+
+
+def produce(
+    bootstrap: str, topic: str, items: list[DeadLetter], *, timestamps: list[int] | None = None, partition: int = -1
+) -> None:
+    """Produce in one go (linger: several records per batch, which Tansu's "latest" offset gets wrong)."""
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 50})
+    failures: list[Any] = []
+    for i, (key, value, headers) in enumerate(items):
+        kwargs: dict[str, Any] = {"key": key, "value": value, "headers": headers, "partition": partition}
+        if timestamps is not None:
+            kwargs["timestamp"] = timestamps[i]
+        producer.produce(topic, on_delivery=lambda err, _m: failures.append(err) if err else None, **kwargs)
+    assert producer.flush(30) == 0
+    assert not failures
+
+
+def read_everything(bootstrap: str, topic: str, timeout: float = 15.0) -> list[Message]:
+    """Every record of ``topic``, read by assignment up to the end of each partition (EOF events)."""
+    parts = list(AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10).topics[topic].partitions)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"check-{uuid.uuid4().hex[:8]}",
+            "enable.partition.eof": True,
+            "fetch.wait.max.ms": 20,  # an empty partition's EOF needs one fetch round
+        }
+    )
+    consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+    out: list[Message] = []
+    at_end: set[int] = set()
+    deadline = time.monotonic() + timeout
+    try:
+        while len(at_end) < len(parts):
+            assert time.monotonic() < deadline, f"{topic}: no end of partitions {set(parts) - at_end}"
+            msg = consumer.poll(0.2)
+            if msg is None:
+                continue
+            if msg.error() is not None:
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    at_end.add(msg.partition())
+                continue
+            out.append(msg)
+    finally:
+        consumer.close()
+    return out
+
+
+def run_replay(bootstrap: str, dlq: str, target: str, *flags: str) -> tuple[int, str]:
+    parser = argparse.ArgumentParser()
+    replay.add_arguments(parser)
+    argv = ["--bootstrap-servers", bootstrap, "--dlq-topic", dlq, "--input-topic", target, "--timeout", "30"]
+    argv += flags  # a later --timeout wins
+    out = io.StringIO()
+    code = replay.run(parser.parse_args(argv), out)
+    return code, out.getvalue()
+
+
+def origins(msgs: list[Message]) -> list[str]:
+    return [dict(m.headers() or [])[H_REPLAYED_FROM].decode() for m in msgs]
+
+
+@pytest.fixture
+def topics(make_topic: Callable[..., str]) -> tuple[str, str]:
+    return make_topic("dlq", partitions=4), make_topic("in", partitions=4)
+
+
+def test_replay_by_code_republishes_only_that_code_byte_for_byte(kafka_bootstrap: str, topics: tuple[str, str]) -> None:
+    dlq, target = topics
+    headers = (("traceparent", TRACEPARENT), ("dup", b"1"), ("dup", b"2"), ("nullhdr", None))
+    originals = {
+        0: (b"cam-1", b'{"image_url":"http://127.0.0.1:1/a.jpg","event_id":"e-0"}', headers),
+        1: (b"\x00\xffbinary-key", b"\xff\xfe\x00 not UTF-8 \x80", (("traceparent", TRACEPARENT),)),
+        2: (None, b'{"image_url":"http://127.0.0.1:1/c.jpg"}', ()),
+    }
+    items = [dead_letter("15", v, key=k, headers=h, offset=o) for o, (k, v, h) in originals.items()]
+    items += [dead_letter("-1308", b"{}", offset=10 + i) for i in range(2)]
+    items += [dead_letter("invalid_json", b"{", offset=20)]
+    produce(kafka_bootstrap, dlq, items)
+
+    code, out = run_replay(kafka_bootstrap, dlq, target, "--code", "15", "--rate", "500")
+
+    assert code == 0, out
+    got = read_everything(kafka_bootstrap, target)
+    assert len(got) == 3
+    by_value = {value: (key, value, hdrs) for key, value, hdrs in originals.values()}
+    dlq_keys = {f"{dlq}/{m.partition()}/{m.offset()}": m.key() for m in read_everything(kafka_bootstrap, dlq)}
+    for msg in got:
+        hdrs = msg.headers() or []
+        origin = dict(hdrs)[H_REPLAYED_FROM].decode()
+        assert dlq_keys[origin] == b"15"
+        key, _, original_headers = by_value[msg.value()]
+        assert msg.key() == key
+        assert hdrs == [*original_headers, ("mdw.replay.count", b"1"), (H_REPLAYED_FROM, origin.encode())]
+    assert "replayed: 3" in out and meaning("15") in out
+    # The code-15 run saved its own progress: a later run for every code still finds the others.
+    code, out = run_replay(kafka_bootstrap, dlq, target)
+    assert code == 0, out
+    later = [dlq_keys[o] for o in origins(read_everything(kafka_bootstrap, target))]
+    assert sorted(later) == sorted([b"15"] * 6 + [b"-1308"] * 2 + [b"invalid_json"])
+
+
+def test_dry_run_counts_per_code_and_changes_nothing(kafka_bootstrap: str, topics: tuple[str, str]) -> None:
+    dlq, target = topics
+    items = [dead_letter("15", b"{}", offset=i) for i in range(3)]
+    items += [dead_letter("-1308", b"{}", offset=10 + i) for i in range(2)]
+    items += [dead_letter("invalid_json", b"{", offset=20)]
+    produce(kafka_bootstrap, dlq, items)
+
+    code, out = run_replay(kafka_bootstrap, dlq, target, "--code", "15", "--code", "-1308", "--dry-run")
+
+    assert code == 0, out
+    assert "would replay: 5" in out and "selected: 5" in out
+    assert meaning("15") in out and meaning("-1308") in out
+    assert out.count("code=15 ") + out.count("code=-1308 ") == 5  # the sample lines (5 = the default count)
+    assert read_everything(kafka_bootstrap, target) == []
+    selection = Selection(codes=frozenset({"15", "-1308"}))
+    group = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": replay.default_group(dlq, selection)})
+    try:
+        committed = group.committed([TopicPartition(dlq, p) for p in range(4)], timeout=10)
+    finally:
+        group.close()
+    assert all(tp.offset < 0 for tp in committed)
+    # The real run afterwards still finds all five: the dry run saved no progress.
+    code, out = run_replay(kafka_bootstrap, dlq, target, "--code", "15", "--code", "-1308")
+    assert code == 0 and len(read_everything(kafka_bootstrap, target)) == 5
+
+
+def test_an_interrupted_replay_resumes_instead_of_repeating(kafka_bootstrap: str, topics: tuple[str, str]) -> None:
+    dlq, target = topics
+    produce(kafka_bootstrap, dlq, [dead_letter("15", f'{{"n":{i}}}'.encode(), offset=i) for i in range(10)])
+
+    code, out = run_replay(kafka_bootstrap, dlq, target, "--limit", "4")
+    assert code == 0 and "stopped at --limit" in out
+    assert len(read_everything(kafka_bootstrap, target)) == 4
+
+    code, out = run_replay(kafka_bootstrap, dlq, target)
+    assert code == 0, out
+    got = read_everything(kafka_bootstrap, target)
+    assert len(got) == 10 and len(set(origins(got))) == 10
+    assert sorted(m.value() for m in got) == sorted(f'{{"n":{i}}}'.encode() for i in range(10))
+
+    code, out = run_replay(kafka_bootstrap, dlq, target)
+    assert code == 0 and "replayed: 0" in out
+    assert len(read_everything(kafka_bootstrap, target)) == 10
+
+
+class _FailingProducer:
+    """A real producer that raises on its ``fail_at``-th produce call (an injected crash)."""
+
+    def __init__(self, inner: Producer, fail_at: int) -> None:
+        self.inner, self.fail_at, self.calls = inner, fail_at, 0
+
+    def produce(self, *args: Any, **kwargs: Any) -> None:
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT, "injected failure"))
+        self.inner.produce(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_a_failed_replay_commits_only_what_was_delivered(
+    kafka_bootstrap: str, topics: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dlq, target = topics
+    produce(kafka_bootstrap, dlq, [dead_letter("15", f'{{"n":{i}}}'.encode(), offset=i) for i in range(8)])
+    real = replay._new_producer
+    monkeypatch.setattr(replay, "_new_producer", lambda conf: _FailingProducer(real(conf), fail_at=4))
+
+    code, out = run_replay(kafka_bootstrap, dlq, target)
+
+    assert code == 1 and "injected failure" in out
+    assert len(read_everything(kafka_bootstrap, target)) == 3
+    monkeypatch.setattr(replay, "_new_producer", real)
+    code, out = run_replay(kafka_bootstrap, dlq, target)
+    assert code == 0 and "replayed: 5" in out
+    got = read_everything(kafka_bootstrap, target)
+    assert len(got) == 8 and len(set(origins(got))) == 8
+
+
+def test_records_past_max_replays_and_unreadable_ones_are_skipped_with_a_reason(
+    kafka_bootstrap: str, topics: tuple[str, str]
+) -> None:
+    dlq, target = topics
+    replayed_before = (("traceparent", TRACEPARENT), ("mdw.replay.count", b"2"), ("mdw.replayed.from", b"x/0/1"))
+    items = [
+        dead_letter("15", b'{"a":1}', offset=1, replay_count=3),
+        dead_letter("15", b'{"a":2}', key=b"k2", offset=2, replay_count=2, headers=replayed_before),
+        dead_letter("15", b"x" * 100, offset=3, max_original_bytes=10),
+        (b"15", b"not an envelope", []),
+    ]
+    produce(kafka_bootstrap, dlq, items)
+
+    code, out = run_replay(kafka_bootstrap, dlq, target, "--max-replays", "3")
+
+    assert code == 0, out
+    assert "max replays: 1" in out and "value omitted: 1" in out and "unparseable envelope: 1" in out
+    (msg,) = read_everything(kafka_bootstrap, target)
+    assert (msg.key(), msg.value()) == (b"k2", b'{"a":2}')
+    hdrs = msg.headers() or []
+    assert hdrs[0] == ("traceparent", TRACEPARENT)
+    assert [v for n, v in hdrs if n == "mdw.replay.count"] == [b"3"]
+
+
+def test_dead_letters_arriving_during_the_replay_wait_for_the_next_run(
+    kafka_bootstrap: str, topics: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dlq, target = topics
+    produce(kafka_bootstrap, dlq, [dead_letter("15", b"{}", offset=i) for i in range(30)], partition=2)
+    real = _kafka.end_offsets
+    marks: dict[int, tuple[int, int]] = {}
+
+    def end_offsets_then_more_arrive(*args: Any, **kwargs: Any) -> dict[int, tuple[int, int]]:
+        marks.update(real(*args, **kwargs))
+        produce(kafka_bootstrap, dlq, [dead_letter("15", b"{}", offset=100 + i) for i in range(7)], partition=2)
+        return marks
+
+    monkeypatch.setattr(_kafka, "end_offsets", end_offsets_then_more_arrive)
+    code, out = run_replay(kafka_bootstrap, dlq, target)
+    assert code == 0, out
+    assert marks[2] == (0, 30)  # the true end, although the last batch holds many records
+    assert len(read_everything(kafka_bootstrap, target)) == 30
+
+    monkeypatch.setattr(_kafka, "end_offsets", real)
+    code, out = run_replay(kafka_bootstrap, dlq, target)
+    assert code == 0 and "replayed: 7" in out
+    assert len(set(origins(read_everything(kafka_bootstrap, target)))) == 37
+
+
+def test_time_window_selects_by_dead_letter_timestamp(kafka_bootstrap: str, topics: tuple[str, str]) -> None:
+    dlq, target = topics
+    now = int(time.time() * 1000)
+    stamps = [now - 7_200_000] * 2 + [now - 3_600_000] * 3 + [now - 300_000] * 2
+    items = [dead_letter("15", f'{{"n":{i}}}'.encode(), offset=i) for i in range(len(stamps))]
+    produce(kafka_bootstrap, dlq, items, timestamps=stamps)
+    since = datetime.fromtimestamp((now - 5_400_000) / 1000, UTC).isoformat().replace("+00:00", "Z")
+
+    code, out = run_replay(kafka_bootstrap, dlq, target, "--since", since, "--until", str(now - 1_800_000))
+
+    assert code == 0, out
+    assert sorted(m.value() for m in read_everything(kafka_bootstrap, target)) == [b'{"n":2}', b'{"n":3}', b'{"n":4}']
+
+
+def test_offset_range_selects_inclusive_offsets_of_one_partition(kafka_bootstrap: str, topics: tuple[str, str]) -> None:
+    dlq, target = topics
+    produce(kafka_bootstrap, dlq, [dead_letter("15", b"{}", offset=i) for i in range(8)], partition=1)
+    produce(kafka_bootstrap, dlq, [dead_letter("15", b"{}", offset=i) for i in range(8)], partition=3)
+
+    code, out = run_replay(
+        kafka_bootstrap, dlq, target, "--partition", "1", "--from-offset", "2", "--to-offset", "4", "--to", target
+    )
+
+    assert code == 0, out
+    assert sorted(origins(read_everything(kafka_bootstrap, target))) == [f"{dlq}/1/{o}" for o in (2, 3, 4)]
+
+
+def test_a_throttled_replay_that_times_out_saves_its_progress(kafka_bootstrap: str, topics: tuple[str, str]) -> None:
+    dlq, target = topics
+    produce(kafka_bootstrap, dlq, [dead_letter("15", f'{{"n":{i}}}'.encode(), offset=i) for i in range(30)])
+
+    code, out = run_replay(kafka_bootstrap, dlq, target, "--rate", "5", "--timeout", "2")
+
+    assert code == 1 and "timed out" in out
+    first = len(read_everything(kafka_bootstrap, target))
+    assert first < 30  # 30 records at 5/s need 6 s
+    code, out = run_replay(kafka_bootstrap, dlq, target)
+    assert code == 0 and f"replayed: {30 - first}" in out
+    got = read_everything(kafka_bootstrap, target)
+    assert len(got) == 30 and len(set(origins(got))) == 30

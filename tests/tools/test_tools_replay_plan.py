@@ -1,0 +1,258 @@
+"""The replay's decisions without a broker: selection, ranges, what is republished, what is committed."""
+
+from __future__ import annotations
+
+import base64
+
+import orjson
+import pytest
+
+from worker.api.errors import meaning
+from worker.core import records
+from worker.tools.replay_plan import (
+    H_REPLAYED_FROM,
+    SKIP_BAD_ENVELOPE,
+    SKIP_MAX_REPLAYS,
+    SKIP_VALUE_OMITTED,
+    PartitionPlan,
+    Progress,
+    Republish,
+    Selection,
+    Skip,
+    Summary,
+    decide,
+    parse_time,
+    plan_partition,
+)
+
+TRACEPARENT = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def _dead_letter(
+    value: bytes | None,
+    *,
+    key: bytes | None = b"cam-1",
+    headers: tuple[tuple[str, bytes | None], ...] = (("traceparent", TRACEPARENT),),
+    replay_count: int = 0,
+    max_original_bytes: int = records.MAX_ORIGINAL_BYTES,
+) -> tuple[bytes, list[tuple[str, bytes | None]]]:
+    source = records.Source("images", 2, 41, 1_700_000_000_000, key, headers)
+    error = records.ErrorInfo("15", "transient", "rate limited", 200, 5, 1_700_000_000_000, 1_700_000_001_000)
+    envelope = records.build_dead_letter(
+        value,
+        event_id="e-1",
+        error=error,
+        source=source,
+        worker_version="0.1.0",
+        replay_count=replay_count,
+        max_original_bytes=max_original_bytes,
+    )
+    return envelope, records.dead_letter_headers(source, error, "0.1.0", replay_count)
+
+
+# --- time ---------------------------------------------------------------------------------------------------
+
+
+def test_parse_time_reads_iso_8601_and_epoch_ms() -> None:
+    assert parse_time("1700000000123") == 1_700_000_000_123
+    assert parse_time("2023-11-14T22:13:20Z") == 1_700_000_000_000
+    assert parse_time("2023-11-14T23:13:20+01:00") == 1_700_000_000_000
+    assert parse_time("2023-11-14T22:13:20.5") == 1_700_000_000_500  # no zone = UTC
+    with pytest.raises(ValueError, match="ISO 8601"):
+        parse_time("yesterday")
+
+
+# --- selection ----------------------------------------------------------------------------------------------
+
+
+def test_selection_by_code_compares_the_record_key() -> None:
+    sel = Selection(codes=frozenset({"15", "-1308"}))
+    assert sel.matches(b"15", None)
+    assert sel.matches(b"-1308", None)
+    assert not sel.matches(b"150", None)
+    assert not sel.matches(None, None)
+    assert Selection().matches(None, None)  # no criteria: everything
+
+
+def test_time_window_is_since_inclusive_until_exclusive() -> None:
+    sel = Selection(since_ms=1000, until_ms=2000)
+    assert [sel.matches(b"15", t) for t in (999, 1000, 1999, 2000)] == [False, True, True, False]
+    assert not sel.matches(b"15", None)  # no timestamp: cannot be inside a window
+
+
+def test_selection_problems_name_the_flags() -> None:
+    assert Selection(partition=1, from_offset=2, to_offset=5).problems() == []
+    assert "--partition" in Selection(from_offset=2).problems()[0]
+    assert "--to-offset" in Selection(partition=0, from_offset=5, to_offset=2).problems()[0]
+    assert "--until" in Selection(since_ms=5, until_ms=5).problems()[0]
+
+
+def test_each_selection_has_its_own_stable_label() -> None:
+    assert Selection().label() == ""
+    assert Selection(codes=frozenset({"15", "-1308"})).label() == "code=-1308,15"
+    assert Selection(partition=1, from_offset=2, to_offset=4).label() == "p1=2..4"
+    assert Selection(since_ms=0, until_ms=5).label() == "t=0..5"
+    long = Selection(codes=frozenset(str(c) for c in range(100))).label()
+    assert long.startswith("sel-") and len(long) == 16
+    assert Selection(codes=frozenset({"a b"})).label().startswith("sel-")  # no spaces in a group id
+
+
+# --- ranges -------------------------------------------------------------------------------------------------
+
+
+def test_plan_is_bounded_by_the_end_offset_at_start() -> None:
+    assert plan_partition(0, 3, 40, Selection()) == PartitionPlan(0, 3, 40)
+
+
+def test_plan_offset_range_is_inclusive_and_only_for_its_partition() -> None:
+    sel = Selection(partition=1, from_offset=5, to_offset=9)
+    assert plan_partition(0, 0, 100, sel) is None
+    assert plan_partition(1, 0, 100, sel) == PartitionPlan(1, 5, 10)
+    assert plan_partition(1, 0, 7, sel) == PartitionPlan(1, 5, 7)  # never past the end at start
+
+
+def test_plan_resumes_at_saved_progress() -> None:
+    assert plan_partition(0, 0, 40, Selection(), committed=25) == PartitionPlan(0, 25, 40, saved=25)
+    assert plan_partition(0, 30, 40, Selection(), committed=25) == PartitionPlan(0, 30, 40)  # older than the log
+    done = plan_partition(0, 0, 40, Selection(), committed=40)
+    assert done is not None and done.empty
+    beyond = plan_partition(0, 0, 40, Selection(partition=0, to_offset=9), committed=20)
+    assert beyond is not None and beyond.empty
+
+
+def test_plan_uses_the_since_offset_as_a_start_hint() -> None:
+    assert plan_partition(0, 0, 40, Selection(since_ms=1), since_offset=12) == PartitionPlan(0, 12, 40)
+    none_after = plan_partition(0, 0, 40, Selection(since_ms=1), since_offset=-1)
+    assert none_after is not None and none_after.empty
+
+
+# --- decisions ----------------------------------------------------------------------------------------------
+
+
+def test_decide_republishes_original_key_value_and_headers_byte_for_byte() -> None:
+    value = b"\xff\xfe\x00not utf-8\x80"
+    headers = (("traceparent", TRACEPARENT), ("dup", b"1"), ("dup", b"2"), ("nullhdr", None))
+    envelope, dlq_headers = _dead_letter(value, key=b"\x00\xffkey", headers=headers)
+    out = decide(envelope, dlq_headers, origin="face-dlq/3/17", max_replays=3)
+    assert isinstance(out, Republish)
+    assert out.key == b"\x00\xffkey"
+    assert out.value == value
+    assert out.headers == [*headers, (records.H_REPLAY_COUNT, b"1"), (H_REPLAYED_FROM, b"face-dlq/3/17")]
+    assert out.replay_count == 1 and out.event_id == "e-1"
+
+
+def test_decide_replaces_earlier_replay_headers_and_counts_on() -> None:
+    headers = (("traceparent", TRACEPARENT), ("mdw.replay.count", b"1"), ("mdw.replayed.from", b"face-dlq/0/3"))
+    envelope, dlq_headers = _dead_letter(b"{}", headers=headers, replay_count=1)
+    out = decide(envelope, dlq_headers, origin="face-dlq/1/9", max_replays=3)
+    assert isinstance(out, Republish)
+    assert out.headers == [("traceparent", TRACEPARENT), ("mdw.replay.count", b"2"), (H_REPLAYED_FROM, b"face-dlq/1/9")]
+
+
+def test_decide_keeps_a_missing_key_and_a_tombstone_value() -> None:
+    envelope, dlq_headers = _dead_letter(None, key=None, headers=())
+    out = decide(envelope, dlq_headers, origin="d/0/0", max_replays=3)
+    assert isinstance(out, Republish)
+    assert (out.key, out.value) == (None, None)
+
+
+@pytest.mark.parametrize(("header_count", "envelope_count", "skipped"), [(2, 2, False), (3, 3, True), (0, 3, True)])
+def test_decide_refuses_records_at_the_replay_limit(header_count: int, envelope_count: int, skipped: bool) -> None:
+    envelope, dlq_headers = _dead_letter(b"{}", replay_count=envelope_count)
+    dlq_headers = [(n, v) for n, v in dlq_headers if n != records.H_REPLAY_COUNT]
+    dlq_headers.append((records.H_REPLAY_COUNT, str(header_count).encode()))
+    out = decide(envelope, dlq_headers, origin="d/0/0", max_replays=3)
+    if skipped:
+        assert isinstance(out, Skip) and out.reason == SKIP_MAX_REPLAYS
+    else:
+        assert isinstance(out, Republish) and out.replay_count == 3
+
+
+def test_decide_skips_an_omitted_value() -> None:
+    envelope, dlq_headers = _dead_letter(b"x" * 100, max_original_bytes=10)
+    out = decide(envelope, dlq_headers, origin="d/0/0", max_replays=3)
+    assert isinstance(out, Skip) and out.reason == SKIP_VALUE_OMITTED and "100 bytes" in out.detail
+
+
+def _mutated(change: dict[str, object]) -> bytes:
+    envelope, _ = _dead_letter(b"{}")
+    doc = orjson.loads(envelope)
+    for path, value in change.items():
+        target = doc
+        *parents, last = path.split(".")
+        for name in parents:
+            target = target[name]
+        target[last] = value
+    return orjson.dumps(doc)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        b"not json",
+        b"[1, 2]",
+        _mutated({"schema_version": 2}),
+        _mutated({"original": "gone"}),
+        _mutated({"original.value_base64": "%%%"}),
+        _mutated({"original.key_base64": 5}),
+        _mutated({"original.headers": [["traceparent"]]}),
+        _mutated({"original.headers": {"a": "b"}}),
+    ],
+)
+def test_decide_skips_envelopes_it_cannot_read(value: bytes | None) -> None:
+    out = decide(value, [], origin="d/0/0", max_replays=3)
+    assert isinstance(out, Skip) and out.reason == SKIP_BAD_ENVELOPE
+
+
+def test_a_valid_mutation_helper_still_replays() -> None:
+    """Guards the parametrized test above: the helper alone does not break the envelope."""
+    value = _mutated({"original.value_base64": base64.b64encode(b"abc").decode()})
+    out = decide(value, [], origin="d/0/0", max_replays=3)
+    assert isinstance(out, Republish) and out.value == b"abc"
+
+
+# --- progress -----------------------------------------------------------------------------------------------
+
+
+def test_progress_commits_past_read_records_but_waits_for_acknowledgements() -> None:
+    progress = Progress()
+    progress.read(0, 10)  # not selected
+    assert progress.positions() == {0: 11}
+    progress.sent(0, 11)
+    progress.read(0, 11)
+    progress.read(0, 12)
+    assert progress.positions() == {0: 11}  # 11 not acknowledged yet
+    progress.delivered(0, 11)
+    assert progress.positions() == {0: 13}
+    assert progress.in_flight == 0
+
+
+def test_progress_holds_at_a_failed_delivery() -> None:
+    progress = Progress()
+    for offset in (5, 6, 7):
+        progress.sent(1, offset)
+        progress.read(1, offset)
+    progress.delivered(1, 5)
+    progress.failed(1, 6)
+    progress.delivered(1, 7)
+    assert progress.positions() == {1: 6}
+
+
+# --- summary ------------------------------------------------------------------------------------------------
+
+
+def test_summary_lists_codes_with_meanings_and_skip_reasons() -> None:
+    summary = Summary("face-dlq", "images", "g", dry_run=True, plans=[PartitionPlan(0, 4, 9, saved=4)])
+    summary.selected.update({"15": 3, "-1308": 1})
+    summary.replayed.update({"15": 2})
+    summary.skipped.update({SKIP_MAX_REPLAYS: 1, SKIP_VALUE_OMITTED: 1})
+    text = "\n".join(summary.render(meaning))
+    assert "dry run" in text
+    assert "offsets 4..8 (resumed at saved progress 4" in text
+    assert "selected: 4" in text and "would replay: 2" in text and "skipped: 2" in text
+    assert meaning("15") in text and meaning("-1308") in text
+    assert f"{SKIP_MAX_REPLAYS}: 1" in text
+    assert summary.ok
+    summary.errors.append("boom")
+    assert not summary.ok

@@ -1,0 +1,420 @@
+"""``multidentify-worker replay``: re-publish dead letters to the input topic (DESIGN.md contract 8).
+
+Sequence of one run:
+
+1. Take the DLQ's end offsets per partition (right on Tansu too, see :func:`_kafka.end_offsets`): the run
+   never reads past them, so dead letters written while it runs (including replayed events that fail again)
+   wait for the next run.
+2. Read the saved progress of the replay's own consumer group (``--group``; ignored with ``--restart``) and
+   plan each partition's range (:func:`replay_plan.plan_partition`).
+3. Read the ranges with ``assign()`` (no group join). Each selected record is re-published with its original
+   key, value and headers (:func:`replay_plan.decide`), throttled by ``--rate``.
+4. Commit, about every second and at the end, the position past the records whose output the broker has
+   acknowledged (idempotent producer, acks=all). An interrupted run resumes there: records acknowledged but
+   not yet committed (at most ~1 s of them) are replayed again; none is lost.
+
+A dry run reads the same ranges and prints what would happen; it creates no producer and commits nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from worker.api.errors import meaning
+from worker.config import ConfigError, Settings
+from worker.core.ratelimit import AimdRateLimiter
+from worker.tools import _kafka
+from worker.tools.replay_plan import (
+    PartitionPlan,
+    Progress,
+    Republish,
+    Selection,
+    Skip,
+    Summary,
+    code_of,
+    decide,
+    parse_time,
+    plan_partition,
+    sample_line,
+)
+
+COMMIT_INTERVAL_S = 1.0
+FINAL_FLUSH_S = 10.0  # after --timeout: time still allowed to collect acknowledgements and commit
+BATCH = 200
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    """One replay run. ``target_topic`` None = the input topic; ``group`` None = :func:`default_group`;
+    ``rate`` 0 = unlimited; ``limit`` = stop after that many republished records (None = no limit)."""
+
+    selection: Selection = field(default_factory=Selection)
+    target_topic: str | None = None
+    group: str | None = None
+    dry_run: bool = False
+    restart: bool = False
+    max_replays: int = 3
+    rate: float = 0.0
+    limit: int | None = None
+    timeout_s: float = 300.0
+    samples: int = 5
+
+
+def default_group(dlq_topic: str, selection: Selection | None = None) -> str:
+    """``multidentify-replay-<dlq>``, plus the selection's label when it has criteria.
+
+    Saved progress is one position per DLQ partition: past it, every record counts as handled. A run for
+    code 15 must not mark the -1308 records next to them as handled for a later run that wants everything,
+    so each selection keeps its own progress (re-running the same command resumes it).
+    """
+    label = selection.label() if selection is not None else ""
+    return f"multidentify-replay-{dlq_topic}" + (f"-{label}" if label else "")
+
+
+def _new_consumer(conf: dict[str, Any]) -> Consumer:
+    return Consumer(conf)
+
+
+def _new_producer(conf: dict[str, Any]) -> Producer:
+    return Producer(conf)
+
+
+def replay(settings: Settings, options: ReplayOptions) -> Summary:
+    """Run one replay and return its summary (``summary.ok`` False on errors or timeout). Raises ToolError when
+    the DLQ cannot be read at all."""
+    deadline = time.monotonic() + options.timeout_s
+    dlq = settings.dlq_topic
+    group = options.group or default_group(dlq, options.selection)
+    summary = Summary(dlq, options.target_topic or settings.input_topic, group, options.dry_run)
+    conf = _kafka.consumer_config(settings, group)
+    consumer = _new_consumer(conf)
+    # Created first: the idempotent producer gets its producer id while the ranges are planned.
+    producer = None if options.dry_run else _new_producer(_kafka.producer_config(settings))
+    try:
+        plans = _plan(consumer, conf, dlq, options, deadline)
+        summary.plans = plans
+        todo = {p.partition: p for p in plans if not p.empty}
+        if not todo:
+            return summary
+        consumer.assign([TopicPartition(dlq, p.partition, p.start) for p in todo.values()])
+        _Run(consumer, producer, options, summary, todo, deadline).loop()
+        return summary
+    finally:
+        consumer.close()
+
+
+def _remaining(deadline: float) -> float:
+    return max(0.1, deadline - time.monotonic())
+
+
+def _plan(
+    consumer: Consumer, conf: dict[str, Any], dlq: str, options: ReplayOptions, deadline: float
+) -> list[PartitionPlan]:
+    sel = options.selection
+    partitions = _kafka.partitions_of(consumer, dlq, _remaining(deadline))
+    if sel.partition is not None and sel.partition not in partitions:
+        raise _kafka.ToolError(f"{dlq} has no partition {sel.partition} (partitions: {partitions})")
+    wanted = [p for p in partitions if sel.partition is None or p == sel.partition]
+    marks = _kafka.end_offsets(conf, dlq, wanted, _remaining(deadline))
+    committed: dict[int, int | None] = {p: None for p in wanted}
+    try:
+        if not options.restart:
+            for tp in consumer.committed([TopicPartition(dlq, p) for p in wanted], timeout=_remaining(deadline)):
+                committed[tp.partition] = tp.offset if tp.offset >= 0 else None
+        since: dict[int, int | None] = {p: None for p in wanted}
+        if sel.since_ms is not None:
+            # Only a hint: Tansu answers from append time and says 0 (not "none") past the end; every record is
+            # checked against the window anyway.
+            asked = [TopicPartition(dlq, p, sel.since_ms) for p in wanted]
+            for tp in consumer.offsets_for_times(asked, timeout=_remaining(deadline)):
+                since[tp.partition] = tp.offset if tp.error is None else None
+    except KafkaException as exc:
+        raise _kafka.ToolError(f"cannot read offsets of {dlq}: {exc}") from None
+    plans = []
+    for p in wanted:
+        low, high = marks[p]
+        plan = plan_partition(p, low, high, sel, committed=committed[p], since_offset=since[p])
+        if plan is not None:
+            plans.append(plan)
+    return plans
+
+
+class _Run:
+    """The read → decide → produce → commit loop of one replay (one thread)."""
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        producer: Producer | None,
+        options: ReplayOptions,
+        summary: Summary,
+        todo: dict[int, PartitionPlan],
+        deadline: float,
+    ) -> None:
+        self.consumer = consumer
+        self.producer = producer
+        self.options = options
+        self.summary = summary
+        self.todo = todo
+        self.open = set(todo)
+        self.deadline = deadline
+        self.progress = Progress()
+        self.limiter = AimdRateLimiter(options.rate) if options.rate > 0 else None
+        self.produced = 0
+        self.target = summary.target_topic
+
+    def loop(self) -> None:
+        last_commit = time.monotonic()
+        try:
+            while self.open and self.summary.stopped == "complete":
+                if time.monotonic() >= self.deadline:
+                    self.summary.stopped = "timeout"
+                    break
+                for msg in self.consumer.consume(BATCH, min(0.2, _remaining(self.deadline))):
+                    if not self._handle(msg):
+                        break
+                if self.producer is not None:
+                    self.producer.poll(0)
+                    if time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
+                        self._commit()
+                        last_commit = time.monotonic()
+        except KeyboardInterrupt:
+            self.summary.stopped = "interrupted"  # then save what was acknowledged, below
+        finally:
+            if self.producer is not None:
+                left = self.producer.flush(
+                    max(0.1, min(FINAL_FLUSH_S, self.deadline + FINAL_FLUSH_S - time.monotonic()))
+                )
+                if left:
+                    self._error(f"{left} republished record(s) not acknowledged; their dead letters stay uncommitted")
+                self._commit()
+
+    def _handle(self, msg: Message) -> bool:
+        """Process one consumed message; False stops the current batch (limit reached or an error)."""
+        p = msg.partition()
+        err = msg.error()
+        if err is not None:
+            if err.code() == KafkaError._PARTITION_EOF:
+                if p is not None:
+                    self.open.discard(p)  # reached the high watermark, which is past the planned end
+                return True
+            if err.fatal() or err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.TOPIC_AUTHORIZATION_FAILED):
+                self._error(f"reading the DLQ failed: {err}")
+                return False
+            return True  # transient: librdkafka retries
+        offset = msg.offset()
+        if p is None or offset is None or p not in self.open:
+            return True
+        plan = self.todo[p]
+        if offset >= plan.end:
+            self.open.discard(p)
+            return True
+        self.summary.read += 1
+        key = msg.key()
+        key_bytes = key.encode() if isinstance(key, str) else key
+        ts_type, ts = msg.timestamp()
+        timestamp = ts if ts_type != 0 and ts >= 0 else None
+        origin = f"{self.summary.dlq_topic}/{p}/{offset}"
+        go_on = True
+        if self.options.selection.matches(key_bytes, timestamp):
+            go_on = self._replay(msg, p, offset, code_of(key_bytes), origin, timestamp)
+        else:
+            self.progress.read(p, offset)
+        if offset + 1 >= plan.end:
+            self.open.discard(p)
+        return go_on
+
+    def _replay(self, msg: Message, p: int, offset: int, code: str, origin: str, timestamp: int | None) -> bool:
+        summary = self.summary
+        raw = msg.value()
+        value = raw.encode() if isinstance(raw, str) else raw
+        outcome = decide(value, _kafka.message_headers(msg), origin=origin, max_replays=self.options.max_replays)
+        if isinstance(outcome, Republish) and self.producer is not None and not self._throttle():
+            summary.stopped = "timeout"  # this record stays unread: the next run starts with it
+            return False
+        summary.selected[code] += 1
+        if summary.dry_run and len(summary.samples) < self.options.samples:
+            summary.samples.append(sample_line(origin, code, timestamp, outcome))
+        if isinstance(outcome, Skip):
+            summary.skipped[outcome.reason] += 1
+            self.progress.read(p, offset)
+            return True
+        if self.producer is None:
+            summary.replayed[code] += 1
+            self.progress.read(p, offset)
+        elif not self._produce(outcome, p, offset, code):
+            return False
+        self.produced += 1
+        if self.options.limit is not None and self.produced >= self.options.limit:
+            summary.stopped = "limit"
+            return False
+        return True
+
+    def _produce(self, record: Republish, p: int, offset: int, code: str) -> bool:
+        assert self.producer is not None
+        progress, summary = self.progress, self.summary
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            if err is None:
+                progress.delivered(p, offset)
+                summary.replayed[code] += 1
+            else:
+                progress.failed(p, offset)
+                self._error(f"{summary.dlq_topic}/{p}/{offset}: delivery to {self.target} failed: {err}")
+
+        headers: list[tuple[str, str | bytes | None]] = list(record.headers)
+        progress.sent(p, offset)
+        progress.read(p, offset)
+        while True:
+            try:
+                self.producer.produce(
+                    self.target, value=record.value, key=record.key, headers=headers, on_delivery=on_delivery
+                )
+                return True
+            except BufferError:
+                self.producer.poll(0.1)  # local queue full: wait for acknowledgements
+                if time.monotonic() < self.deadline:
+                    continue
+                error: Exception = TimeoutError("the producer queue stayed full")
+            except (KafkaException, TypeError, ValueError) as exc:
+                error = exc
+            progress.failed(p, offset)
+            self._error(f"{summary.dlq_topic}/{p}/{offset}: cannot produce to {self.target}: {error}")
+            return False
+
+    def _throttle(self) -> bool:
+        """Wait for a token (serving delivery reports meanwhile); False when the deadline comes first."""
+        if self.limiter is None:
+            return True
+        until = time.monotonic() + self.limiter.reserve()
+        while (now := time.monotonic()) < until:
+            if now >= self.deadline:
+                return False
+            assert self.producer is not None
+            self.producer.poll(min(0.05, until - now))
+        return True
+
+    def _commit(self) -> None:
+        positions = self.progress.positions()
+        if not positions:
+            return
+        offsets = [TopicPartition(self.summary.dlq_topic, p, o) for p, o in sorted(positions.items())]
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            self._error(f"committing replay progress failed: {exc}")
+
+    def _error(self, text: str) -> None:
+        self.summary.errors.append(text)
+        self.summary.stopped = "error"
+
+
+# --- command line -----------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Re-publish dead letters to the input topic with their original key, value and headers "
+        "(mdw.replay.count + 1). Reads only up to the DLQ's end offsets at start; progress is saved in its own "
+        "consumer group, so an interrupted replay resumes instead of repeating."
+    )
+    sel = parser.add_argument_group("selection (all given criteria must hold)")
+    sel.add_argument(
+        "--code",
+        action="append",
+        default=[],
+        metavar="CODE",
+        help="dead-letter code (the record key), e.g. 15, -1308, invalid_json; repeatable",
+    )
+    sel.add_argument(
+        "--since", metavar="TIME", help="dead-lettered at or after TIME (ISO 8601, no zone = UTC, or epoch ms)"
+    )
+    sel.add_argument("--until", metavar="TIME", help="dead-lettered before TIME (ISO 8601 or epoch ms)")
+    sel.add_argument("--partition", type=int, metavar="P", help="only this DLQ partition")
+    sel.add_argument("--from-offset", type=int, metavar="A", help="first DLQ offset (inclusive; needs --partition)")
+    sel.add_argument("--to-offset", type=int, metavar="B", help="last DLQ offset (inclusive; needs --partition)")
+    run_ = parser.add_argument_group("run")
+    run_.add_argument(
+        "--dry-run", action="store_true", help="count per code and print samples; produce nothing, commit nothing"
+    )
+    run_.add_argument("--samples", type=int, default=5, metavar="N", help="sample lines in a dry run (default 5)")
+    run_.add_argument("--to", dest="target_topic", metavar="TOPIC", help="publish here instead of the input topic")
+    run_.add_argument(
+        "--group",
+        metavar="GROUP",
+        help="consumer group keeping the progress (default multidentify-replay-<dlq topic>, plus a label of the "
+        "selection when one is given, so each selection resumes its own progress)",
+    )
+    run_.add_argument("--restart", action="store_true", help="ignore saved progress and read the whole range")
+    run_.add_argument(
+        "--max-replays", type=int, default=3, metavar="N", help="skip records already replayed N times (default 3)"
+    )
+    run_.add_argument("--rate", type=float, default=0.0, metavar="N", help="records per second (default 0: unlimited)")
+    run_.add_argument("--limit", type=int, metavar="N", help="stop after N republished records (progress is saved)")
+    run_.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="give up after S seconds (default 300; +10 s to collect acknowledgements and commit)",
+    )
+    _kafka.add_connection_flags(parser)
+
+
+def options_from_args(args: argparse.Namespace) -> ReplayOptions:
+    """Raises ValueError with an operator-facing message."""
+    selection = Selection(
+        codes=frozenset(args.code),
+        since_ms=parse_time(args.since) if args.since else None,
+        until_ms=parse_time(args.until) if args.until else None,
+        partition=args.partition,
+        from_offset=args.from_offset,
+        to_offset=args.to_offset,
+    )
+    problems = selection.problems()
+    if args.max_replays < 1:
+        problems.append("--max-replays must be ≥ 1")
+    if args.rate < 0 or args.timeout <= 0 or (args.limit is not None and args.limit < 1) or args.samples < 0:
+        problems.append("--rate must be ≥ 0, --timeout > 0, --limit ≥ 1, --samples ≥ 0")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return ReplayOptions(
+        selection=selection,
+        target_topic=args.target_topic,
+        group=args.group,
+        dry_run=args.dry_run,
+        restart=args.restart,
+        max_replays=args.max_replays,
+        rate=args.rate,
+        limit=args.limit,
+        timeout_s=args.timeout,
+        samples=args.samples,
+    )
+
+
+def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Exit codes: 0 done (or stopped at --limit), 1 errors or timeout, 2 invalid arguments or configuration."""
+    out = out or sys.stdout
+    try:
+        options = options_from_args(args)
+        settings = _kafka.load_settings(args)
+    except (ValueError, ConfigError) as exc:
+        print(f"replay: {exc}", file=sys.stderr)
+        return 2
+    if (options.target_topic or settings.input_topic) == settings.dlq_topic:
+        print("replay: the target topic is the DLQ itself", file=sys.stderr)
+        return 2
+    try:
+        summary = replay(settings, options)
+    except _kafka.ToolError as exc:
+        print(f"replay: {exc}", file=sys.stderr)
+        return 1
+    for line in summary.render(meaning):
+        print(line, file=out)
+    return 0 if summary.ok else 1

@@ -1,0 +1,362 @@
+"""What `replay` reads and what it does with each dead letter (no I/O).
+
+- :class:`Selection`: which dead letters count (codes = record keys, a time window on the record timestamp,
+  one partition and an inclusive offset range); all given criteria must hold.
+- :func:`plan_partition`: the offset range to read in one DLQ partition, bounded by the end offset taken at
+  start (so the replay never reads dead letters written while it runs) and by saved progress.
+- :func:`decide`: a dead letter → the record to re-publish (original key, value and headers, byte-for-byte,
+  plus ``mdw.replay.count`` = previous + 1 and ``mdw.replayed.from``), or a reason to skip it.
+- :class:`Progress`: the offset to commit per partition: past every record read, except that a republished
+  record counts only once the broker acknowledged it (so a crash repeats, never loses).
+- :class:`Summary`: counts for the operator.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from worker.core import records
+
+Headers = list[tuple[str, bytes | None]]
+
+H_REPLAYED_FROM = "mdw.replayed.from"  # "<dlq topic>/<partition>/<offset>" of the dead letter replayed
+
+SKIP_MAX_REPLAYS = "max replays"
+SKIP_VALUE_OMITTED = "value omitted"
+SKIP_BAD_ENVELOPE = "unparseable envelope"
+
+NO_KEY = "(no key)"
+
+
+def parse_time(text: str) -> int:
+    """Milliseconds since the epoch from epoch milliseconds (digits) or ISO 8601 (no zone = UTC).
+
+    Raises ValueError with a message naming the accepted forms.
+    """
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        instant = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is neither epoch milliseconds nor ISO 8601 (e.g. 2024-05-01T12:00:00Z)") from None
+    if instant.tzinfo is None:
+        instant = instant.replace(tzinfo=UTC)
+    return round(instant.timestamp() * 1000)
+
+
+def code_of(key: bytes | None) -> str:
+    """The dead-letter code of a DLQ record key (UTF-8; undecodable bytes shown as U+FFFD)."""
+    return NO_KEY if key is None else key.decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Which dead letters to replay. Empty criteria select everything.
+
+    ``since_ms`` is inclusive and ``until_ms`` exclusive (record timestamps, i.e. when a record was
+    dead-lettered); ``from_offset``/``to_offset`` are both inclusive and need ``partition``.
+    """
+
+    codes: frozenset[str] = frozenset()
+    since_ms: int | None = None
+    until_ms: int | None = None
+    partition: int | None = None
+    from_offset: int | None = None
+    to_offset: int | None = None
+
+    def problems(self) -> list[str]:
+        """What is inconsistent about this selection (empty when it is usable)."""
+        out = []
+        if (self.from_offset is not None or self.to_offset is not None) and self.partition is None:
+            out.append("--from-offset/--to-offset need --partition (offsets are per partition)")
+        if self.partition is not None and self.partition < 0:
+            out.append("--partition must be ≥ 0")
+        if any(o is not None and o < 0 for o in (self.from_offset, self.to_offset)):
+            out.append("offsets must be ≥ 0")
+        if self.from_offset is not None and self.to_offset is not None and self.from_offset > self.to_offset:
+            out.append("--from-offset must not exceed --to-offset")
+        if self.since_ms is not None and self.until_ms is not None and self.since_ms >= self.until_ms:
+            out.append("--since must be before --until")
+        return out
+
+    def label(self) -> str:
+        """A canonical, group-id-safe name of the criteria ("" when there are none): two runs with the same
+        criteria get the same label, so they can share saved progress."""
+        parts = []
+        if self.codes:
+            parts.append("code=" + ",".join(sorted(self.codes)))
+        if self.partition is not None:
+            lo = "" if self.from_offset is None else self.from_offset
+            hi = "" if self.to_offset is None else self.to_offset
+            parts.append(f"p{self.partition}={lo}..{hi}")
+        if self.since_ms is not None or self.until_ms is not None:
+            since = "" if self.since_ms is None else self.since_ms
+            until = "" if self.until_ms is None else self.until_ms
+            parts.append(f"t={since}..{until}")
+        label = "-".join(parts)
+        if len(label) > 100 or not all(ch.isascii() and ch.isprintable() and not ch.isspace() for ch in label):
+            label = "sel-" + hashlib.sha1(label.encode(), usedforsecurity=False).hexdigest()[:12]
+        return label
+
+    def matches(self, key: bytes | None, timestamp_ms: int | None) -> bool:
+        """Whether a record inside the planned range is selected (codes and time window)."""
+        if self.codes and (key is None or code_of(key) not in self.codes):
+            return False
+        if self.since_ms is not None or self.until_ms is not None:
+            if timestamp_ms is None:
+                return False
+            if self.since_ms is not None and timestamp_ms < self.since_ms:
+                return False
+            if self.until_ms is not None and timestamp_ms >= self.until_ms:
+                return False
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionPlan:
+    """Read offsets ``start`` ≤ o < ``end`` of one DLQ partition. ``saved`` is the committed progress that moved
+    the start forward (None when it did not, or with ``--restart``)."""
+
+    partition: int
+    start: int
+    end: int
+    saved: int | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.start >= self.end
+
+
+def plan_partition(
+    partition: int,
+    low: int,
+    high: int,
+    selection: Selection,
+    *,
+    committed: int | None = None,
+    since_offset: int | None = None,
+) -> PartitionPlan | None:
+    """The range to read in ``partition`` (None when the selection excludes the partition).
+
+    ``high`` is the end offset taken at start (exclusive). ``committed`` is the saved progress (pass None to
+    ignore it). ``since_offset`` is the broker's answer to offsets_for_times(since): only a hint to skip
+    older records (every record is still checked against the window); -1 (none at or after) → nothing.
+    """
+    if selection.partition is not None and partition != selection.partition:
+        return None
+    start, end = low, high
+    if selection.from_offset is not None:
+        start = max(start, selection.from_offset)
+    if selection.to_offset is not None:
+        end = min(end, selection.to_offset + 1)
+    if since_offset is not None:
+        start = end if since_offset < 0 else max(start, since_offset)
+    saved = None
+    if committed is not None and committed >= 0 and committed > start:
+        start, saved = committed, committed
+    return PartitionPlan(partition, start, max(start, end), saved)
+
+
+@dataclass(frozen=True, slots=True)
+class Republish:
+    """The record to produce: the original key, value and headers with the replay lineage appended."""
+
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+    replay_count: int
+    event_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    reason: str  # one of SKIP_*
+    detail: str
+    event_id: str | None = None
+
+
+def _b64(value: Any, what: str) -> bytes | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{what} is not a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{what} is not valid base64") from None
+
+
+def _original_headers(raw: Any) -> Headers:
+    if not isinstance(raw, list):
+        raise ValueError("original.headers is not a list")
+    out: Headers = []
+    for item in raw:
+        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
+            raise ValueError("original.headers holds an entry that is not a [name, value] pair")
+        out.append((item[0], _b64(item[1], f"header {item[0]!r}")))
+    return out
+
+
+def decide(
+    value: bytes | None,
+    dlq_headers: Sequence[tuple[str, bytes | None]],
+    *,
+    origin: str,
+    max_replays: int,
+) -> Republish | Skip:
+    """What to do with one dead letter (``value`` = the envelope, ``origin`` = "<dlq topic>/<partition>/<offset>").
+
+    The previous replay count is the highest of the DLQ record's ``mdw.replay.count`` header, the envelope's
+    ``replay_count`` and the original headers' count (the loop guard errs on the side of refusing); a record
+    with a count ≥ ``max_replays`` is skipped. The original ``mdw.*`` headers are dropped (they are ours and
+    are rewritten), every other original header is kept in order, duplicates included.
+    """
+    try:
+        envelope = orjson.loads(value) if value is not None else None
+        if not isinstance(envelope, dict):
+            raise ValueError("the value is not a JSON object")
+        if envelope.get("schema_version") != records.SCHEMA_VERSION:
+            raise ValueError(f"schema_version {envelope.get('schema_version')!r} is not 1")
+        original = envelope.get("original")
+        if not isinstance(original, dict):
+            raise ValueError("no 'original' object")
+        event_id = envelope.get("event_id") if isinstance(envelope.get("event_id"), str) else None
+        omitted = original.get("value_omitted") is True
+        original_value = None if omitted else _b64(original.get("value_base64"), "original.value_base64")
+        key = _b64(original.get("key_base64"), "original.key_base64")
+        headers = _original_headers(original.get("headers", []))
+    except (orjson.JSONDecodeError, ValueError) as exc:
+        return Skip(SKIP_BAD_ENVELOPE, str(exc))
+    envelope_count = envelope.get("replay_count")
+    previous = max(
+        records.replay_count(dlq_headers),
+        records.replay_count(headers),
+        envelope_count if isinstance(envelope_count, int) and not isinstance(envelope_count, bool) else 0,
+    )
+    if previous >= max_replays:
+        return Skip(SKIP_MAX_REPLAYS, f"already replayed {previous} time(s) (limit {max_replays})", event_id)
+    if omitted:
+        size = original.get("value_size")
+        return Skip(SKIP_VALUE_OMITTED, f"the original value ({size} bytes) was too large to embed", event_id)
+    kept = [(name, v) for name, v in headers if not name.lower().startswith(records.HEADER_PREFIX)]
+    kept += [(records.H_REPLAY_COUNT, str(previous + 1).encode()), (H_REPLAYED_FROM, origin.encode())]
+    return Republish(key, original_value, kept, previous + 1, event_id)
+
+
+class Progress:
+    """Commit positions per partition for records read in offset order.
+
+    ``read`` every record (selected or not) as it is consumed; ``sent`` the ones produced, then ``delivered``
+    or ``failed`` from the delivery report. ``positions`` is, per partition, the next offset after the
+    records read, held back at the lowest offset still awaiting (or having failed) delivery.
+    """
+
+    def __init__(self) -> None:
+        self._next: dict[int, int] = {}
+        self._pending: dict[int, set[int]] = {}
+        self._failed: dict[int, int] = {}
+
+    def read(self, partition: int, offset: int) -> None:
+        self._next[partition] = offset + 1
+
+    def sent(self, partition: int, offset: int) -> None:
+        self._pending.setdefault(partition, set()).add(offset)
+
+    def delivered(self, partition: int, offset: int) -> None:
+        self._pending.get(partition, set()).discard(offset)
+
+    def failed(self, partition: int, offset: int) -> None:
+        self.delivered(partition, offset)
+        self._failed[partition] = min(offset, self._failed.get(partition, offset))
+
+    @property
+    def in_flight(self) -> int:
+        return sum(len(s) for s in self._pending.values())
+
+    def positions(self) -> dict[int, int]:
+        out = {}
+        for p, nxt in self._next.items():
+            held = [*self._pending.get(p, ()), *([self._failed[p]] if p in self._failed else [])]
+            out[p] = min([nxt, *held])
+        return out
+
+
+@dataclass
+class Summary:
+    """What a replay did (or, in a dry run, would do)."""
+
+    dlq_topic: str
+    target_topic: str
+    group: str
+    dry_run: bool
+    plans: list[PartitionPlan] = field(default_factory=list)
+    read: int = 0
+    selected: Counter[str] = field(default_factory=Counter)
+    replayed: Counter[str] = field(default_factory=Counter)  # delivered (dry run: would be replayed)
+    skipped: Counter[str] = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+    samples: list[str] = field(default_factory=list)
+    stopped: str = "complete"  # complete | limit | timeout | interrupted | error
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and self.stopped in ("complete", "limit")
+
+    def render(self, meaning: Callable[[str], str]) -> list[str]:
+        """Lines for the operator; ``meaning`` explains a code."""
+        mode = "  [dry run: nothing produced, nothing committed]" if self.dry_run else ""
+        lines = [f"replay {self.dlq_topic} → {self.target_topic} (progress group {self.group}){mode}"]
+        for plan in self.plans:
+            saved = f" (resumed at saved progress {plan.saved}; --restart reads earlier ones)" if plan.saved else ""
+            span = "nothing to read" if plan.empty else f"offsets {plan.start}..{plan.end - 1}"
+            lines.append(f"  partition {plan.partition}: {span}{saved}")
+        lines.append(f"read: {self.read}")
+        lines.append(f"selected: {sum(self.selected.values())}")
+        lines += _per_key(self.selected, meaning)
+        lines.append(f"{'would replay' if self.dry_run else 'replayed'}: {sum(self.replayed.values())}")
+        lines += _per_key(self.replayed, meaning)
+        lines.append(f"skipped: {sum(self.skipped.values())}")
+        lines += [f"  {reason}: {n}" for reason, n in sorted(self.skipped.items())]
+        if self.samples:
+            lines.append("samples:")
+            lines += [f"  {s}" for s in self.samples]
+        lines.append(f"errors: {len(self.errors)}")
+        lines += [f"  {e}" for e in self.errors]
+        if self.stopped == "limit":
+            lines.append("stopped at --limit; run again to continue")
+        elif self.stopped in ("timeout", "interrupted"):
+            why = "timed out" if self.stopped == "timeout" else "interrupted"
+            lines.append(f"{why} before the end offsets; progress is saved, run again to continue")
+        return lines
+
+
+def _per_key(counts: Counter[str], meaning: Callable[[str], str]) -> list[str]:
+    width = max((len(c) for c in counts), default=0)
+    return [f"  {code.ljust(width)}  {n:>6}  {meaning(code)}" for code, n in sorted(counts.items())]
+
+
+def sample_line(origin: str, code: str, timestamp_ms: int | None, outcome: Republish | Skip) -> str:
+    """One line describing a selected dead letter and what happens to it."""
+    when = records.rfc3339_ms(timestamp_ms) if timestamp_ms is not None and timestamp_ms >= 0 else "-"
+    event = outcome.event_id or "-"
+    if isinstance(outcome, Republish):
+        size = "null" if outcome.value is None else f"{len(outcome.value)} B"
+        verdict = f"replay (count → {outcome.replay_count}, value {size})"
+    else:
+        verdict = f"skip: {outcome.reason} ({outcome.detail})"
+    return f"{origin}  {when}  code={code}  event_id={event}  {verdict}"
+
+
+def committed_or_none(offsets: Iterable[tuple[int, int]]) -> dict[int, int | None]:
+    """``{partition: committed offset}`` from (partition, offset) pairs; negative (logical) offsets → None."""
+    return {p: (o if o >= 0 else None) for p, o in offsets}
