@@ -50,6 +50,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return run(settings)
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from worker.demo import run_demo
+
+    return run_demo()
+
+
 def _cmd_config_table(args: argparse.Namespace) -> int:
     print(config.markdown_table())
     return 0
@@ -78,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the worker: consume, identify, publish results and dead letters")
     config.add_flags(run)
     run.set_defaults(func=_cmd_run)
+
+    demo = sub.add_parser("demo", help="run the whole system end to end on an embedded stack (about 30 s)")
+    demo.set_defaults(func=_cmd_demo)
 
     table = sub.add_parser("config-table", help="print the configuration table (markdown) the README embeds")
     table.set_defaults(func=_cmd_config_table)

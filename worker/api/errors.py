@@ -108,6 +108,19 @@ LOCAL_CODES: dict[str, tuple[str, ErrorClass]] = {
 }
 
 
+# Dead-letter keys for events refused before any call (worker.core.records.parse_event).
+INVALID_EVENT_MEANINGS: dict[str, str] = {
+    "empty_value": "the record has no value (a tombstone or zero bytes)",
+    "event_too_large": "the event is larger than the worker accepts",
+    "invalid_utf8": "the value is not UTF-8 text",
+    "invalid_json": "the value is not a JSON object",
+    "unsupported_version": "the event's schema_version is not one this worker reads",
+    "invalid_url": "image_url is not an http(s) URL the worker may use",
+    "invalid_event": "the event does not match schemas/event.schema.json",
+    "internal_error": "the worker failed on this event (a bug): see the message",
+}
+
+
 def class_of_code(code: int) -> ErrorClass:
     """Class of a service code; an unknown non-zero code is treated as transient (bounded by retries)."""
     info = CODES.get(code)
@@ -133,6 +146,15 @@ def meaning(code: str) -> str:
         return info.meaning
     if code in LOCAL_CODES:
         return LOCAL_CODES[code][0]
+    if code in INVALID_EVENT_MEANINGS:
+        return INVALID_EVENT_MEANINGS[code]
+    if code.startswith("fetch_"):
+        from worker.fetch import FETCH_CODES  # fetch mode's own codes; imported late (fetch imports this module)
+
+        if code in FETCH_CODES:
+            return FETCH_CODES[code][0]
+        if code.startswith("fetch_http_"):
+            return f"the image server answered HTTP {code[11:]}"
     if code.startswith("http_"):
         return f"the API answered HTTP {code[5:]} without a JSON code"
     return code.replace("_", " ")

