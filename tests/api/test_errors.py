@@ -127,7 +127,9 @@ def test_rate_limited_by_code_15_or_http_429() -> None:
         ("timeout", "the API did not answer in time"),
         ("connection", "could not connect to the API"),
         ("http_503", "the API answered HTTP 503 without a JSON code"),
-        ("invalid_event", "invalid event"),
+        ("invalid_event", "the event does not match schemas/event.schema.json"),
+        ("fetch_http_404", "the image server answered HTTP 404"),
+        ("some_new_code", "some new code"),
     ],
 )
 def test_meaning(code: str, expected: str) -> None:
