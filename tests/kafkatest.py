@@ -119,3 +119,35 @@ def read_all(bootstrap: str, topic: str, idle: float = 1.5, timeout: float = 60.
     finally:
         consumer.close()
     return out
+
+
+class TopicReader:
+    """Reads a topic from the beginning by assignment (no group join) and keeps what it has seen.
+
+    ``poll()`` returns promptly even while the topic keeps growing, so it suits progress checks in
+    ``wait_until`` (``read_all`` waits for the topic to go quiet).
+    """
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        from confluent_kafka import TopicPartition
+        from confluent_kafka.admin import AdminClient
+
+        meta = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
+        self._consumer = Consumer(
+            {"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False}
+        )
+        self._consumer.assign([TopicPartition(topic, p, 0) for p in meta.topics[topic].partitions])
+        self.messages: list[Message] = []
+
+    def poll(self, seconds: float = 0.2) -> list[Message]:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            batch = self._consumer.consume(1000, 0.05)
+            self.messages.extend(m for m in batch if m.error() is None)
+        return self.messages
+
+    def count(self) -> int:
+        return len(self.poll())
+
+    def close(self) -> None:
+        self._consumer.close()

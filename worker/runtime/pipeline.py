@@ -173,9 +173,9 @@ class Pipeline:
         self._paused = False
         self._broker_reachable = True
         self._last_commit = 0.0
-        self._commit_failed = False
         self._last_snapshot = 0.0
-        self._started_at: dict[tuple[TP, int], float] = {}
+        self._dispatched_by_tp: dict[TP, int] = {}
+        self._cooperative = settings.assignment_strategy == "cooperative-sticky"
 
     # -- public ------------------------------------------------------------------------------
 
@@ -289,6 +289,7 @@ class Pipeline:
 
     def _dispatch(self, task: Task) -> None:
         self._dispatched += 1
+        self._dispatched_by_tp[task.tp] = self._dispatched_by_tp.get(task.tp, 0) + 1
         identifier = self._identifier
         completions = self._completions
         tracker = self._tracker
@@ -315,6 +316,7 @@ class Pipeline:
     def _handle(self, c: Completion) -> None:
         self._dispatched -= 1
         task = c.task
+        self._dispatched_by_tp[task.tp] -= 1
         current = self._tracker.epoch(task.tp) == task.epoch
         if current:
             for ready in self._gate.release(task, task.tp, task.source.key):
@@ -490,8 +492,12 @@ class Pipeline:
         tps = [(p.topic, p.partition) for p in partitions]
         self._assigned.update(tps)
         if self._paused:
+            # Assign explicitly so the new partitions can be paused like the rest right away.
             with contextlib.suppress(Exception):
-                consumer.incremental_assign(partitions)
+                if self._cooperative:
+                    consumer.incremental_assign(partitions)
+                else:
+                    consumer.assign(partitions)
                 consumer.pause(partitions)
         self._observer.rebalance("assigned", tps)
         self._publish_snapshot()
@@ -500,14 +506,19 @@ class Pipeline:
         tps = {(p.topic, p.partition) for p in partitions}
         if not tps:
             return
-        for task in self._gate.drop(tps):
-            del task  # queued behind a predecessor, never dispatched: redelivered to the next owner
+        # Events queued behind a predecessor (key/partition ordering) were never dispatched: the next
+        # owner gets them again. Only the dispatched ones are waited for.
+        self._gate.drop(tps)
         if not self._closing:
             deadline = time.monotonic() + self.settings.revoke_timeout_s
-            while time.monotonic() < deadline and any(self._tracker.in_flight(tp) for tp in tps):
+
+            def running() -> bool:
+                return any(self._dispatched_by_tp.get(tp, 0) for tp in tps)
+
+            while time.monotonic() < deadline and running():
                 self._handle_completions()
                 self._producer.poll(0)
-                if any(self._tracker.in_flight(tp) for tp in tps):
+                if running():
                     self._wait_for_completion(0.02)
             self._producer.flush(max(0.0, deadline - time.monotonic()))
         else:
@@ -571,11 +582,10 @@ class Pipeline:
             stats = orjson.loads(raw)
         except orjson.JSONDecodeError:
             return
-        brokers = stats.get("brokers", {})
+        # Real brokers have a node id ≥ 0; the bootstrap entries (-1) say nothing once metadata is known.
+        brokers = [b for b in stats.get("brokers", {}).values() if b.get("nodeid", -1) >= 0]
         if brokers:
-            self._broker_reachable = any(
-                b.get("state") == "UP" for name, b in brokers.items() if not str(name).startswith("GroupCoordinator")
-            ) or any(b.get("state") == "UP" for b in brokers.values())
+            self._broker_reachable = any(b.get("state") == "UP" for b in brokers)
         self._observer.kafka_stats(stats)
 
     def _on_kafka_error(self, err: KafkaError) -> None:
