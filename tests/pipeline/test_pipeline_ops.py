@@ -1,0 +1,122 @@
+"""/metrics, /healthz and /readyz during a real run: counters move by the expected amounts."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import requests
+from kafkatest import produce_all, wait_until
+from pipeline_helpers import Topics, settings_env
+from prometheus_client.parser import text_string_to_metric_families
+
+from worker import config
+from worker.api.client import MultidentifyClient
+from worker.emulator import DEV_ACCOUNT, start_in_thread
+from worker.ops import HealthState, OpsServer, PrometheusObserver
+from worker.runtime.app import build_pipeline
+from worker.runtime.observer import Observer
+from worker.scenario import Scenario
+
+pytestmark = pytest.mark.broker
+
+
+class _Stall(Observer):
+    """Blocks the poll loop inside a hook once ``stall`` is set, until ``release``: a loop stuck in user code."""
+
+    def __init__(self) -> None:
+        self.stall = threading.Event()
+        self.release = threading.Event()
+
+    def loop_turned(self, now: float) -> None:
+        if self.stall.is_set():
+            self.release.wait(30)
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_metrics_health_and_readiness_follow_a_real_run(
+    kafka_bootstrap: str, make_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    emulator = start_in_thread(images_dir=str(images))
+    try:
+        sc = Scenario(images, emulator.base_url + "/images/")
+        with MultidentifyClient(
+            appid=DEV_ACCOUNT.appid,
+            secret_id=DEV_ACCOUNT.secret_id,
+            secret_key=DEV_ACCOUNT.secret_key,
+            base_url=emulator.base_url,
+        ) as client:
+            sc.enroll(client, ["alice", "bob"])
+        sc.add_known(10, stranger_every=0, seed=9000)
+        sc.add_no_face(3, seed=9100)
+        sc.add_malformed()
+        topics = Topics(make_topic("in", 2), make_topic("results", 1), make_topic("dlq", 1))
+        settings = config.load(
+            environ=settings_env(kafka_bootstrap, emulator.base_url, topics, liveness_timeout_s=1),
+            require_credentials=True,
+        )
+        health = HealthState(liveness_timeout_s=1.0)
+        metrics = PrometheusObserver(health=health)
+        stall = _Stall()
+        pipeline = build_pipeline(settings, observers=[metrics, health, stall])
+        server = OpsServer(metrics.registry, health).start()
+        base = f"http://127.0.0.1:{server.port}"
+        runner = threading.Thread(target=pipeline.run, daemon=True)
+        try:
+            assert requests.get(base + "/readyz", timeout=5).status_code == 503  # nothing assigned yet
+            runner.start()
+            wait_until(
+                lambda: requests.get(base + "/readyz", timeout=5).status_code == 200,
+                timeout=30,
+                what="ready once partitions are assigned",
+            )
+            produce_all(kafka_bootstrap, topics.input, [(e.key, e.value) for e in sc.events])
+            wait_until(
+                lambda: pipeline.stats.results + sum(pipeline.stats.dead_letters.values()) >= len(sc.events),
+                timeout=60,
+                what="every output",
+            )
+            samples = _samples(requests.get(base + "/metrics", timeout=5).text)
+            assert samples[("mdw_events_consumed_total", (("topic", topics.input),))] == len(sc.events)
+            assert samples[("mdw_results_total", ())] == 10
+            assert samples[("mdw_dead_letters_total", (("code", "-1101"),))] == 3
+            assert samples[("mdw_dead_letters_total", (("code", "invalid_json"),))] == 1
+            assert samples[("mdw_api_calls_total", (("outcome", "ok"),))] == 10
+            assert samples[("mdw_api_calls_total", (("outcome", "-1101"),))] == 3
+            assert samples[("mdw_faces_identified_total", ())] >= 10
+            assert requests.get(base + "/healthz", timeout=5).status_code == 200
+
+            stall.stall.set()  # the loop now hangs inside a hook
+            wait_until(
+                lambda: requests.get(base + "/healthz", timeout=5).status_code == 503,
+                timeout=10,
+                what="/healthz to report the stalled loop",
+            )
+            stall.stall.clear()
+            stall.release.set()
+            wait_until(
+                lambda: requests.get(base + "/healthz", timeout=5).status_code == 200,
+                timeout=10,
+                what="/healthz to recover",
+            )
+
+            pipeline.request_stop()
+            runner.join(30)
+            assert not runner.is_alive()
+            assert requests.get(base + "/readyz", timeout=5).status_code == 503  # stopped: not ready
+        finally:
+            pipeline.request_stop()
+            server.stop()
+    finally:
+        emulator.stop()
