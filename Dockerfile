@@ -13,14 +13,13 @@ WORKDIR /src
 # Every runtime dependency ships manylinux wheels (confluent-kafka bundles librdkafka), so no compiler is needed;
 # --only-binary makes a missing wheel fail the build instead of silently pulling in a toolchain.
 COPY pyproject.toml README.md ./
+# worker/_schemas links to ../schemas: both are needed for the package to carry the record schemas.
+COPY schemas/ schemas/
 COPY worker/ worker/
 # Runtime dependencies only: the `emulator` and `dev` extras stay out of the image.
 RUN /opt/venv/bin/pip install --only-binary=:all: --no-binary=multidentify-worker . \
  && /opt/venv/bin/pip uninstall --yes pip setuptools wheel \
  && /opt/venv/bin/python -m compileall -q /opt/venv/lib
-# The record schemas travel inside the venv (the final stage copies nothing else); MDW_SCHEMA_DIR points at them.
-COPY schemas/ /opt/venv/share/multidentify-worker/schemas/
-ENV MDW_SCHEMA_DIR=/opt/venv/share/multidentify-worker/schemas
 # Fail the build, not the pod, when the entry point or a schema is missing.
 RUN /opt/venv/bin/multidentify-worker --version \
  && /opt/venv/bin/python -c "from worker import schemas; [schemas.validator(n) for n in schemas.NAMES]"
@@ -34,7 +33,6 @@ RUN groupadd --system --gid 10001 worker \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin worker
 COPY --from=builder /opt/venv /opt/venv
 ENV PATH="/opt/venv/bin:${PATH}" \
-    MDW_SCHEMA_DIR=/opt/venv/share/multidentify-worker/schemas \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/tmp
