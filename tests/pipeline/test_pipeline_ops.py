@@ -120,3 +120,41 @@ def test_metrics_health_and_readiness_follow_a_real_run(
             server.stop()
     finally:
         emulator.stop()
+
+
+def test_dead_letters_are_logged_as_json_with_event_coordinates(
+    kafka_bootstrap: str, make_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    import io
+    import logging
+
+    import orjson
+
+    from worker.ops import configure_logging
+
+    topics = Topics(make_topic("in", 1), make_topic("results", 1), make_topic("dlq", 1))
+    stream = io.StringIO()
+    logger = logging.getLogger("worker")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    configure_logging("INFO", "json", secrets=["topsecret-key-value"], stream=stream)
+    try:
+        produce_all(kafka_bootstrap, topics.input, [(b"k", b"not json at all")])
+        env = settings_env(kafka_bootstrap, "http://127.0.0.1:9", topics)
+        env["MDW_SECRET_KEY"] = "topsecret-key-value"
+        settings = config.load(environ=env, require_credentials=True)
+        pipeline = build_pipeline(settings)
+        runner = threading.Thread(target=pipeline.run, daemon=True)
+        runner.start()
+        wait_until(lambda: sum(pipeline.stats.dead_letters.values()) == 1, timeout=30, what="the dead letter")
+        pipeline.request_stop()
+        runner.join(30)
+    finally:
+        logger.handlers[:] = saved[0]
+        logger.setLevel(saved[1])
+        logger.propagate = saved[2]
+    lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    dead = [line for line in lines if line.get("code") == "invalid_json"]
+    assert dead, lines
+    assert dead[0]["topic"] == topics.input and dead[0]["partition"] == 0 and dead[0]["offset"] == 0
+    assert dead[0]["level"] == "INFO" and "ts" in dead[0]
+    assert "topsecret-key-value" not in stream.getvalue()

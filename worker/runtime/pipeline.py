@@ -347,6 +347,18 @@ class Pipeline:
                 worker_instance=self._instance,
             )
             faces = len(c.result.faces)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "result: %d faces",
+                    faces,
+                    extra={
+                        "event_id": task.event.event_id,
+                        "topic": task.tp[0],
+                        "partition": task.tp[1],
+                        "offset": task.source.offset,
+                        "attempts": c.attempts,
+                    },
+                )
             self._produce(
                 self._results_topic,
                 task.source.key,
@@ -393,6 +405,19 @@ class Pipeline:
         )
         headers = records.dead_letter_headers(source, error, self._version, replay_count)
         code = error.code
+        log.info(
+            "dead letter %s: %s",
+            code,
+            error.message,
+            extra={
+                "event_id": event_id,
+                "topic": source.topic,
+                "partition": source.partition,
+                "offset": source.offset,
+                "code": code,
+                "attempts": error.attempts,
+            },
+        )
         self._produce(
             self._dlq_topic,
             records.dead_letter_key(code),
