@@ -20,9 +20,11 @@ from confluent_kafka import Consumer, TopicPartition
 from kafkatest import read_all
 
 from worker import config, schemas
-from worker.emulator import DEV_ACCOUNT
+from worker.api.client import MultidentifyClient
+from worker.emulator import DEV_ACCOUNT, start_in_thread
 from worker.runtime.app import build_pipeline
 from worker.runtime.pipeline import Pipeline
+from worker.scenario import Scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -183,3 +185,24 @@ def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[i
         return {tp.partition: tp.offset for tp in tps}
     finally:
         consumer.close()
+
+
+@contextlib.contextmanager
+def enrolled_emulator(images_dir: Path, people: list[str], **options: Any) -> Iterator[tuple[Any, Scenario]]:
+    """The emulator in a thread, serving ``images_dir`` under /images/, with ``people`` enrolled in group ``demo``.
+
+    Yields the emulator handle and a Scenario whose images go to ``images_dir``.
+    """
+    handle = start_in_thread(images_dir=str(images_dir), **options)
+    try:
+        sc = Scenario(images_dir, handle.base_url + "/images/")
+        with MultidentifyClient(
+            appid=DEV_ACCOUNT.appid,
+            secret_id=DEV_ACCOUNT.secret_id,
+            secret_key=DEV_ACCOUNT.secret_key,
+            base_url=handle.base_url,
+        ) as client:
+            sc.enroll(client, people)
+        yield handle, sc
+    finally:
+        handle.stop()

@@ -9,10 +9,16 @@ from pathlib import Path
 
 import pytest
 from kafkatest import produce_all, wait_until
-from pipeline_helpers import Topics, committed, read_outputs, settings_env, thread_worker, validate_all
+from pipeline_helpers import (
+    Topics,
+    committed,
+    enrolled_emulator,
+    read_outputs,
+    settings_env,
+    thread_worker,
+    validate_all,
+)
 
-from worker.api.client import MultidentifyClient
-from worker.emulator import DEV_ACCOUNT, start_in_thread
 from worker.runtime.pipeline import EXIT_CONFIG
 from worker.scenario import Scenario
 
@@ -28,19 +34,8 @@ def images_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def emulator(images_dir: Path) -> Iterator[object]:
-    handle = start_in_thread(images_dir=str(images_dir))
-    client = MultidentifyClient(
-        appid=DEV_ACCOUNT.appid,
-        secret_id=DEV_ACCOUNT.secret_id,
-        secret_key=DEV_ACCOUNT.secret_key,
-        base_url=handle.base_url,
-    )
-    Scenario(images_dir, handle.base_url + "/images/").enroll(client, PEOPLE)
-    client.close()
-    try:
+    with enrolled_emulator(images_dir, PEOPLE) as (handle, _):
         yield handle
-    finally:
-        handle.stop()
 
 
 @pytest.fixture

@@ -10,10 +10,8 @@ from pathlib import Path
 import orjson
 import pytest
 from kafkatest import TopicReader, produce_all, read_all, wait_until
-from pipeline_helpers import ProcessWorker, Topics, settings_env
+from pipeline_helpers import ProcessWorker, Topics, enrolled_emulator, settings_env
 
-from worker.api.client import MultidentifyClient
-from worker.emulator import DEV_ACCOUNT, start_in_thread
 from worker.scenario import Scenario
 
 pytestmark = pytest.mark.broker
@@ -26,19 +24,8 @@ COMMIT_INTERVAL_S = 0.2
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, Scenario]]:
     images = tmp_path_factory.mktemp("failover-images")
-    handle = start_in_thread(images_dir=str(images), latency_ms=LATENCY_S * 1000)
-    sc = Scenario(images, handle.base_url + "/images/")
-    with MultidentifyClient(
-        appid=DEV_ACCOUNT.appid,
-        secret_id=DEV_ACCOUNT.secret_id,
-        secret_key=DEV_ACCOUNT.secret_key,
-        base_url=handle.base_url,
-    ) as client:
-        sc.enroll(client, ["alice", "bob"])
-    try:
-        yield handle, sc
-    finally:
-        handle.stop()
+    with enrolled_emulator(images, ["alice", "bob"], latency_ms=LATENCY_S * 1000) as stack:
+        yield stack
 
 
 def _uncommitted_window() -> int:

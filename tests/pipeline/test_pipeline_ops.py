@@ -9,16 +9,13 @@ from pathlib import Path
 import pytest
 import requests
 from kafkatest import produce_all, wait_until
-from pipeline_helpers import Topics, settings_env
+from pipeline_helpers import Topics, enrolled_emulator, settings_env
 from prometheus_client.parser import text_string_to_metric_families
 
 from worker import config
-from worker.api.client import MultidentifyClient
-from worker.emulator import DEV_ACCOUNT, start_in_thread
 from worker.ops import HealthState, OpsServer, PrometheusObserver
 from worker.runtime.app import build_pipeline
 from worker.runtime.observer import Observer
-from worker.scenario import Scenario
 
 pytestmark = pytest.mark.broker
 
@@ -48,16 +45,7 @@ def test_metrics_health_and_readiness_follow_a_real_run(
 ) -> None:
     images = tmp_path / "images"
     images.mkdir()
-    emulator = start_in_thread(images_dir=str(images))
-    try:
-        sc = Scenario(images, emulator.base_url + "/images/")
-        with MultidentifyClient(
-            appid=DEV_ACCOUNT.appid,
-            secret_id=DEV_ACCOUNT.secret_id,
-            secret_key=DEV_ACCOUNT.secret_key,
-            base_url=emulator.base_url,
-        ) as client:
-            sc.enroll(client, ["alice", "bob"])
+    with enrolled_emulator(images, ["alice", "bob"]) as (emulator, sc):
         sc.add_known(10, stranger_every=0, seed=9000)
         sc.add_no_face(3, seed=9100)
         sc.add_malformed()
@@ -118,8 +106,6 @@ def test_metrics_health_and_readiness_follow_a_real_run(
         finally:
             pipeline.request_stop()
             server.stop()
-    finally:
-        emulator.stop()
 
 
 def test_dead_letters_are_logged_as_json_with_event_coordinates(

@@ -9,10 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 from kafkatest import TopicReader, produce_all, read_all, wait_until
-from pipeline_helpers import ProcessWorker, Topics, settings_env, thread_worker
+from pipeline_helpers import ProcessWorker, Topics, enrolled_emulator, settings_env, thread_worker
 
-from worker.api.client import MultidentifyClient
-from worker.emulator import DEV_ACCOUNT, start_in_thread
 from worker.scenario import Scenario
 
 pytestmark = pytest.mark.broker
@@ -21,20 +19,9 @@ pytestmark = pytest.mark.broker
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, Scenario]]:
     images = tmp_path_factory.mktemp("rebalance-images")
-    handle = start_in_thread(images_dir=str(images), latency_ms=80)
-    sc = Scenario(images, handle.base_url + "/images/")
-    with MultidentifyClient(
-        appid=DEV_ACCOUNT.appid,
-        secret_id=DEV_ACCOUNT.secret_id,
-        secret_key=DEV_ACCOUNT.secret_key,
-        base_url=handle.base_url,
-    ) as client:
-        sc.enroll(client, ["alice", "bob"])
-    sc.add_known(10, stranger_every=0, seed=7000)
-    try:
+    with enrolled_emulator(images, ["alice", "bob"], latency_ms=80) as (handle, sc):
+        sc.add_known(10, stranger_every=0, seed=7000)
         yield handle, sc
-    finally:
-        handle.stop()
 
 
 def _events(sc: Scenario, n: int, keys: int | None = None) -> list[tuple[bytes, bytes]]:
