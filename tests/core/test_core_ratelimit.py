@@ -29,10 +29,9 @@ def test_reservations_are_spaced_at_the_rate_after_the_burst() -> None:
     assert [limiter.reserve() for _ in range(3)] == pytest.approx([0.0, 0.0, 0.1])
 
 
-def test_unlimited_never_waits_and_ignores_feedback() -> None:
+def test_unlimited_never_waits_while_nothing_is_throttled() -> None:
     limiter = AimdRateLimiter(0, clock=Clock())
     assert all(limiter.reserve() == 0.0 for _ in range(1000))
-    limiter.on_throttled()
     limiter.on_success()
     assert limiter.rate == 0.0 and limiter.unlimited
 
@@ -53,23 +52,42 @@ def test_throttling_cuts_once_per_cooldown() -> None:
     assert limiter.rate == 5  # never below min_rate
 
 
-def test_rate_recovers_quickly_to_90_percent_then_additively_up_to_max() -> None:
+def test_rate_grows_additively_up_to_max_after_a_cut() -> None:
     clock = Clock()
     limiter = AimdRateLimiter(40, increase_per_s=1.0, clock=clock)
-    limiter.on_throttled()
+    limiter.on_throttled()  # no history of successes yet: halve
     assert limiter.rate == 20
-    for _ in range(7):  # 0.7 s of successes: roughly doubling per second, up to 90 % of the throttled rate
-        clock.now += 0.1
+    for _ in range(30):
+        clock.now += 1.0
         limiter.on_success()
-    assert limiter.rate == pytest.approx(36.0)
-    for _ in range(20):  # 2 more seconds: +1/s
-        clock.now += 0.1
+    assert limiter.rate == pytest.approx(40)  # +1/s for 20 s, then capped at max_rate
+    clock.now += 5.0
+    limiter.on_success()
+    assert limiter.rate == 40
+
+
+def test_a_cut_keeps_95_percent_of_what_the_service_accepted() -> None:
+    clock = Clock()
+    limiter = AimdRateLimiter(100, increase_per_s=1.0, clock=clock)
+    for _ in range(60):  # the service accepts 30 calls/s for 2 s
+        clock.now += 1 / 30
         limiter.on_success()
-    assert limiter.rate == pytest.approx(38.0)
-    for _ in range(100):
-        clock.now += 0.1
+    limiter.on_throttled()
+    assert limiter.accepted_rate() == pytest.approx(30, rel=0.05)
+    assert limiter.rate == pytest.approx(28.5, rel=0.05)
+
+
+def test_unlimited_starts_limiting_at_the_first_rate_limit_answer() -> None:
+    clock = Clock()
+    limiter = AimdRateLimiter(0, clock=clock)
+    limiter.on_throttled()  # nothing accepted yet: nothing to limit to
+    assert limiter.unlimited
+    for _ in range(80):
+        clock.now += 1 / 40
         limiter.on_success()
-    assert limiter.rate == 40  # max_rate defaults to the configured rate
+    limiter.on_throttled()
+    assert not limiter.unlimited and limiter.rate == pytest.approx(38, rel=0.05)
+    assert limiter.reserve() == 0.0 or limiter.reserve() > 0  # now paced
 
 
 def test_idle_time_does_not_count_as_growth() -> None:
@@ -125,8 +143,8 @@ def _simulate(
     latency: float,
     **settings: float,
 ) -> tuple[float, float]:
-    """A client with unbounded demand against a server that answers 15 above ``limit`` calls in any 1 s
-    (``limit`` may depend on the simulated time).
+    """A client with unbounded demand (but at most 200 calls/s, as its in-flight window would allow) against a
+    server that answers 15 above ``limit`` calls in any 1 s (``limit`` may depend on the simulated time).
 
     Returns (served calls/s after warm-up, throttled share after warm-up). Pure and bounded: simulated time.
     """
@@ -136,10 +154,12 @@ def _simulate(
     served: deque[float] = deque()
     answers: list[tuple[float, bool]] = []
     ok = throttled = 0
+    last_call = start - 1.0
     for _ in range(100_000):
         if clock.now - start >= seconds:
             break
-        call_at = clock.now + limiter.reserve()
+        call_at = max(clock.now + limiter.reserve(), last_call + 1 / 200)
+        last_call = call_at
         while answers and answers[0][0] <= call_at:  # answers arrive while we wait for the slot
             clock.now, success = heapq.heappop(answers)
             limiter.on_success() if success else limiter.on_throttled()
@@ -156,12 +176,18 @@ def _simulate(
     return ok / (seconds - warmup), throttled / max(1, ok + throttled)
 
 
-@pytest.mark.parametrize("start_rate", [100.0, 10.0])
-def test_converges_near_a_server_limit(start_rate: float) -> None:
-    served, throttled_share = _simulate(
-        50, seconds=150, warmup=30, latency=0.2, rate=start_rate, max_rate=100, increase_per_s=1.0
-    )
-    assert served >= 0.9 * 50
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"rate": 100.0, "max_rate": 100, "increase_per_s": 1.0},
+        {"rate": 10.0, "max_rate": 100, "increase_per_s": 1.0},
+        {"rate": 100.0},  # the worker's defaults for MDW_RATE_LIMIT_QPS=100
+        {"rate": 0.0},  # MDW_RATE_LIMIT_QPS=0: unlimited until the first code 15
+    ],
+)
+def test_converges_near_a_server_limit(settings: dict[str, float]) -> None:
+    served, throttled_share = _simulate(50, seconds=150, warmup=30, latency=0.2, **settings)
+    assert served >= 0.93 * 50
     assert throttled_share <= 0.03
 
 

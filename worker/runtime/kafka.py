@@ -39,8 +39,10 @@ def consumer_config(settings: Settings, *, stats_interval_ms: int = 5000) -> dic
         "partition.assignment.strategy": settings.assignment_strategy,
         "session.timeout.ms": session,
         "heartbeat.interval.ms": max(100, min(3000, session // 3)),
-        # Keep prefetch small: events wait in Kafka, not in our memory, when the API is the bottleneck.
-        "queued.max.messages.kbytes": 8192,
+        # Keep prefetch small (per partition): events wait in Kafka, not in our memory, when the API is the
+        # bottleneck, and a partition taken over in a rebalance is not queued behind a deep local backlog.
+        "queued.min.messages": max(100, 2 * settings.max_in_flight),
+        "queued.max.messages.kbytes": 2048,
         "fetch.max.bytes": 16 * 1024 * 1024,
         "statistics.interval.ms": stats_interval_ms,
         "client.id": f"multidentify-worker-{__version__}-{socket.gethostname()}",
