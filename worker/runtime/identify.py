@@ -148,6 +148,8 @@ class Identifier:
         The breaker may not have opened yet (it waits for ``min_calls``), so an event that exhausts its
         retries while transient failures dominate the recent calls trips it.
         """
+        if err.rate_limited:
+            return True  # the API works and asks us to slow down (the limiter does): never the event's fault
         if not err.transient or err.code.startswith("fetch_"):
             return False
         breaker = self._breaker
@@ -232,8 +234,9 @@ class Identifier:
                 self._observer.api_call(err.code, latency)
                 if err.rate_limited:
                     self._limiter.on_throttled()
-                # Only transient failures say the API is unhealthy; a bad image means it works.
-                self._breaker.record(not err.transient)
+                # Only transient failures say the API is unhealthy; a bad image or a rate-limit answer
+                # means it works (the limiter handles the latter).
+                self._breaker.record(not err.transient or err.rate_limited)
             raise
         latency = time.monotonic() - started
         done.api_latency_ms = latency * 1000

@@ -1,0 +1,153 @@
+"""Identifier: one event to an outcome (retries, breaker, rate limits, config errors) with a scripted API."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+
+import pytest
+
+from worker.api.errors import ApiError
+from worker.api.models import IdentifyResult
+from worker.core.breaker import CircuitBreaker
+from worker.core.outcomes import RetryPolicy
+from worker.core.ratelimit import AimdRateLimiter
+from worker.core.records import Event, Source
+from worker.runtime.identify import Identifier, Kind, Task
+from worker.runtime.observer import Observer
+
+OK = IdentifyResult(faces=(), session_id="", http_status=200)
+
+
+class ScriptedApi:
+    """Answers from ``script`` (an ApiError to raise, or OK) call after call; then ``then`` forever."""
+
+    def __init__(self, script: Sequence[ApiError | IdentifyResult], then: ApiError | IdentifyResult = OK) -> None:
+        self.script = list(script)
+        self.then = then
+        self.calls: list[tuple[str, tuple[str, ...]]] = []
+        self.lock = threading.Lock()
+
+    def _answer(self) -> IdentifyResult:
+        with self.lock:
+            answer = self.script.pop(0) if self.script else self.then
+        if isinstance(answer, ApiError):
+            raise answer
+        return answer
+
+    def multidentify_url(self, url: str, group_ids: Sequence[str], session_id: str | None = None) -> IdentifyResult:
+        self.calls.append((url, tuple(group_ids)))
+        return self._answer()
+
+    def multidentify_image(
+        self, image: bytes, group_ids: Sequence[str], session_id: str | None = None
+    ) -> IdentifyResult:
+        raise AssertionError("url mode only")
+
+
+def _task(group_ids: tuple[str, ...] | None = None) -> Task:
+    event = Event(event_id="e1", image_url="http://img.test/a.jpg", group_ids=group_ids)
+    return Task(
+        event=event, raw=b"{}", source=Source("in", 0, 7), tp=("in", 0), epoch=1, replay_count=0, consumed_at=0.0
+    )
+
+
+def _identifier(
+    api: ScriptedApi,
+    *,
+    breaker: CircuitBreaker | None = None,
+    limiter: AimdRateLimiter | None = None,
+    attempts: int = 3,
+) -> Identifier:
+    return Identifier(
+        api,
+        default_groups=("default-group",),
+        policy=RetryPolicy.instant(max_attempts=attempts),
+        limiter=limiter or AimdRateLimiter(0),
+        breaker=breaker or CircuitBreaker(window=10, min_calls=4, open_s=0.05),
+        observer=Observer(),
+        breaker_poll_s=0.005,
+    )
+
+
+def never() -> bool:
+    return False
+
+
+def err(code: int) -> ApiError:
+    return ApiError.from_service(code, "")
+
+
+def test_success_after_transient_failures_counts_attempts() -> None:
+    api = ScriptedApi([err(213), ApiError.local("timeout", "slow")])
+    done = _identifier(api).run(_task(), never)
+    assert done.kind is Kind.RESULT and done.attempts == 3
+    assert done.first_failure_ms is not None and done.last_failure_ms is not None
+    assert api.calls[0] == ("http://img.test/a.jpg", ("default-group",))
+
+
+def test_isolated_transient_failure_is_dead_lettered_after_the_attempts() -> None:
+    breaker = CircuitBreaker(window=50, min_calls=20, open_s=10)
+    for _ in range(40):
+        breaker.record(True)  # the API answers everyone else
+    api = ScriptedApi([], then=err(213))
+    done = _identifier(api, breaker=breaker).run(_task(), never)
+    assert done.kind is Kind.DEAD_LETTER and done.error is not None and done.error.code == "213"
+    assert len(api.calls) == 3 and not breaker.is_open
+
+
+def test_outage_holds_the_event_until_the_api_recovers() -> None:
+    # Every call fails: the event exhausts its attempts, trips the breaker and waits instead of going to the DLQ.
+    api = ScriptedApi([err(213)] * 12)
+    breaker = CircuitBreaker(window=10, min_calls=4, open_s=0.05)
+    done = _identifier(api, breaker=breaker).run(_task(), never)
+    assert done.kind is Kind.RESULT
+    assert len(api.calls) == 13 and breaker.state.value == "closed"
+
+
+def test_rate_limit_answers_never_dead_letter_nor_open_the_breaker() -> None:
+    api = ScriptedApi([err(15)] * 10)
+    breaker = CircuitBreaker(window=10, min_calls=4, open_s=60)
+    limiter = AimdRateLimiter(1000)
+    done = _identifier(api, breaker=breaker, limiter=limiter).run(_task(), never)
+    assert done.kind is Kind.RESULT and len(api.calls) == 11
+    assert not breaker.is_open
+    assert limiter.rate < 1000  # slowed down
+
+
+@pytest.mark.parametrize("code", [4, 5, 6, 10, 11, 12, 14, 16, 24])
+def test_configuration_codes_stop_the_pipeline_without_retry(code: int) -> None:
+    api = ScriptedApi([err(code)])
+    done = _identifier(api).run(_task(), never)
+    assert done.kind is Kind.STOP and len(api.calls) == 1
+
+
+def test_unknown_group_is_a_config_error_for_default_groups_but_the_event_s_fault_for_its_own() -> None:
+    assert _identifier(ScriptedApi([err(-1306)])).run(_task(), never).kind is Kind.STOP
+    done = _identifier(ScriptedApi([err(-1306)])).run(_task(group_ids=("its-own",)), never)
+    assert done.kind is Kind.DEAD_LETTER and done.error is not None
+    assert done.error.code == "-1306" and "its-own" in done.error.message
+
+
+def test_permanent_image_errors_are_dead_lettered_at_once() -> None:
+    for code in (-1101, -1102, -1308, -1400, 23):
+        api = ScriptedApi([err(code)])
+        done = _identifier(api).run(_task(), never)
+        assert done.kind is Kind.DEAD_LETTER and len(api.calls) == 1
+
+
+def test_a_revoked_partition_cancels_a_held_event() -> None:
+    api = ScriptedApi([], then=err(213))
+    breaker = CircuitBreaker(window=10, min_calls=4, open_s=60)  # stays open: the event would wait forever
+    stop = threading.Event()
+    result: list[Kind] = []
+    cancelled: Callable[[], bool] = stop.is_set
+    runner = threading.Thread(
+        target=lambda: result.append(_identifier(api, breaker=breaker).run(_task(), cancelled).kind)
+    )
+    runner.start()
+    runner.join(0.3)
+    assert runner.is_alive() and breaker.is_open  # held, not dead-lettered
+    stop.set()
+    runner.join(5)
+    assert result == [Kind.CANCELLED]
