@@ -28,7 +28,9 @@ from requests.adapters import HTTPAdapter
 from worker.api import ApiError, MultidentifyClient, sign
 
 APPID, SECRET_ID, SECRET_KEY = "1251234567", "AKIDbench", "bench-secret"
-URL = "http://images.example/cam1/0001.jpg"
+# Loopback only: with --server-url pointing at the emulator, it downloads this URL (pass --image-url for a
+# real image the emulator serves, e.g. <emulator>/images/a.jpg).
+URL = "http://127.0.0.1:9/cam1/0001.jpg"
 ANSWER = (
     b'{"data":{"session_id":"111","results":[{"candidates":[{"person_id":"person1","face_id":"10001",'
     b'"confidence":64,"tag":""},{"person_id":"person2","face_id":"100002","confidence":12,"tag":""}],'
@@ -150,6 +152,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--modes", default="url,image", help="comma list of url, image")
     parser.add_argument("--server-url", help="use this server instead of starting one")
+    parser.add_argument("--image-url", default=URL, help="image URL sent in url mode (keep it on loopback)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -167,12 +170,13 @@ def main() -> None:
         stack.callback(session.close)
         endpoint = base.rstrip("/") + "/face/multidentify"
         auth = sign(APPID, SECRET_ID, SECRET_KEY, now=int(time.time()), lifetime=3600)
-        json_body = b'{"appid":"%s","group_id":"g","url":"%s"}' % (APPID.encode(), URL.encode())
+        url = args.image_url
+        json_body = b'{"appid":"%s","group_id":"g","url":"%s"}' % (APPID.encode(), url.encode())
         timeout = (3.0, 10.0)
 
         variants: dict[str, dict[str, Callable[[], object]]] = {
             "url": {
-                "MultidentifyClient.multidentify_url": lambda: client.multidentify_url(URL, ["g"]),
+                "MultidentifyClient.multidentify_url": lambda: client.multidentify_url(url, ["g"]),
                 "requests.Session.post (JSON)": lambda: (
                     session.post(
                         endpoint,
