@@ -120,8 +120,9 @@ def parse(header: str | bytes) -> ParsedSignature:
     if missing:
         raise SignatureFormatError(f"missing fields: {','.join(missing)}")
     for numeric in ("e", "t"):
-        if not fields[numeric].isdigit():
-            raise SignatureFormatError(f"field {numeric} is not a number")
+        # Unix seconds: ten digits today; a longer run is no time at all (and int() would refuse it).
+        if not fields[numeric].isdigit() or len(fields[numeric]) > 12:
+            raise SignatureFormatError(f"field {numeric} is not a time in seconds")
     return ParsedSignature(fields=fields, digest=digest, plain=plain)
 
 

@@ -48,12 +48,15 @@ def boundary_of(content_type: str) -> str:
     boundary = _header_params(";" + content_type.split(";", 1)[1] if ";" in content_type else "").get("boundary")
     if not boundary:
         raise BodyError("multipart body without a boundary")
+    # RFC 2046: 1–70 characters from a small ASCII set; anything else cannot delimit a body we could parse.
+    if len(boundary) > 70 or not boundary.isascii():
+        raise BodyError("multipart boundary is not 1-70 ASCII characters")
     return boundary
 
 
 def parse_multipart(body: bytes, content_type: str) -> list[Part]:
     """Split a multipart/form-data body into parts (RFC 7578); tolerant of LF-only line ends."""
-    delimiter = b"--" + boundary_of(content_type).encode("latin-1")
+    delimiter = b"--" + boundary_of(content_type).encode("ascii")
     chunks = body.split(delimiter)
     if len(chunks) < 2:
         raise BodyError("boundary not found in the body")
@@ -126,7 +129,10 @@ class Fields:
         for order, part in enumerate(parse_multipart(body, content_type)):
             match = _INDEXED.match(part.name)
             if match:
-                index = int(match.group("index")) if match.group("index") else order
+                digits = match.group("index")
+                if digits and len(digits) > 6:  # far beyond any real array (5000 groups at most)
+                    raise BodyError(f"array index too large in part {part.name[:40]!r}")
+                index = int(digits) if digits else order
                 indexed.setdefault(match.group("base"), []).append((index, order, part.data))
             elif part.name in values:  # a repeated plain name is an array too
                 indexed.setdefault(part.name, [(0, -1, values[part.name])]).append((order, order, part.data))
