@@ -546,3 +546,31 @@ def test_source_from_a_confluent_message() -> None:
             return [("a", b"1")]
 
     assert Source.from_message(Msg()) == Source("t", 4, 10, None, None, (("a", b"1"),))
+
+
+def test_oversized_original_key_and_headers_are_left_out_but_the_trace_context_stays() -> None:
+    from worker.core.records import (
+        MAX_ORIGINAL_HEADER_BYTES,
+        MAX_ORIGINAL_KEY_BYTES,
+        ErrorInfo,
+        InvalidEvent,
+        Source,
+        build_dead_letter,
+        dead_letter_headers,
+    )
+    from worker.schemas import validator
+
+    trace = ("traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    huge = ("blob", b"x" * (MAX_ORIGINAL_HEADER_BYTES + 1))
+    source = Source("in", 0, 5, None, key=b"k" * (MAX_ORIGINAL_KEY_BYTES + 1), headers=(trace, huge))
+    error = ErrorInfo.from_invalid(InvalidEvent("invalid_json", "not json"), at_ms=1)
+    envelope = orjson.loads(build_dead_letter(b"v", event_id=None, error=error, source=source, worker_version="t"))
+    validator("deadletter").validate(envelope)
+    original = envelope["original"]
+    assert original["key_omitted"] is True and original["key_base64"] is None
+    assert original["headers_omitted"] is True
+    assert original["headers"] == [["traceparent", base64.b64encode(trace[1]).decode()]]
+    headers = dead_letter_headers(source, error, "t", 0)
+    assert trace in headers and all(name != "blob" for name, _ in headers)
+    assert all(name != "mdw.original.key" for name, _ in headers)
+    assert sum(len(v or b"") for _, v in headers) < 4096

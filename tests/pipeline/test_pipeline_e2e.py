@@ -157,3 +157,35 @@ def test_api_outage_of_503s_dead_letters_nothing_and_processing_resumes(
     out = read_outputs(kafka_bootstrap, topics, idle=0.5)
     assert out.dead_letters == []
     assert sorted(r["event_id"] for r in out.results) == sorted(e.event_id for e in sc.events)
+
+
+def test_a_dead_letter_too_large_for_kafka_is_sent_without_the_original(kafka_bootstrap: str, topics: Topics) -> None:
+    import threading
+
+    from worker import config
+    from worker.runtime import kafka
+    from worker.runtime.app import build_pipeline
+
+    # A producer that refuses records over 100 kB stands in for a broker with a small max.message.bytes.
+    big = b"{" + b" " * 150_000 + b"oops"  # not JSON, 150 kB: its envelope would carry 200 kB of base64
+    produce_all(kafka_bootstrap, topics.input, [(b"k", big), (b"k2", b"small but not json")], partition=0)
+    settings = config.load(
+        environ=settings_env(kafka_bootstrap, "http://127.0.0.1:9", topics), require_credentials=True
+    )
+    producer_config = kafka.producer_config(settings) | {"message.max.bytes": 100_000}
+    pipeline = build_pipeline(settings, producer_config=producer_config)
+    runner = threading.Thread(target=pipeline.run, daemon=True)
+    runner.start()
+    try:
+        wait_until(lambda: sum(pipeline.stats.dead_letters.values()) == 2, timeout=30, what="both dead letters")
+    finally:
+        pipeline.request_stop()
+        runner.join(30)
+    assert pipeline.fatal_reason is None
+    out = read_outputs(kafka_bootstrap, topics, idle=0.5)
+    validate_all(out)
+    by_offset = {env["original"]["offset"]: env for _, env, _ in out.dead_letters}
+    assert by_offset[0]["original"]["value_omitted"] is True and by_offset[0]["original"]["value_size"] == len(big)
+    assert by_offset[1]["original"]["value_base64"] == base64.b64encode(b"small but not json").decode()
+    assert all(env["error"]["code"] == "invalid_json" for env in by_offset.values())
+    assert by_offset[0]["original"]["key_base64"] is None  # sent without the original's key and headers

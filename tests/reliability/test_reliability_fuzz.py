@@ -22,7 +22,7 @@ from collections.abc import Iterator
 import orjson
 import pytest
 import requests
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from worker.api.errors import ApiError, ErrorClass

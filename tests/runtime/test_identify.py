@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 import pytest
@@ -22,13 +23,17 @@ OK = IdentifyResult(faces=(), session_id="", http_status=200)
 class ScriptedApi:
     """Answers from ``script`` (an ApiError to raise, or OK) call after call; then ``then`` forever."""
 
-    def __init__(self, script: Sequence[ApiError | IdentifyResult], then: ApiError | IdentifyResult = OK) -> None:
+    def __init__(
+        self, script: Sequence[ApiError | IdentifyResult], then: ApiError | IdentifyResult = OK, delay: float = 0.0
+    ) -> None:
         self.script = list(script)
         self.then = then
+        self.delay = delay  # seconds per call, so that concurrent events interleave like real calls
         self.calls: list[tuple[str, tuple[str, ...]]] = []
         self.lock = threading.Lock()
 
     def _answer(self) -> IdentifyResult:
+        time.sleep(self.delay)
         with self.lock:
             answer = self.script.pop(0) if self.script else self.then
         if isinstance(answer, ApiError):
@@ -45,8 +50,8 @@ class ScriptedApi:
         raise AssertionError("url mode only")
 
 
-def _task(group_ids: tuple[str, ...] | None = None) -> Task:
-    event = Event(event_id="e1", image_url="http://img.test/a.jpg", group_ids=group_ids)
+def _task(group_ids: tuple[str, ...] | None = None, event_id: str = "e1") -> Task:
+    event = Event(event_id=event_id, image_url="http://img.test/a.jpg", group_ids=group_ids)
     return Task(
         event=event, raw=b"{}", source=Source("in", 0, 7), tp=("in", 0), epoch=1, replay_count=0, consumed_at=0.0
     )
@@ -96,13 +101,34 @@ def test_isolated_transient_failure_is_dead_lettered_after_the_attempts() -> Non
     assert len(api.calls) == 3 and not breaker.is_open
 
 
-def test_outage_holds_the_event_until_the_api_recovers() -> None:
-    # Every call fails: the event exhausts its attempts, trips the breaker and waits instead of going to the DLQ.
-    api = ScriptedApi([err(213)] * 12)
+def _run_concurrently(identifier: Identifier, tasks: list[Task], cancelled: Callable[[], bool] = never) -> list[Kind]:
+    kinds: list[Kind] = []
+    threads = [threading.Thread(target=lambda t=t: kinds.append(identifier.run(t, cancelled).kind)) for t in tasks]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    return kinds
+
+
+def test_outage_holds_the_events_until_the_api_recovers() -> None:
+    # Every call fails for a while: events exhaust their attempts, trip the breaker and wait instead of
+    # going to the DLQ; when the API answers again they all get results.
+    api = ScriptedApi([err(213)] * 16, delay=0.01)
     breaker = CircuitBreaker(window=10, min_calls=4, open_s=0.05)
+    identifier = _identifier(api, breaker=breaker)
+    kinds = _run_concurrently(identifier, [_task(event_id=f"e{i}") for i in range(4)])
+    assert kinds == [Kind.RESULT] * 4
+    assert len(api.calls) >= 16 + 4 and breaker.state.value == "closed"
+
+
+def test_one_event_failing_alone_is_dead_lettered_not_held() -> None:
+    # A poison event while traffic is low: all recent failures are its own, so it is not an outage.
+    api = ScriptedApi([], then=err(213))
+    breaker = CircuitBreaker(window=10, min_calls=4, open_s=60)  # more calls than one event's 3 attempts
     done = _identifier(api, breaker=breaker).run(_task(), never)
-    assert done.kind is Kind.RESULT
-    assert len(api.calls) == 13 and breaker.state.value == "closed"
+    assert done.kind is Kind.DEAD_LETTER and len(api.calls) == 3
+    assert not breaker.is_open
 
 
 def test_rate_limit_answers_never_dead_letter_nor_open_the_breaker() -> None:
@@ -136,18 +162,27 @@ def test_permanent_image_errors_are_dead_lettered_at_once() -> None:
         assert done.kind is Kind.DEAD_LETTER and len(api.calls) == 1
 
 
-def test_a_revoked_partition_cancels_a_held_event() -> None:
-    api = ScriptedApi([], then=err(213))
-    breaker = CircuitBreaker(window=10, min_calls=4, open_s=60)  # stays open: the event would wait forever
+def test_a_revoked_partition_cancels_held_events() -> None:
+    api = ScriptedApi([], then=err(213), delay=0.01)
+    breaker = CircuitBreaker(window=10, min_calls=4, open_s=60)  # stays open: the events would wait forever
     stop = threading.Event()
-    result: list[Kind] = []
-    cancelled: Callable[[], bool] = stop.is_set
+    identifier = _identifier(api, breaker=breaker)
+    kinds: list[Kind] = []
     runner = threading.Thread(
-        target=lambda: result.append(_identifier(api, breaker=breaker).run(_task(), cancelled).kind)
+        target=lambda: kinds.extend(
+            _run_concurrently(identifier, [_task(event_id="a"), _task(event_id="b")], stop.is_set)
+        )
     )
     runner.start()
     runner.join(0.3)
     assert runner.is_alive() and breaker.is_open  # held, not dead-lettered
     stop.set()
     runner.join(5)
-    assert result == [Kind.CANCELLED]
+    assert kinds == [Kind.CANCELLED, Kind.CANCELLED]
+
+
+def test_codes_9_and_13_stop_after_the_clients_re_signed_retry() -> None:
+    for code in (9, 13):
+        api = ScriptedApi([err(code)])
+        done = _identifier(api).run(_task(), never)
+        assert done.kind is Kind.STOP and len(api.calls) == 1

@@ -47,6 +47,11 @@ MAX_EVENT_BYTES = 256 * 1024  # keeps results with pass-through metadata well un
 MAX_METADATA_DEPTH = 16
 MAX_MESSAGE_CHARS = 500  # error messages in envelopes and logs
 MAX_ORIGINAL_BYTES = 512 * 1024  # base64 grows it to ~683 KiB: the envelope still fits a 1 MB message
+# The original key and headers are copied twice (envelope and record headers); beyond these budgets they are
+# left out, or a hostile record could make a dead letter the broker refuses and stall its partition.
+MAX_ORIGINAL_KEY_BYTES = 64 * 1024
+MAX_ORIGINAL_HEADER_BYTES = 32 * 1024
+MAX_TRACE_HEADER_BYTES = 512  # a traceparent is 55 bytes; tracestate is capped at 512 characters by W3C
 TOP_CANDIDATES = 5
 
 # Invalid-event codes: dead-letter keys of events refused before any API call.
@@ -437,6 +442,8 @@ def build_dead_letter(
     broker's message limit or the event could never be dead-lettered and its partition would stall.
     """
     omitted = raw_value is not None and len(raw_value) > max_original_bytes
+    key_omitted = source.key is not None and len(source.key) > MAX_ORIGINAL_KEY_BYTES
+    headers, headers_omitted = original_headers(source)
     last_failure_ms = max(error.first_failure_ms, error.last_failure_ms)  # wall clocks step back now and then
     at_ms = dead_lettered_at_ms if dead_lettered_at_ms is not None else last_failure_ms
     envelope = {
@@ -457,12 +464,14 @@ def build_dead_letter(
             "value_base64": None if omitted else _b64(raw_value),
             "value_size": None if raw_value is None else len(raw_value),
             "value_omitted": omitted,
-            "key_base64": _b64(source.key),
+            "key_base64": None if key_omitted else _b64(source.key),
+            "key_omitted": key_omitted,
             "topic": source.topic,
             "partition": source.partition,
             "offset": source.offset,
             "timestamp_ms": source.timestamp_ms,
-            "headers": [[name, _b64(value)] for name, value in source.headers],
+            "headers": [[name, _b64(value)] for name, value in headers],
+            "headers_omitted": headers_omitted,
         },
         "worker": {**_worker_json(worker_version, worker_instance), "consumer_group": consumer_group},
         "replay_count": replay_count,
@@ -470,6 +479,19 @@ def build_dead_letter(
         "dead_lettered_at": rfc3339_ms(at_ms),
     }
     return orjson.dumps(envelope)
+
+
+def original_headers(source: Source) -> tuple[list[tuple[str, bytes | None]], bool]:
+    """The input headers a dead letter carries, and whether some were left out.
+
+    All of them while they fit ``MAX_ORIGINAL_HEADER_BYTES``; beyond that only the trace context (so a replay
+    still links to the original trace).
+    """
+    size = sum(len(name) + len(value or b"") for name, value in source.headers)
+    if size <= MAX_ORIGINAL_HEADER_BYTES:
+        return list(source.headers), False
+    kept = [(n, v) for n, v in source.headers if n.lower() in TRACE_HEADERS and len(v or b"") <= MAX_TRACE_HEADER_BYTES]
+    return kept, True
 
 
 def dead_letter_key(code: str) -> bytes:
@@ -488,7 +510,8 @@ def dead_letter_headers(
 
     ``replay_count`` is the input's count (:func:`replay_count`); the replay tool writes count + 1.
     """
-    headers: list[tuple[str, bytes | None]] = [(n, v) for n, v in source.headers if not _ours(n)]
+    copied, _ = original_headers(source)
+    headers: list[tuple[str, bytes | None]] = [(n, v) for n, v in copied if not _ours(n)]
     headers += [
         (H_ORIGINAL_TOPIC, source.topic.encode()),
         (H_ORIGINAL_PARTITION, str(source.partition).encode()),
@@ -496,7 +519,7 @@ def dead_letter_headers(
     ]
     if source.timestamp_ms is not None:
         headers.append((H_ORIGINAL_TIMESTAMP, str(source.timestamp_ms).encode()))
-    if source.key is not None:
+    if source.key is not None and len(source.key) <= MAX_ORIGINAL_KEY_BYTES:
         headers.append((H_ORIGINAL_KEY, source.key))
     headers += [
         (H_ERROR_CODE, error.code.encode()),
@@ -520,4 +543,8 @@ def replay_count(headers: Iterable[tuple[str, bytes | None]] | Mapping[str, byte
 
 def result_headers(source: Source) -> list[tuple[str, bytes]]:
     """Headers of a result record: the input's W3C trace context (``traceparent``, ``tracestate``)."""
-    return [(n.lower(), v) for n, v in source.headers if v is not None and n.lower() in TRACE_HEADERS]
+    return [
+        (n.lower(), v)
+        for n, v in source.headers
+        if v is not None and n.lower() in TRACE_HEADERS and len(v) <= MAX_TRACE_HEADER_BYTES
+    ]

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import enum
 import random
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -103,6 +105,9 @@ class Identifier:
         self._wall = wall_clock
         self._breaker_poll_s = breaker_poll_s
         self._rng = random.Random()  # shared by threads: random.Random is safe to call concurrently
+        # Events behind the most recent transient failures, to tell an outage from one unlucky event.
+        self._failing: deque[str] = deque(maxlen=20)
+        self._failing_lock = threading.Lock()
 
     @property
     def rate_limit_qps(self) -> float:
@@ -130,7 +135,9 @@ class Identifier:
                     if decision.outcome is Outcome.HOLD:
                         done.attempts = 0
                         continue  # a fresh round; its first attempt waits for the breaker to admit it
-                    if decision.outcome is Outcome.STOP:
+                    if decision.outcome is Outcome.STOP or err.error_class is ErrorClass.CONFIG:
+                        # A configuration error is never the event's: also after the client's one
+                        # re-signed retry (codes 9/13), which decide() would still count as retryable.
                         done.kind = Kind.STOP
                     else:
                         # RETRY cannot come back here: tenacity already spent the attempts/deadline.
@@ -153,7 +160,11 @@ class Identifier:
         if not err.transient or err.code.startswith("fetch_"):
             return False
         breaker = self._breaker
-        if not breaker.is_open and breaker.failure_share() >= breaker.failure_ratio:
+        with self._failing_lock:
+            others_fail = len(set(self._failing)) >= 2
+        # Only failures of several events say the API is down: one event whose every attempt fails
+        # (a poison image) must be dead-lettered, not hold the whole worker while traffic is low.
+        if not breaker.is_open and others_fail and breaker.failure_share() >= breaker.failure_ratio:
             breaker.trip()
         return breaker.is_open
 
@@ -232,6 +243,9 @@ class Identifier:
             done.last_failure_ms = now_ms
             if not err.code.startswith("fetch_"):
                 self._observer.api_call(err.code, latency)
+                if err.transient and not err.rate_limited:
+                    with self._failing_lock:
+                        self._failing.append(task.event.event_id)
                 if err.rate_limited:
                     self._limiter.on_throttled()
                 # Only transient failures say the API is unhealthy; a bad image or a rate-limit answer

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from worker import __version__
 from worker.api.errors import ApiError, ErrorClass, meaning
@@ -54,6 +54,9 @@ EXIT_OK = 0
 EXIT_CONFIG = 3  # the API says our configuration/credentials are wrong
 EXIT_DLQ_GUARD = 4  # nearly every event went to the dead-letter topic
 EXIT_KAFKA = 5  # an output could not be delivered, or the Kafka client failed fatally
+
+# Size refusals: local (message.max.bytes) and from the broker (max.message.bytes of the topic).
+_TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE})
 
 # A window full for longer than this pauses the partitions (see Pipeline._wait_while_full).
 _PAUSE_AFTER_S = 1.0
@@ -163,7 +166,11 @@ class Pipeline:
 
         self._tracker = OffsetTracker()
         self._gate: OrderingGate[Task] = OrderingGate(settings.ordering)
-        self._guard = DeadLetterGuard(window=settings.dlq_guard_window, max_ratio=settings.dlq_guard_ratio)
+        self._guard = DeadLetterGuard(
+            window=settings.dlq_guard_window,
+            max_ratio=settings.dlq_guard_ratio,
+            min_events=settings.dlq_guard_window,  # judge only a full window
+        )
         self._assigned: set[TP] = set()
         self._completions: queue.SimpleQueue[Completion] = queue.SimpleQueue()
         self._pool = _TaskPool(self._max_in_flight)
@@ -444,6 +451,34 @@ class Pipeline:
                 "attempts": error.attempts,
             },
         )
+
+        def without_original() -> None:
+            # The broker refuses a record this size: keep the error and coordinates, drop the original's
+            # value, key and headers (a replay cannot use it; the input offset still says where it was).
+            log.warning("dead letter too large; sent without the original", extra={"offset": source.offset})
+            stripped = records.Source(source.topic, source.partition, source.offset, source.timestamp_ms)
+            small = records.build_dead_letter(
+                raw,
+                event_id=event_id,
+                error=error,
+                source=stripped,
+                worker_version=self._version,
+                replay_count=replay_count,
+                consumer_group=self.settings.group_id,
+                worker_instance=self._instance,
+                max_original_bytes=0,
+            )
+            self._produce(
+                self._dlq_topic,
+                records.dead_letter_key(code),
+                small,
+                records.dead_letter_headers(stripped, error, self._version, replay_count),
+                tp,
+                epoch,
+                source.offset,
+                lambda: self._on_dead_letter_delivered(code),
+            )
+
         self._produce(
             self._dlq_topic,
             records.dead_letter_key(code),
@@ -453,6 +488,7 @@ class Pipeline:
             epoch,
             source.offset,
             lambda: self._on_dead_letter_delivered(code),
+            on_too_large=without_original,
         )
 
     def _produce(
@@ -465,15 +501,28 @@ class Pipeline:
         epoch: int,
         offset: int,
         on_acked: Callable[[], None],
+        on_too_large: Callable[[], None] | None = None,
     ) -> None:
+        """Produce one output; ``on_acked`` runs once the broker acknowledged it and the offset is done.
+
+        ``on_too_large`` replaces the record when the client or the broker refuses its size; without it,
+        a refusal stops the worker like any failed delivery (the input must not be committed).
+        """
+
+        def fail(reason: str) -> None:
+            # librdkafka already retried for message.timeout.ms: the output is not safe, so the
+            # input must not be committed. Stop; the event is processed again after restart.
+            if self._fatal is None:
+                self._fatal = f"could not deliver to {topic}: {reason}"
+                self._exit_code = EXIT_KAFKA
+                log.error(self._fatal, extra={"topic": tp[0], "partition": tp[1], "offset": offset})
+
         def delivered(err: KafkaError | None, msg: Message) -> None:
             if err is not None:
-                # librdkafka already retried for message.timeout.ms: the output is not safe, so the
-                # input must not be committed. Stop; the event is processed again after restart.
-                if self._fatal is None:
-                    self._fatal = f"could not deliver to {topic}: {err.str()}"
-                    self._exit_code = EXIT_KAFKA
-                    log.error(self._fatal, extra={"topic": tp[0], "partition": tp[1], "offset": offset})
+                if on_too_large is not None and err.code() in _TOO_LARGE:
+                    on_too_large()
+                else:
+                    fail(err.str())
                 return
             if self._tracker.done(tp, offset, epoch):
                 on_acked()
@@ -490,6 +539,13 @@ class Pipeline:
                 return
             except BufferError:  # local queue full: serve delivery reports, then try again
                 self._producer.poll(0.05)
+            except KafkaException as exc:  # refused locally, e.g. larger than message.max.bytes
+                error = exc.args[0]
+                if on_too_large is not None and error.code() in _TOO_LARGE:
+                    on_too_large()
+                else:
+                    fail(error.str())
+                return
 
     def _on_result_delivered(self, faces: int) -> None:
         self.stats.results += 1
