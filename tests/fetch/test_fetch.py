@@ -17,7 +17,6 @@ import ssl
 import threading
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+from netguard import Tripwire, install_tripwire
 from PIL import Image
 
 from worker.api.errors import ApiError, ErrorClass
@@ -45,61 +45,12 @@ JPEG, PNG, GIF = _image("JPEG"), _image("PNG"), _image("GIF")
 # --- tripwire ---------------------------------------------------------------------------------------------
 
 
-def _loopback(host: Any) -> bool:
-    try:
-        addr = ipaddress.ip_address(str(host).split("%")[0])
-    except ValueError:
-        return False
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    return addr.is_loopback
-
-
-@dataclass
-class Tripwire:
-    connects: list[str] = field(default_factory=list)  # every connect target, in order
-    violations: list[str] = field(default_factory=list)
-
-
 @pytest.fixture(autouse=True)
 def tripwire(monkeypatch: pytest.MonkeyPatch) -> Iterator[Tripwire]:
-    wire = Tripwire()
-    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
-    real_create, real_gai = socket.create_connection, socket.getaddrinfo
-
-    def check(what: str, host: Any) -> None:
-        if not _loopback(host):
-            wire.violations.append(f"{what} {host!r}")
-            raise OSError(f"tripwire: {what} to non-loopback {host!r}")
-
-    def connect(self: socket.socket, address: Any) -> None:
-        host = address[0] if isinstance(address, tuple) else address
-        wire.connects.append(str(host))
-        check("connect", host)
-        real_connect(self, address)
-
-    def connect_ex(self: socket.socket, address: Any) -> int:
-        host = address[0] if isinstance(address, tuple) else address
-        wire.connects.append(str(host))
-        check("connect_ex", host)
-        return real_connect_ex(self, address)
-
-    def create_connection(address: Any, *args: Any, **kwargs: Any) -> socket.socket:
-        check("create_connection", address[0])
-        return real_create(address, *args, **kwargs)
-
-    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if host is not None and not _loopback(host):
-            wire.violations.append(f"getaddrinfo {host!r}")
-            raise socket.gaierror(socket.EAI_NONAME, f"tripwire: system lookup of {host!r}")
-        return real_gai(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
-    monkeypatch.setattr(socket, "create_connection", create_connection)
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    """Every Python-level connect and name lookup is recorded; anything not loopback fails the test."""
+    wire = install_tripwire(monkeypatch)
     yield wire
-    assert not wire.violations, f"non-loopback network use: {wire.violations}"
+    wire.assert_clean()
 
 
 class FakeDNS:

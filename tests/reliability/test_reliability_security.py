@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import ipaddress
 import socket
 import ssl
 import subprocess
@@ -22,15 +21,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 import requests
 from kafkatest import wait_until
+from netguard import Tripwire, install_tripwire
 from pipeline_helpers import ROOT, ProcessWorker, ThreadWorker, Topics, settings_env
 from reliability_helpers import OutputCollector, Record, event_value, http_get, produce_records
 
@@ -45,63 +43,12 @@ from worker.scenario import Scenario
 # --- a tripwire on this process's sockets ------------------------------------------------------------------------
 
 
-def _loopback(host: Any) -> bool:
-    if str(host) == "localhost":
-        return True  # /etc/hosts, no traffic
-    try:
-        addr = ipaddress.ip_address(str(host).split("%")[0])
-    except ValueError:
-        return False
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    return addr.is_loopback
-
-
-@dataclass
-class Tripwire:
-    connects: list[str] = field(default_factory=list)
-    violations: list[str] = field(default_factory=list)
-
-
 @pytest.fixture
 def tripwire(monkeypatch: pytest.MonkeyPatch) -> Iterator[Tripwire]:
-    """Records every Python-level connect and name lookup; anything not loopback fails it (and the test)."""
-    wire = Tripwire()
-    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
-    real_create, real_gai = socket.create_connection, socket.getaddrinfo
-
-    def check(what: str, host: Any) -> None:
-        if not _loopback(host):
-            wire.violations.append(f"{what} {host!r}")
-            raise OSError(f"tripwire: {what} to non-loopback {host!r}")
-
-    def connect(self: socket.socket, address: Any) -> None:
-        host = address[0] if isinstance(address, tuple) else address
-        wire.connects.append(str(host))
-        check("connect", host)
-        real_connect(self, address)
-
-    def connect_ex(self: socket.socket, address: Any) -> int:
-        host = address[0] if isinstance(address, tuple) else address
-        wire.connects.append(str(host))
-        check("connect_ex", host)
-        return real_connect_ex(self, address)
-
-    def create_connection(address: Any, *args: Any, **kwargs: Any) -> socket.socket:
-        check("create_connection", address[0])
-        return real_create(address, *args, **kwargs)
-
-    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if host is not None:
-            check("getaddrinfo", host)
-        return real_gai(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
-    monkeypatch.setattr(socket, "create_connection", create_connection)
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    """Every Python-level connect and name lookup is recorded; anything not loopback fails the test."""
+    wire = install_tripwire(monkeypatch)
     yield wire
-    assert not wire.violations, f"non-loopback network use: {wire.violations}"
+    wire.assert_clean()
 
 
 # --- a scripted redirect server on 127.0.0.1 -----------------------------------------------------------------------
