@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import argparse
 import io
-import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Producer
+from kafkatest import read_everything
 
 from worker.api.errors import meaning
 from worker.api.models import Candidate, Face, FaceRect, IdentifyResult
@@ -109,36 +107,6 @@ def test_an_image_directory_gives_one_event_per_image(tmp_path: Path) -> None:
 
 
 # --- against the broker -------------------------------------------------------------------------------------
-
-
-def read_everything(bootstrap: str, topic: str, timeout: float = 15.0) -> list[Message]:
-    parts = list(AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10).topics[topic].partitions)
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"check-{uuid.uuid4().hex[:8]}",
-            "enable.partition.eof": True,
-            "fetch.wait.max.ms": 20,
-        }
-    )
-    consumer.assign([TopicPartition(topic, p, 0) for p in parts])
-    out: list[Message] = []
-    at_end: set[int] = set()
-    deadline = time.monotonic() + timeout
-    try:
-        while len(at_end) < len(parts):
-            assert time.monotonic() < deadline, f"{topic}: no end of partitions {set(parts) - at_end}"
-            msg = consumer.poll(0.2)
-            if msg is None:
-                continue
-            if msg.error() is not None:
-                if msg.error().code() == KafkaError._PARTITION_EOF:
-                    at_end.add(msg.partition())
-                continue
-            out.append(msg)
-    finally:
-        consumer.close()
-    return out
 
 
 def put(bootstrap: str, topic: str, values: list[tuple[bytes | None, bytes]]) -> None:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import io
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from kafkatest import read_everything
 
 from worker.api.errors import meaning
 from worker.core import records
@@ -65,37 +64,6 @@ def produce(
         producer.produce(topic, on_delivery=lambda err, _m: failures.append(err) if err else None, **kwargs)
     assert producer.flush(30) == 0
     assert not failures
-
-
-def read_everything(bootstrap: str, topic: str, timeout: float = 15.0) -> list[Message]:
-    """Every record of ``topic``, read by assignment up to the end of each partition (EOF events)."""
-    parts = list(AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10).topics[topic].partitions)
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"check-{uuid.uuid4().hex[:8]}",
-            "enable.partition.eof": True,
-            "fetch.wait.max.ms": 20,  # an empty partition's EOF needs one fetch round
-        }
-    )
-    consumer.assign([TopicPartition(topic, p, 0) for p in parts])
-    out: list[Message] = []
-    at_end: set[int] = set()
-    deadline = time.monotonic() + timeout
-    try:
-        while len(at_end) < len(parts):
-            assert time.monotonic() < deadline, f"{topic}: no end of partitions {set(parts) - at_end}"
-            msg = consumer.poll(0.2)
-            if msg is None:
-                continue
-            if msg.error() is not None:
-                if msg.error().code() == KafkaError._PARTITION_EOF:
-                    at_end.add(msg.partition())
-                continue
-            out.append(msg)
-    finally:
-        consumer.close()
-    return out
 
 
 def run_replay(bootstrap: str, dlq: str, target: str, *flags: str) -> tuple[int, str]:
