@@ -93,9 +93,6 @@ def consume_n(bootstrap: str, topic: str, n: int, timeout: float = 30.0, group: 
 
 def read_all(bootstrap: str, topic: str, idle: float = 1.5, timeout: float = 60.0) -> list[Message]:
     """Every record currently in ``topic``: reads by assignment (no group join) until idle for ``idle`` s."""
-    from confluent_kafka import TopicPartition
-    from confluent_kafka.admin import AdminClient
-
     meta = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
     parts = list(meta.topics[topic].partitions)
     consumer = Consumer(
@@ -130,9 +127,6 @@ class TopicReader:
     """
 
     def __init__(self, bootstrap: str, topic: str) -> None:
-        from confluent_kafka import TopicPartition
-        from confluent_kafka.admin import AdminClient
-
         meta = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
         self._consumer = Consumer(
             {"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False}
