@@ -160,7 +160,15 @@ SETTINGS: tuple[Setting, ...] = (
         maximum=7776000,
     ),
     Setting("connect_timeout_s", "float", 3.0, "API connect timeout", "api", minimum=0.1, maximum=60),
-    Setting("read_timeout_s", "float", 10.0, "API read timeout", "api", minimum=0.1, maximum=300),
+    Setting(
+        "read_timeout_s",
+        "float",
+        10.0,
+        "API read timeout; a whole call gets connect + read timeout",
+        "api",
+        minimum=0.1,
+        maximum=300,
+    ),
     Setting("tls_verify", "bool", True, "verify the API's TLS certificate", "api"),
     Setting(
         "image_mode",

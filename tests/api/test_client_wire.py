@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -56,6 +57,7 @@ class Canned:
     body: bytes = OK_BODY
     headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "application/json"})
     hang: bool = False  # wait (until the test ends) before answering
+    trickle_s: float = 0.0  # send the body one byte at a time, this long apart
 
 
 Responder = Callable[[Recorded], Canned]
@@ -94,7 +96,15 @@ class RecordingServer:
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(canned.body)))
                 self.end_headers()
-                self.wfile.write(canned.body)
+                if not canned.trickle_s:
+                    self.wfile.write(canned.body)
+                    return
+                self.wfile.flush()
+                for i in range(len(canned.body)):
+                    if server.release.wait(canned.trickle_s):
+                        return  # the test ended
+                    self.wfile.write(canned.body[i : i + 1])
+                    self.wfile.flush()
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -409,6 +419,25 @@ def test_read_timeout(make_client: Callable[..., MultidentifyClient], server: Re
         make_client(read_timeout=0.2).multidentify_url(URL, ["g"])
     assert (info.value.code, info.value.error_class) == ("timeout", ErrorClass.TRANSIENT)
     assert len(server.requests) == 1
+
+
+def test_a_body_trickling_within_the_read_timeout_is_cut_at_the_call_deadline(
+    make_client: Callable[..., MultidentifyClient], server: RecordingServer
+) -> None:
+    # Each byte arrives well within the 0.3 s read timeout, but the whole body would take ~20 s.
+    server.answer(Canned(trickle_s=0.05))
+    client = make_client(connect_timeout=0.2, read_timeout=0.3)
+    started = time.monotonic()
+    with pytest.raises(ApiError) as err:
+        client.multidentify_url(URL, ["g"])
+    assert err.value.code == "timeout" and err.value.transient
+    assert time.monotonic() - started < 5
+
+
+def test_connections_are_kept_alive_across_calls(client: MultidentifyClient, server: RecordingServer) -> None:
+    for _ in range(10):
+        client.multidentify_url(URL, ["g"])
+    assert len({r.client_port for r in server.requests}) == 1  # one TCP connection for all ten calls
 
 
 def test_connection_refused(make_client: Callable[..., MultidentifyClient]) -> None:

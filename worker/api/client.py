@@ -92,6 +92,8 @@ class MultidentifyClient:
             session.mount("http://", adapter)
         self._session = session
         self._timeout = (connect_timeout, read_timeout)
+        # read_timeout bounds each socket read; a body trickling in below it is cut off at this deadline.
+        self._call_timeout = connect_timeout + read_timeout
         self._headers = {
             "Host": parts.netloc.rpartition("@")[2],
             "User-Agent": user_agent if user_agent is not None else f"multidentify-worker/{__version__}",
@@ -101,8 +103,8 @@ class MultidentifyClient:
         # The environment lookup requests does on every call (proxies, CA bundle) is done once here;
         # an explicit verify=False or CA path survives it, verify=True becomes REQUESTS_CA_BUNDLE if set.
         self._send_settings: dict[str, Any] = dict(
-            session.merge_environment_settings(self._base_url, {}, False, verify, None)
-        )
+            session.merge_environment_settings(self._base_url, {}, True, verify, None)
+        )  # stream=True: the body is read under the call's deadline (_read_body)
 
     # -- multidentify -------------------------------------------------------------------------------
 
@@ -263,13 +265,41 @@ class MultidentifyClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _send(self, prepared: requests.PreparedRequest) -> tuple[int, bytes, float | None]:
+        deadline = time.monotonic() + self._call_timeout
         try:
             response = self._session.send(prepared, timeout=self._timeout, allow_redirects=False, **self._send_settings)
-            return response.status_code, response.content, _retry_after(response.headers.get("Retry-After"))
+            body = _read_body(response, deadline)
+            return response.status_code, body, _retry_after(response.headers.get("Retry-After"))
         except requests.Timeout as exc:
             raise ApiError.local("timeout", f"no answer within {self._timeout} s (connect, read): {exc}") from exc
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise ApiError.local("connection", f"{type(exc).__name__}: {exc}"[:500]) from exc
+
+
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024  # a multidentify answer is a few KB; far more is not the API
+
+
+def _read_body(response: requests.Response, deadline: float) -> bytes:
+    """The whole body by the call's deadline; the connection goes back to the pool only when read to the end."""
+    raw = response.raw
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while True:
+            if time.monotonic() > deadline:
+                raise ApiError.local("timeout", "the answer's body did not arrive within the call's time budget")
+            chunk = raw.read1(65536, decode_content=True)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > MAX_RESPONSE_BYTES:
+                raise ApiError.local("bad_response", f"answer larger than {MAX_RESPONSE_BYTES} bytes")
+            chunks.append(chunk)
+    except BaseException:
+        response.close()  # half-read: the connection cannot be reused
+        raise
+    raw.release_conn()
+    return b"".join(chunks)
 
 
 def _checked_id(kind: str, value: str) -> str:
