@@ -30,6 +30,7 @@ from worker import config, devstack
 from worker.api.client import MultidentifyClient
 from worker.api.errors import meaning
 from worker.emulator import DEV_ACCOUNT
+from worker.processes import stop_process
 from worker.scenario import Scenario
 
 PEOPLE = ["alice", "bob", "carol", "dave"]
@@ -103,16 +104,10 @@ class _Workers:
         return all(p.poll() is None for p in self.procs)
 
     def stop(self) -> list[int]:
-        for p in self.procs:
+        for p in self.procs:  # all at once, so they drain in parallel
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
-        codes = []
-        for p in self.procs:
-            try:
-                codes.append(p.wait(30))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                codes.append(p.wait(10))
+        codes = [stop_process(p, 30) for p in self.procs]
         for fh in self._handles:
             fh.close()
         return codes

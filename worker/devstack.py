@@ -24,6 +24,8 @@ from typing import Any
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from worker.processes import stop_process
+
 _LIVE: weakref.WeakSet[ManagedProcess] = weakref.WeakSet()
 
 
@@ -78,15 +80,7 @@ class ManagedProcess:
             os.kill(self.popen.pid, sig)
 
     def stop(self) -> None:
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(self.stop_timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    self.popen.kill()
-                self.popen.wait(self.stop_timeout)
+        stop_process(self.popen, self.stop_timeout)
         for stream in (self.popen.stdout, self.popen.stderr, self.popen.stdin):
             if stream is not None:
                 with contextlib.suppress(OSError):

@@ -28,6 +28,8 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from worker.processes import stop_process
+
 T = TypeVar("T")
 AppFactory = Callable[[], web.Application]
 
@@ -212,15 +214,7 @@ class ServerProcess:
 
     def stop(self, timeout_s: float = 10.0) -> int | None:
         """SIGTERM to our own PID, SIGKILL after ``timeout_s``; returns the exit code. Idempotent."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    self.proc.kill()
-                self.proc.wait(timeout_s)
+        stop_process(self.proc, timeout_s)
         if not self._log.closed:
             self._log.close()
         shutil.rmtree(self._tmp, ignore_errors=True)

@@ -16,7 +16,7 @@ from worker.config import Settings
 def _common(settings: Settings) -> dict[str, Any]:
     conf: dict[str, Any] = {
         "bootstrap.servers": settings.bootstrap_servers,
-        "client.id": f"multidentify-worker-{socket.gethostname()}",
+        "client.id": f"multidentify-worker-{__version__}-{socket.gethostname()}",
         "security.protocol": settings.security_protocol,
     }
     if settings.security_protocol.startswith("SASL"):
@@ -45,7 +45,6 @@ def consumer_config(settings: Settings, *, stats_interval_ms: int = 5000) -> dic
         "queued.max.messages.kbytes": 2048,
         "fetch.max.bytes": 16 * 1024 * 1024,
         "statistics.interval.ms": stats_interval_ms,
-        "client.id": f"multidentify-worker-{__version__}-{socket.gethostname()}",
     }
 
 
