@@ -279,12 +279,22 @@ SETTINGS: tuple[Setting, ...] = (
         "dlq_guard_ratio",
         "float",
         0.98,
-        "stop the worker when this share of recent events went to the DLQ",
+        "hold the worker (take no new events) when this share of recent events went to the DLQ",
         "pipeline",
         minimum=0.01,
         maximum=1,
     ),
     Setting("dlq_guard_window", "int", 500, "events the DLQ guard looks at", "pipeline", minimum=10),
+    Setting(
+        "dlq_guard_pause_s",
+        "float",
+        60.0,
+        "how long a tripped DLQ guard holds the worker before a trial of 20 events (doubles while it trips again,"
+        " up to 1 h)",
+        "pipeline",
+        minimum=0,
+        maximum=3600,
+    ),
     Setting(
         "drain_timeout_s",
         "float",

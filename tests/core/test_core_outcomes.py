@@ -78,7 +78,7 @@ def test_transient_errors_retry_then_dead_letter_or_hold(error: ApiError) -> Non
     exhausted = decide(error, attempt=5, elapsed_s=0, policy=POLICY, breaker_open=False)
     assert exhausted.outcome is Outcome.DEAD_LETTER
     held = decide(error, attempt=5, elapsed_s=0, policy=POLICY, breaker_open=True)
-    assert held == Decision(Outcome.HOLD, POLICY.backoff_max_s)
+    assert held == Decision(Outcome.HOLD, POLICY.wait(5, error))  # held events back off like retries
 
 
 def test_deadline_ends_retries_when_the_next_call_would_start_too_late() -> None:

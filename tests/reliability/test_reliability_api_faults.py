@@ -34,7 +34,7 @@ from reliability_helpers import (
 )
 
 from worker.emulator import EmulatorHandle, start_in_thread
-from worker.runtime.pipeline import EXIT_CONFIG, EXIT_DLQ_GUARD
+from worker.runtime.pipeline import EXIT_CONFIG
 
 pytestmark = pytest.mark.broker
 
@@ -64,10 +64,11 @@ class Case:
 
 
 def _config_case(id_: str, faults: dict[str, Any], *reason: str) -> Case:
-    # 200 ms per call, two in flight: the switch lands while most events are still to come.
+    # 200 ms per call, two in flight: the switch lands while most events are still to come. The fault applies
+    # to the management API too, so the worker's confirming check call (getgroupids) fails the same way.
     return Case(
         id_,
-        {"latency_ms": 200, **faults},
+        {"latency_ms": 200, "apply_to_management": True, **faults},
         Expect(results=NONE_AFTER_SWITCH, exit_code=EXIT_CONFIG, reason=reason),
         settings={"max_in_flight": 2},
         events=40,
@@ -145,13 +146,16 @@ CASES: list[Case] = [
     _config_case("unknown-secret-id-11-mid-run", {"error_rates": {"11": 1.0}}, "code 11", "MDW_SECRET_ID"),
     _config_case("http-403-mid-run", {"http_error_rates": {"403": 1.0}}, "http_403"),
     _config_case("group-vanished-1306-mid-run", {"error_rates": {"-1306": 1.0}}, "code -1306", "MDW_GROUP_IDS"),
-    # permanent on every call → the DLQ guard stops the worker
+    # a configuration code on identify only, while the check call passes → the events' fault: dead-lettered
     Case(
-        "1101-on-every-call-trips-the-guard",
-        {"error_rates": {"-1101": 1.0}},
-        Expect(SOME, frozenset({"-1101"}), "permanent", exit_code=EXIT_DLQ_GUARD, reason=("dead-letter topic",)),
-        {"max_in_flight": 128},
-        events=600,
+        "auth-14-on-identify-only-is-dead-lettered",
+        {"error_rates": {"14": 0.3}},
+        Expect(SOME, frozenset({"14"}), "permanent"),
+    ),
+    Case(
+        "http-403-on-identify-only-is-dead-lettered",
+        {"http_error_rates": {"403": 0.3}},
+        Expect(SOME, frozenset({"http_403"}), "permanent"),
     ),
 ]
 
@@ -274,20 +278,29 @@ def test_api_fault_table(
                 assert offset >= positions[partition], f"{event_id} has no output but offset {offset} is committed"
 
 
-def test_dlq_guard_trips_with_a_small_window(
+def test_a_tripped_dlq_guard_holds_the_worker_then_resumes_once_the_cause_is_gone(
     kafka_bootstrap: str, emulator: tuple[EmulatorHandle, list[str]], make_topic: Callable[..., str]
 ) -> None:
-    """``MDW_DLQ_GUARD_WINDOW`` accepts values from 10: a window of 20 must stop the worker after ~20 dead letters."""
+    """A window of 20 trips after ~20 dead letters: the worker takes nothing new (no exit, so no restart that
+    dead-letters another window), readiness says why; after the pause a trial shows the cause is gone."""
     handle, urls = emulator
     topics = Topics(make_topic("in", 1), make_topic("results", 1), make_topic("dlq", 1))
-    ids = [f"guard-{i:03d}" for i in range(60)]
+    ids = [f"guard-{i:03d}" for i in range(200)]
     produce_records(kafka_bootstrap, topics.input, [Record(event_value(e, urls[0]), e.encode()) for e in ids])
-    env = settings_env(kafka_bootstrap, handle.base_url, topics, dlq_guard_window=20, max_in_flight=8)
+    env = settings_env(
+        kafka_bootstrap, handle.base_url, topics, dlq_guard_window=20, dlq_guard_pause_s=2, max_in_flight=8
+    )
     handle.admin({"error_rates": {"-1101": 1.0}})
+    worker = ThreadWorker(env).start()
     try:
-        worker = ThreadWorker(env).start()
-        exit_code = worker.join(60)
+        stats = worker.pipeline.stats
+        wait_until(lambda: worker.pipeline._guard.tripped, timeout=60, what="the guard to trip")
+        held = sum(stats.dead_letters.values())
+        assert held < 20 + 8 + 1 and worker.exit_code is None
+        handle.admin({})  # the cause is fixed: the trial after the pause gets results, and the rest follows
+        wait_until(lambda: stats.results + sum(stats.dead_letters.values()) >= len(ids), timeout=90, what="the rest")
+        assert stats.results > 0 and worker.pipeline.fatal_reason is None
     finally:
         handle.admin({})
-    assert exit_code == EXIT_DLQ_GUARD
-    assert sum(worker.pipeline.stats.dead_letters.values()) < len(ids)
+        exit_code = worker.stop()
+    assert exit_code == 0

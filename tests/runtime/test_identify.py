@@ -31,6 +31,8 @@ class ScriptedApi:
         self.delay = delay  # seconds per call, so that concurrent events interleave like real calls
         self.calls: list[tuple[str, tuple[str, ...]]] = []
         self.lock = threading.Lock()
+        self.check: ApiError | None = None  # what check_configuration raises (None: the configuration is fine)
+        self.checks = 0
 
     def _answer(self) -> IdentifyResult:
         time.sleep(self.delay)
@@ -49,6 +51,11 @@ class ScriptedApi:
     ) -> IdentifyResult:
         raise AssertionError("url mode only")
 
+    def check_configuration(self, group_ids: Sequence[str]) -> None:
+        self.checks += 1
+        if self.check is not None:
+            raise self.check
+
 
 def _task(group_ids: tuple[str, ...] | None = None, event_id: str = "e1") -> Task:
     event = Event(event_id=event_id, image_url="http://img.test/a.jpg", group_ids=group_ids)
@@ -63,6 +70,7 @@ def _identifier(
     breaker: CircuitBreaker | None = None,
     limiter: AimdRateLimiter | None = None,
     attempts: int = 3,
+    confirm_ttl_s: float = 5.0,
 ) -> Identifier:
     return Identifier(
         api,
@@ -72,6 +80,7 @@ def _identifier(
         breaker=breaker or CircuitBreaker(window=10, min_calls=4, open_s=0.05),
         observer=Observer(),
         breaker_poll_s=0.005,
+        confirm_ttl_s=confirm_ttl_s,
     )
 
 
@@ -142,14 +151,41 @@ def test_rate_limit_answers_never_dead_letter_nor_open_the_breaker() -> None:
 
 
 @pytest.mark.parametrize("code", [4, 5, 6, 10, 11, 12, 14, 16, 24])
-def test_configuration_codes_stop_the_pipeline_without_retry(code: int) -> None:
+def test_configuration_codes_stop_the_pipeline_without_retry_once_the_check_confirms_them(code: int) -> None:
+    api = ScriptedApi([err(code)])
+    api.check = err(code)
+    done = _identifier(api).run(_task(), never)
+    assert done.kind is Kind.STOP and len(api.calls) == 1 and api.checks == 1
+
+
+@pytest.mark.parametrize("code", [3, 4, 14, -1310])
+def test_configuration_codes_are_dead_lettered_when_the_check_passes(code: int) -> None:
     api = ScriptedApi([err(code)])
     done = _identifier(api).run(_task(), never)
-    assert done.kind is Kind.STOP and len(api.calls) == 1
+    assert done.kind is Kind.DEAD_LETTER and api.checks == 1
+    assert done.error is not None and done.error.code == str(code) and done.error.error_class == "permanent"
+
+
+def test_a_configuration_check_that_cannot_tell_holds_the_event_and_asks_again() -> None:
+    api = ScriptedApi([], then=err(14))
+    api.check = err(213)  # the check itself fails transiently
+    identifier = _identifier(api, confirm_ttl_s=0.01)
+    kinds: list[Kind] = []
+    runner = threading.Thread(target=lambda: kinds.append(identifier.run(_task(), never).kind))
+    runner.start()
+    deadline = time.monotonic() + 10
+    while api.checks < 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert kinds == [] and api.checks >= 2  # held, not dead-lettered, not stopped
+    api.check = None  # now it can tell: the configuration is fine, the answer was about this event
+    runner.join(10)
+    assert kinds == [Kind.DEAD_LETTER]
 
 
 def test_unknown_group_is_a_config_error_for_default_groups_but_the_event_s_fault_for_its_own() -> None:
-    assert _identifier(ScriptedApi([err(-1306)])).run(_task(), never).kind is Kind.STOP
+    api = ScriptedApi([err(-1306)])
+    api.check = err(-1306)
+    assert _identifier(api).run(_task(), never).kind is Kind.STOP
     done = _identifier(ScriptedApi([err(-1306)])).run(_task(group_ids=("its-own",)), never)
     assert done.kind is Kind.DEAD_LETTER and done.error is not None
     assert done.error.code == "-1306" and "its-own" in done.error.message
@@ -184,5 +220,6 @@ def test_a_revoked_partition_cancels_held_events() -> None:
 def test_codes_9_and_13_stop_after_the_clients_re_signed_retry() -> None:
     for code in (9, 13):
         api = ScriptedApi([err(code)])
+        api.check = err(code)
         done = _identifier(api).run(_task(), never)
         assert done.kind is Kind.STOP and len(api.calls) == 1

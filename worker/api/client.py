@@ -201,6 +201,19 @@ class MultidentifyClient:
         """Every group of the appid."""
         return self._post_json("/face/getgroupids", self._envelope(), _field_parser("group_ids"))
 
+    def check_configuration(self, group_ids: Sequence[str]) -> None:
+        """A cheap known-good call with our credentials: raises like a misconfigured identify would.
+
+        The worker calls it before stopping on a configuration/auth answer (is it the configuration, or
+        this event?) and as the circuit breaker's probe when no event is in flight. Lists the appid's groups
+        (the signature, the appid and the account are checked) and refuses with -1306 when a configured
+        group is missing.
+        """
+        existing = set(self.getgroupids())
+        missing = [g for g in group_ids if g not in existing]
+        if missing:
+            raise ApiError.from_service(-1306, f"configured groups do not exist: {', '.join(missing)}")
+
     def getpersonids(self, group_id: str) -> list[str]:
         """Every person of ``group_id``."""
         body = self._envelope() | {"group_id": _checked_id("group id", group_id)}

@@ -1,4 +1,4 @@
-"""Circuit breaker over recent API calls: is the service in an outage? (DESIGN.md §4; no I/O).
+"""Circuit breaker over recent API calls: is the service in an outage? (no I/O).
 
     CLOSED     calls flow; the last ``window`` results are kept. When at least ``min_calls`` are known and
                the failure share reaches ``failure_ratio`` → OPEN.
@@ -108,11 +108,9 @@ class CircuitBreaker:
             if len(self._window) >= self._min_calls and self._failures >= self._ratio * len(self._window):
                 self._open()
 
-    def trip(self) -> None:
-        """Open now: the caller saw an outage (an event exhausted its retries while failures dominate)."""
-        with self._lock:
-            if self._current() is BreakerState.CLOSED:
-                self._open()
+    def size(self) -> int:
+        """Entries held (bounded by ``window``)."""
+        return len(self._window)
 
     @property
     def failure_ratio(self) -> float:

@@ -74,6 +74,12 @@ class OffsetTracker:
         part.outstanding.add(offset)
         return part.epoch
 
+    def would_go_back(self, tp: TopicPartition, offset: int) -> bool:
+        """True when ``offset`` is not above the last one tracked for ``tp``: the consumer went back (a seek,
+        an offset reset after log truncation). The caller must ``revoke`` the partition before tracking it."""
+        part = self._parts.get(tp)
+        return part is not None and part.last_tracked is not None and offset <= part.last_tracked
+
     def done(self, tp: TopicPartition, offset: int, epoch: int | None = None) -> bool:
         """Record that ``offset``'s output is acknowledged. False (ignored) when the partition was revoked,
         ``epoch`` is stale, or the offset is not outstanding (never tracked, or already done)."""
@@ -101,7 +107,7 @@ class OffsetTracker:
         return positions
 
     def mark_committed(self, positions: Mapping[TopicPartition, int]) -> None:
-        """Record positions the broker accepted (ignores revoked partitions and positions that go backwards)."""
+        """Record positions the broker confirmed (ignores revoked partitions and positions that go backwards)."""
         for tp, position in positions.items():
             part = self._parts.get(tp)
             if part is not None and (part.committed is None or position > part.committed):
@@ -113,6 +119,16 @@ class OffsetTracker:
             part = self._parts.get(tp)
             if part is not None:
                 part.committed = None
+
+    def unconfirmed(self) -> int:
+        """Offsets passed by the commit position whose commit is not confirmed yet (all partitions)."""
+        total = 0
+        for part in self._parts.values():
+            if part.position is None:
+                continue
+            base = part.committed if part.committed is not None else part.first_tracked
+            total += max(0, part.position - (base if base is not None else part.position))
+        return total
 
     def revoke(self, tps: Iterable[TopicPartition]) -> None:
         """Forget partitions (revoked or lost); their pending offsets will be redelivered to the next owner."""

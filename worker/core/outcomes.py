@@ -45,7 +45,7 @@ class Outcome(enum.Enum):
     RETRY = "retry"  # call again after ``delay_s``
     DEAD_LETTER = "dead_letter"  # produce a dead-letter record, then commit
     STOP = "stop"  # configuration error: stop consuming, commit nothing for this event, exit non-zero
-    HOLD = "hold"  # keep the event (do not dead-letter); re-check after ``delay_s`` once the breaker admits calls
+    HOLD = "hold"  # keep the event (no dead letter); next round after ``delay_s``, through breaker and limiter
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +113,8 @@ def decide(
     if attempt < policy.max_attempts and elapsed_s + delay < policy.deadline_s:
         return Decision(Outcome.RETRY, delay)
     if breaker_open:
-        return Decision(Outcome.HOLD, 0.0 if _testing else policy.backoff_max_s)
+        # Held, not dead-lettered; a jittered wait spreads the held events' next rounds apart.
+        return Decision(Outcome.HOLD, policy.wait(attempt, error, rng))
     return Decision(Outcome.DEAD_LETTER)
 
 

@@ -121,6 +121,8 @@ class HealthState(Observer):
                 return False, "starting: no pipeline snapshot yet"
             if not snap.broker_reachable:
                 return False, "broker unreachable"
+            if snap.guard_tripped:
+                return False, "dead-letter guard: nearly every recent event went to the DLQ; holding"
             since = self._breaker_not_closed_since
             if since is not None and self._clock() - since > self._grace:
                 return False, f"circuit breaker {snap.breaker_state} for more than {self._grace:g}s"

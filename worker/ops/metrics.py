@@ -135,6 +135,15 @@ class PrometheusObserver(Observer):
         self.partitions_assigned = Gauge("mdw_partitions_assigned", "Partitions assigned to this member", registry=r)
         self.paused = Gauge("mdw_paused", "1 while consumption is paused (backpressure or breaker)", registry=r)
         self.up = Gauge("mdw_up", "1 while the pipeline runs, 0 after it stopped", registry=r)
+        self.guard_tripped = Gauge(
+            "mdw_dlq_guard_tripped", "1 while the dead-letter guard holds the worker (takes no new events)", registry=r
+        )
+        self.structures = Gauge(
+            "mdw_structure_entries",
+            "Entries held by each long-lived in-memory structure (bounded whatever the traffic)",
+            ["structure"],
+            registry=r,
+        )
         labels = ["topic", "partition"]
         self._lag = _PartitionGauge(
             Gauge("mdw_consumer_lag", "Records behind the high watermark (librdkafka stats)", labels, registry=r)
@@ -213,6 +222,9 @@ class PrometheusObserver(Observer):
         self.oldest_age.set(snap.oldest_in_flight_age_s)
         self.rate_limit_qps.set(snap.rate_limit_qps)
         self.paused.set(1 if snap.paused else 0)
+        self.guard_tripped.set(1 if snap.guard_tripped else 0)
+        for name, size in snap.structures.items():
+            self.structures.labels(name).set(size)
         self.partitions_assigned.set(len(snap.assigned))
         state = snap.breaker_state if snap.breaker_state in BREAKER_STATES else "open"
         self.breaker_state.set(BREAKER_STATES[state])

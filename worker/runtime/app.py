@@ -49,7 +49,7 @@ def build_pipeline(
         signature_lifetime=settings.signature_lifetime_s,
         connect_timeout=settings.connect_timeout_s,
         read_timeout=settings.read_timeout_s,
-        pool_size=pool,
+        pool_size=pool + 1,  # one connection for the breaker's probe
         verify=settings.tls_verify,
     )
     fetcher: ImageSource | None = None

@@ -27,6 +27,9 @@ class Snapshot:
     broker_reachable: bool = True
     stopping: bool = False
     fatal: str | None = None
+    guard_tripped: bool = False  # the dead-letter guard holds the worker (worker.core.guard)
+    # Entries held by each long-lived structure, by name (bounded whatever the traffic).
+    structures: Mapping[str, int] = field(default_factory=dict)
 
 
 class Observer:
