@@ -182,6 +182,40 @@ def _accept(limiter: AimdRateLimiter, clock: Clock, *, per_s: float, seconds: fl
         limiter.on_success()
 
 
+def test_a_refusal_of_a_call_sent_before_the_last_cut_cuts_nothing() -> None:
+    clock = Clock()
+    limiter = AimdRateLimiter(0, clock=clock)
+    _accept(limiter, clock, per_s=50, seconds=5)
+    cut_at = clock.now
+    limiter.on_throttled(sent_at=cut_at - 0.2)
+    after_first_cut = limiter.rate
+    _accept(limiter, clock, per_s=after_first_cut, seconds=2)
+    grown = limiter.rate
+    limiter.on_throttled(sent_at=cut_at - 0.1)  # answers take 2 s: this call left at the old rate
+    assert limiter.rate == grown
+    limiter.on_throttled(sent_at=cut_at + 0.5)  # this one left at the new rate: the new rate is too high
+    assert limiter.rate < grown
+
+
+@pytest.mark.parametrize("latency_known", [True, False])
+def test_growth_is_paced_per_round_trip_when_answers_take_longer_than_a_second(latency_known: bool) -> None:
+    clock = Clock()
+    limiter = AimdRateLimiter(40, increase_per_s=1.0, clock=clock)
+    for _ in range(200):  # 5 s of successes whose calls left 4 s before their answer
+        clock.now += 1 / 40
+        limiter.on_success(sent_at=clock.now - 4.0 if latency_known else None)
+    clock.now += 60
+    limiter.on_throttled()  # after an idle minute: halve, then slow start back to what worked
+    assert limiter.rate == pytest.approx(20, rel=0.02)
+    for _ in range(20):  # one second of successes
+        clock.now += 1 / 20
+        limiter.on_success(sent_at=clock.now - 4.0 if latency_known else None)
+    if latency_known:
+        assert limiter.rate < 20 * 2**0.5  # ×2 per round trip (4 s): ~×1.2 in a second
+    else:
+        assert limiter.rate >= 39  # ×2 per second
+
+
 # -- 1. memory: every structure bounded under any traffic --------------------------------------------
 
 

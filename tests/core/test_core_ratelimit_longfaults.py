@@ -86,31 +86,33 @@ def simulate(
     acquire: str = "try",
     active: Callable[[float], bool] = lambda t: True,
     seed: int = 7,
+    sent_at: bool = True,
     settings: dict[str, float],
 ) -> Trace:
-    """``settings``: the limiter's keyword arguments (``rate`` at least)."""
+    """``settings``: the limiter's keyword arguments (``rate`` at least); ``sent_at``: refusals tell the
+    limiter when their call left (as the worker does)."""
     clock = Clock()
     limiter = AimdRateLimiter(clock=clock, **settings)
     rng = random.Random(seed)
     trace = Trace(limiter=limiter)
     server.stamp, server.tokens = START, server.quota(START)  # the bucket starts full
-    # (time, seq, caller, what, answer): what is "ask" (for a slot), "send" (slot reserved) or "answer"
-    events: list[tuple[float, int, int, str, str]] = [(START, i, i, "ask", "") for i in range(callers)]
+    # (time, seq, caller, what, answer, sent at): what is "ask" (for a slot), "send" (slot reserved), "answer"
+    events: list[tuple[float, int, int, str, str, float]] = [(START, i, i, "ask", "", START) for i in range(callers)]
     heapq.heapify(events)
     seq = callers
     for _ in range(3_000_000):
         if not events:
             break
-        t, _, caller, what, answer = heapq.heappop(events)
+        t, _, caller, what, answer, sent = heapq.heappop(events)
         if t - START >= seconds:
             break
         clock.now = t
         nxt: tuple[float, str] = (t, "ask")
         if what == "answer":
             if answer == "ok":
-                limiter.on_success()
+                limiter.on_success(sent_at=sent if sent_at else None)
             elif answer == "15":
-                limiter.on_throttled()
+                limiter.on_throttled(sent_at=sent if sent_at else None)
             else:
                 nxt = (t + OUTAGE_BACKOFF_S, "ask")
         elif what == "ask" and not active(t - START):
@@ -123,10 +125,10 @@ def simulate(
             answer = server.answer(t)
             trace.calls.append((t - START, answer))
             seq += 1
-            heapq.heappush(events, (t + latency * rng.uniform(0.8, 1.2), seq, caller, "answer", answer))
+            heapq.heappush(events, (t + latency * rng.uniform(0.8, 1.2), seq, caller, "answer", answer, t))
             continue
         seq += 1
-        heapq.heappush(events, (nxt[0], seq, caller, nxt[1], ""))
+        heapq.heappush(events, (nxt[0], seq, caller, nxt[1], "", t))
     return trace
 
 
@@ -147,10 +149,24 @@ def _quota(*spells: tuple[float, float, float], base: float = 50.0) -> Callable[
     ],
 )
 @pytest.mark.parametrize("callers", [16, 64])  # 16 × (1 call per 0.2 s) = 80/s of demand at most
+@pytest.mark.parametrize("sent_at", [True, False])  # whether the callers say when each call left
 def test_many_callers_use_95_percent_of_a_50_qps_quota_with_at_most_5_percent_refused(
-    settings: dict[str, float], callers: int
+    settings: dict[str, float], callers: int, sent_at: bool
 ) -> None:
-    trace = simulate(Server(_quota()), callers=callers, seconds=150, settings=settings)
+    trace = simulate(Server(_quota()), callers=callers, seconds=150, sent_at=sent_at, settings=settings)
+    assert trace.ok_per_s(30, 150) >= 0.95 * 50
+    assert trace.refused_share(30, 150) <= 0.05
+
+
+@pytest.mark.parametrize("settings", [{"rate": 0.0}, {"rate": 100.0}])
+@pytest.mark.parametrize("latency", [1.5, 3.0])
+def test_slow_answers_still_use_the_quota_with_at_most_5_percent_refused(
+    settings: dict[str, float], latency: float
+) -> None:
+    # Answers slower than the 1 s cooldown: the refusals of calls sent before a cut keep arriving after it
+    # (sent_at tells them apart), and an overshoot is only seen one latency later (growth per round trip).
+    callers = int(100 * latency) + 16  # enough in flight for 100 calls/s of demand
+    trace = simulate(Server(_quota()), callers=callers, seconds=150, latency=latency, settings=settings)
     assert trace.ok_per_s(30, 150) >= 0.95 * 50
     assert trace.refused_share(30, 150) <= 0.05
 

@@ -2,7 +2,9 @@
 
 One limiter serves every HTTP thread of a worker; every API call (first attempts, retries, held events,
 breaker probes) asks it first. ``on_success()`` after a call that went through, ``on_throttled()`` after
-code 15 / HTTP 429. Time comes from the injected ``clock`` (seconds, monotonic). Thread-safe: one lock.
+code 15 / HTTP 429; both take ``sent_at``, the ``clock`` time the call left (optional, but without it a
+latency above the cooldown cuts again on stale refusals and grows too fast; see below). Time comes from
+the injected ``clock`` (seconds, monotonic). Thread-safe: one lock.
 
 Admission
     ``try_acquire()`` takes a token if one is there and returns 0.0; otherwise it takes nothing and returns
@@ -20,6 +22,8 @@ Phases (``phase``)
     probing     the rate grows by ``increase_per_s`` per second of successes (idle gaps do not count), up
                 to ``max_rate``: the probe for more. After 10 s of probing with the limiter in use and no
                 refusal the quota has grown: back to slow start, up to ``max_rate``.
+    When answers take longer than a second (a moving average over ``sent_at``), "per second" above reads
+    "per round trip": the news of an overshoot arrives one latency late.
 
 The accepted rate
     Successes per second over the last 1 s and over the last 2 s (the higher: the short one follows a
@@ -29,8 +33,9 @@ The accepted rate
     after an outage (errors the limiter never hears of). Unknown is not zero: a spell of refusals with
     no success is a measured 0.
 
-Cuts (at most once per ``cooldown_s``: the answers to calls sent at the old rate arrive in a burst; those
-inside the cooldown are still counted, they just do not cut again)
+Cuts (at most once per ``cooldown_s``, and never for a call sent before the last cut when the caller
+passes ``sent_at``: the answers to calls sent at the old rate arrive in a burst, up to one API latency
+after the cut; they are still counted, they just do not cut again)
     accepted known, > 0  the rate becomes 95 % of min(rate, accepted): cutting to what the service took,
                          rather than halving, keeps throughput near the quota (≥ 95 % used, ≤ 5 %
                          refused) where plain halving AIMD averages ~75 %.
@@ -80,6 +85,8 @@ _DEFAULT_INCREASE_SHARE = 0.02
 _MAX_HOLD_S = 30.0  # a Retry-After longer than this is not believed
 _RATE_CAP = 1_000_000.0  # growth without a configured max stops here (keeps every number finite)
 _EPSILON = 1e-9
+_LATENCY_WEIGHT = 0.05  # moving average of the API latency (from sent_at) ...
+_MAX_LATENCY_S = 30.0  # ... of samples capped here
 
 
 class AimdRateLimiter:
@@ -137,6 +144,7 @@ class AimdRateLimiter:
         self._buckets: deque[list[int]] = deque(maxlen=_WINDOW_BUCKETS)
         self._busy_since: float | None = None  # first answer of the current busy spell
         self._last_answer: float | None = None
+        self._latency = 0.0  # seconds, moving average over the answers that said when their call left
 
     # -- what metrics and logs read ---------------------------------------------------------------------
 
@@ -247,16 +255,20 @@ class AimdRateLimiter:
 
     # -- feedback -----------------------------------------------------------------------------------------
 
-    def on_throttled(self, retry_after: float | None = None) -> None:
+    def on_throttled(self, retry_after: float | None = None, *, sent_at: float | None = None) -> None:
         """The service answered "too many requests": lower the rate (once per cooldown); a ``retry_after``
-        (seconds) holds every token until then."""
+        (seconds) holds every token until then. ``sent_at`` (the ``clock`` time the call left): a call
+        sent before the last cut was sent at the old rate, so its refusal is counted but cuts nothing."""
         with self._lock:
             now = self._clock()
             accepted = self._accepted(now)  # before counting this answer: it is the news, not the history
             self._record(now, ok=False)
             self._refused_since_cut += 1
-            if self._last_cut is None or now - self._last_cut >= self._cooldown:
+            last_cut = self._last_cut
+            stale = last_cut is not None and sent_at is not None and sent_at < last_cut
+            if not stale and (last_cut is None or now - last_cut >= self._cooldown):
                 self._cut(accepted, now)
+            self._observe_latency(now, sent_at)
             if retry_after is not None and retry_after > 0:
                 self._refill(now)
                 self._stamp = max(self._stamp, now + min(retry_after, _MAX_HOLD_S))
@@ -289,10 +301,12 @@ class AimdRateLimiter:
         self._last_cut = now
         self._last_growth = now
 
-    def on_success(self) -> None:
-        """A call went through: count it, and let the rate grow by the time since the last growth step."""
+    def on_success(self, *, sent_at: float | None = None) -> None:
+        """A call went through: count it, and let the rate grow by the time since the last growth step.
+        ``sent_at`` (the ``clock`` time the call left) feeds the latency that paces growth."""
         with self._lock:
             now = self._clock()
+            self._observe_latency(now, sent_at)
             fresh = self._last_cut is None or now - self._last_cut >= _WINDOW_S  # window all after the cut
             if self._record(now, ok=True) and fresh:  # once per bucket: is more known to work now?
                 accepted = self._accepted(now)
@@ -301,7 +315,9 @@ class AimdRateLimiter:
             self._ok_since_cut += 1
             if self._unlimited:
                 return
-            step = min(_MAX_STEP_S, max(0.0, now - self._last_growth))
+            # Growth per round trip when answers take longer than a second: the news of an overshoot
+            # arrives one latency late, so faster growth would overshoot by more than the step.
+            step = min(_MAX_STEP_S, max(0.0, now - self._last_growth)) / max(1.0, self._latency)
             self._last_growth = now
             if step == 0:
                 return
@@ -322,6 +338,11 @@ class AimdRateLimiter:
                         self._slow, self._ssthresh = True, None
             if not self._capped and self._rate >= self._max:
                 self._unlimited, self._slow = True, False  # rate 0: no cap until refused again
+
+    def _observe_latency(self, now: float, sent_at: float | None) -> None:
+        if sent_at is not None:
+            sample = min(_MAX_LATENCY_S, max(0.0, now - sent_at))
+            self._latency += _LATENCY_WEIGHT * (sample - self._latency)
 
     def _increase(self) -> float:
         if self._increase_setting is not None:
