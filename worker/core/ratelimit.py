@@ -173,17 +173,6 @@ class AimdRateLimiter:
         with self._lock:
             return len(self._buckets)
 
-    def try_acquire(self) -> float:
-        """Take a token if one is free now (0.0), else take nothing and return the seconds until one is."""
-        if self._unlimited:
-            return 0.0
-        with self._lock:
-            self._refill(self._clock())
-            if self._tokens >= 1.0:
-                self._tokens -= 1.0
-                return 0.0
-            return (1.0 - self._tokens) / self._rate
-
     def accepted_rate(self) -> float | None:
         """Successes per second lately, or None while unknown (too little of the current busy spell seen)."""
         with self._lock:

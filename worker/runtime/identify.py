@@ -383,12 +383,11 @@ class Identifier:
                 self._observer.api_call(err.code, latency)
                 failed = err.transient and not err.rate_limited
                 self._remember(event.event_id, failed)
-                # The breaker hears one failure per event and round: one event's retries are one piece of
-                # evidence, not several (a poison image must not open it alone).
                 if err.rate_limited:
-                    self._limiter.on_throttled()
-                # Only transient failures say the API is unhealthy; a bad image or a rate-limit answer
-                # means it works (the limiter handles the latter).
+                    self._limiter.on_throttled(err.retry_after, sent_at=started)
+                # Only transient failures say the API is unhealthy; a bad image or a rate-limit answer means
+                # it works (the limiter handles the latter). The breaker hears one failure per event and
+                # round: one event's retries are one piece of evidence (a poison image must not open it).
                 if not failed or not done.round_failed:
                     self._breaker.record(not failed)
                 done.round_failed = done.round_failed or failed
@@ -396,7 +395,7 @@ class Identifier:
         latency = self._clock.now() - started
         done.api_latency_ms = latency * 1000
         self._observer.api_call("ok", latency)
-        self._limiter.on_success()
+        self._limiter.on_success(sent_at=started)
         self._remember(event.event_id, False)
         self._breaker.record(True)
         return result

@@ -292,12 +292,11 @@ class _Run:
         """Wait for a token (serving delivery reports meanwhile); False when the deadline comes first."""
         if self.limiter is None:
             return True
-        until = time.monotonic() + self.limiter.reserve()
-        while (now := time.monotonic()) < until:
-            if now >= self.deadline:
+        while (wait := self.limiter.try_acquire()) > 0:
+            if time.monotonic() >= self.deadline:
                 return False
             assert self.producer is not None
-            self.producer.poll(min(0.05, until - now))
+            self.producer.poll(min(0.05, wait))
         return True
 
     def _commit(self) -> None:
