@@ -47,14 +47,18 @@ class Setting:
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
 
+    def _number(self, x: float) -> str:
+        # Whole numbers in full (≤ 86400000, not ≤ 8.64e+07): the table is read by people.
+        return str(int(x)) if self.kind == "int" else f"{x:g}"
+
     def allowed(self) -> str:
         if self.kind == "choice":
             return "one of " + ", ".join(self.choices)
         if self.kind == "bool":
             return "true or false"
         if self.kind in ("int", "float"):
-            lo = "" if self.minimum is None else f"≥ {self.minimum:g}"
-            hi = "" if self.maximum is None else f"≤ {self.maximum:g}"
+            lo = "" if self.minimum is None else f"≥ {self._number(self.minimum)}"
+            hi = "" if self.maximum is None else f"≤ {self._number(self.maximum)}"
             word = "an integer" if self.kind == "int" else "a number"
             return " ".join(p for p in (word, lo, hi) if p)
         if self.kind == "list":
@@ -120,6 +124,27 @@ SETTINGS: tuple[Setting, ...] = (
         maximum=300000,
     ),
     Setting(
+        "max_poll_interval_ms",
+        "int",
+        300_000,
+        "longest the consumer may go unpolled before it leaves the group; must exceed revoke_timeout_s and "
+        "drain_timeout_s each plus one API call (connect + read timeout), and session_timeout_ms",
+        "kafka",
+        minimum=10_000,
+        maximum=86_400_000,
+    ),
+    Setting(
+        "auto_offset_reset",
+        "choice",
+        "earliest",
+        "where a partition without a committed offset starts. earliest: its oldest retained event (a first "
+        "deployment against an old topic processes the whole retention); latest: only events that arrive later, "
+        "but then a partition that has no committed offset yet and moves in a rebalance skips what its previous "
+        "owner consumed and had not committed",
+        "kafka",
+        choices=("earliest", "latest"),
+    ),
+    Setting(
         "commit_interval_s",
         "float",
         0.2,
@@ -169,7 +194,13 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0.1,
         maximum=300,
     ),
-    Setting("tls_verify", "bool", True, "verify the API's TLS certificate", "api"),
+    Setting(
+        "tls_verify",
+        "bool",
+        True,
+        "verify the face API's TLS certificate (image downloads: fetch_tls_verify)",
+        "api",
+    ),
     Setting(
         "image_mode",
         "choice",
@@ -195,6 +226,13 @@ SETTINGS: tuple[Setting, ...] = (
         "api",
         minimum=0.1,
         maximum=120,
+    ),
+    Setting(
+        "fetch_tls_verify",
+        "bool",
+        True,
+        "fetch mode: verify the image hosts' TLS certificates (tls_verify covers the face API only)",
+        "api",
     ),
     Setting(
         "fetch_allowed_networks",
@@ -483,14 +521,39 @@ def load(
             raw, source = overrides[s.name], "flag"
         values[s.name] = raw if source == "default" else _coerce(s, raw, source)
         sources[s.name] = source
-    if values["backoff_initial_s"] > values["backoff_max_s"]:
-        raise ConfigError("backoff_initial_s must not exceed backoff_max_s")
+    _check_combinations(values)
     if require_credentials:
         missing = [s for s in SETTINGS if s.required_for_run and not values[s.name]]
         if missing:
             names = ", ".join(f"{s.name} ({s.env})" for s in missing)
             raise ConfigError(f"required for `run` but not set: {names}")
     return Settings(values=values, sources=sources)
+
+
+def _check_combinations(values: Mapping[str, Any]) -> None:
+    """Limits that involve several settings; each message names all of them."""
+    if values["backoff_initial_s"] > values["backoff_max_s"]:
+        raise ConfigError("backoff_initial_s must not exceed backoff_max_s")
+    poll_ms = values["max_poll_interval_ms"]
+    if poll_ms < values["session_timeout_ms"]:
+        raise ConfigError(
+            f"max_poll_interval_ms ({poll_ms}) must not be below session_timeout_ms ({values['session_timeout_ms']}); "
+            "the Kafka client refuses it"
+        )
+    # A revoke and the drain wait for in-flight events without polling the consumer; an event's call may still need
+    # its whole connect + read timeout. Past max.poll.interval.ms the consumer leaves the group, its commit fails and
+    # every event of the wait is processed again by the next owner.
+    call_s = values["connect_timeout_s"] + values["read_timeout_s"]
+    for name, what in (("revoke_timeout_s", "a revoke"), ("drain_timeout_s", "the drain on SIGTERM")):
+        need_s = values[name] + call_s
+        if need_s * 1000 >= poll_ms:
+            raise ConfigError(
+                f"{name} ({values[name]:g} s) + connect_timeout_s ({values['connect_timeout_s']:g} s) + "
+                f"read_timeout_s ({values['read_timeout_s']:g} s) = {need_s:g} s reaches max_poll_interval_ms "
+                f"({poll_ms} ms): {what} waits that long without polling the consumer, which then leaves the group "
+                f"and cannot commit; raise max_poll_interval_ms (MDW_MAX_POLL_INTERVAL_MS) or lower {name} "
+                f"({ENV_PREFIX}{name.upper()})"
+            )
 
 
 def add_flags(parser: argparse.ArgumentParser, groups: Sequence[str] | None = None) -> None:

@@ -105,3 +105,72 @@ def test_readme_configuration_table_matches_the_settings() -> None:
     assert block.group(1).strip() == config.markdown_table().strip(), (
         "README configuration table is stale: regenerate with `multidentify-worker config-table`"
     )
+
+
+# --- settings that users trip on: TLS for image downloads, where a new group starts, poll-interval budget -------
+
+
+def test_image_downloads_have_their_own_tls_setting() -> None:
+    """Turning off the API's certificate check must not turn it off for arbitrary image hosts too."""
+    s = config.load(environ={"MDW_TLS_VERIFY": "false"})
+    assert s.tls_verify is False
+    assert s.fetch_tls_verify is True
+    assert config.load(environ={"MDW_FETCH_TLS_VERIFY": "false"}).fetch_tls_verify is False
+    assert config.load(environ={"MDW_FETCH_TLS_VERIFY": "false"}).tls_verify is True
+
+
+def test_auto_offset_reset_defaults_to_earliest_and_accepts_latest() -> None:
+    assert config.load(environ={}).auto_offset_reset == "earliest"
+    assert config.load(environ={"MDW_AUTO_OFFSET_RESET": "latest"}).auto_offset_reset == "latest"
+    with pytest.raises(config.ConfigError, match=r"auto_offset_reset \(MDW_AUTO_OFFSET_RESET\): 'none' is not valid"):
+        config.load(environ={"MDW_AUTO_OFFSET_RESET": "none"})
+    # The trade-off of `latest` is part of the setting's documented meaning (README table, --help).
+    meaning = config.BY_NAME["auto_offset_reset"].help
+    assert "rebalance" in meaning and "retention" in meaning
+
+
+def test_max_poll_interval_is_a_bounded_setting() -> None:
+    assert config.load(environ={}).max_poll_interval_ms == 300_000  # librdkafka's default, now explicit
+    too_small = r"max_poll_interval_ms \(MDW_MAX_POLL_INTERVAL_MS\): 999 is too small"
+    with pytest.raises(config.ConfigError, match=too_small):
+        config.load(environ={"MDW_MAX_POLL_INTERVAL_MS": "999"})
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        # 250 + 3 + 10 = 263 s is fine against 300 s; 290 + 13 is not.
+        ({"MDW_REVOKE_TIMEOUT_S": "290"}, ["revoke_timeout_s", "connect_timeout_s", "read_timeout_s"]),
+        # A slow API alone can push the revoke wait past the interval.
+        (
+            {"MDW_REVOKE_TIMEOUT_S": "5", "MDW_READ_TIMEOUT_S": "120", "MDW_MAX_POLL_INTERVAL_MS": "120000"},
+            ["revoke_timeout_s", "read_timeout_s", "MDW_MAX_POLL_INTERVAL_MS"],
+        ),
+        ({"MDW_DRAIN_TIMEOUT_S": "600"}, ["drain_timeout_s", "connect_timeout_s", "read_timeout_s"]),
+        (
+            {"MDW_MAX_POLL_INTERVAL_MS": "10000", "MDW_SESSION_TIMEOUT_MS": "20000"},
+            ["max_poll_interval_ms", "session_timeout_ms"],
+        ),
+    ],
+)
+def test_waits_longer_than_the_poll_interval_are_refused_at_start(env: dict[str, str], names: list[str]) -> None:
+    """The consumer is not polled while a revoke or the drain waits; past max.poll.interval.ms it leaves the group
+    and the commit that follows fails, so every event of the wait is processed again."""
+    with pytest.raises(config.ConfigError) as err:
+        config.load(environ=env)
+    message = str(err.value)
+    assert all(name in message for name in names), message
+    assert "max_poll_interval_ms" in message
+
+
+def test_waits_inside_the_poll_interval_are_accepted() -> None:
+    s = config.load(environ={"MDW_REVOKE_TIMEOUT_S": "250", "MDW_DRAIN_TIMEOUT_S": "280"})
+    assert (s.revoke_timeout_s, s.drain_timeout_s) == (250.0, 280.0)
+    s = config.load(environ={"MDW_DRAIN_TIMEOUT_S": "600", "MDW_MAX_POLL_INTERVAL_MS": "700000"})
+    assert s.max_poll_interval_ms == 700_000
+
+
+def test_check_command_refuses_a_revoke_wait_beyond_the_poll_interval() -> None:
+    proc = _cli("check", env={"MDW_REVOKE_TIMEOUT_S": "600"})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "revoke_timeout_s" in proc.stderr and "max_poll_interval_ms" in proc.stderr

@@ -33,6 +33,21 @@ CRD_KINDS = {"ServiceMonitor", "ScaledObject", "TriggerAuthentication"}
 # Settings the chart owns or that are secrets: never in `config:` nor rendered from it.
 CHART_OWNED = {"drain_timeout_s", "metrics_port"}
 
+# `fetch_memory_mb` (MiB of image bytes a fetch-mode worker may hold) comes to worker/config.py with a change merged
+# on its own; until then this stand-in keeps the checks below whole. Once worker/config.py defines it, that
+# definition is used and this one is ignored.
+_PENDING = (
+    worker_config.Setting(
+        "fetch_memory_mb", "int", 128, "MiB of image bytes held in fetch mode", "api", minimum=16, maximum=65536
+    ),
+)
+SETTINGS = (*worker_config.SETTINGS, *(s for s in _PENDING if s.name not in worker_config.BY_NAME))
+BY_NAME = {s.name: s for s in SETTINGS}
+
+# After the drain the worker flushes the producer (≤ 10 s), commits, closes the consumer (whose revoke flushes ≤ 5 s
+# more) and flushes once more (≤ 5 s): worker/runtime/pipeline.py, _drain() and _close().
+AFTER_DRAIN_S = 20
+
 REQUIRED: dict[str, Any] = {
     "credentials": {"existingSecret": "mdw-credentials"},
     "config": {
@@ -157,7 +172,7 @@ def _non_default_config() -> dict[str, Any]:
         "metrics_host": "0.0.0.0",
     }
     out: dict[str, Any] = {}
-    for s in worker_config.SETTINGS:
+    for s in SETTINGS:
         if s.secret or s.name in CHART_OWNED:
             continue
         if s.name in special:
@@ -378,14 +393,136 @@ def test_probes_hit_health_and_readiness_on_the_metrics_port(rendered: dict[str,
     assert only(moved, "ConfigMap")["data"]["MDW_METRICS_PORT"] == "9555"
 
 
-@pytest.mark.parametrize("drain", [0, 1, 25, 25.5, 600])
-def test_termination_grace_exceeds_the_drain_timeout(drain: float) -> None:
-    docs = render(merge(REQUIRED, {"drainTimeoutSeconds": drain}))
-    grace = only(docs, "Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-    settings = worker_config.load(environ=only(docs, "ConfigMap")["data"])
-    assert settings.drain_timeout_s == drain
+def _grace(docs: list[dict[str, Any]]) -> Any:
+    return only(docs, "Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+
+
+def _settings(docs: list[dict[str, Any]]) -> worker_config.Settings:
+    """What the worker makes of the rendered ConfigMap (settings it does not know yet are ignored, as it does)."""
+    return worker_config.load(environ=only(docs, "ConfigMap")["data"])
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},
+        {"drainTimeoutSeconds": 0},
+        {"drainTimeoutSeconds": 1},
+        {"drainTimeoutSeconds": 25.5, "config": {"connect_timeout_s": 1.5, "read_timeout_s": 30}},
+        {"drainTimeoutSeconds": 600, "config": {"read_timeout_s": 120, "max_poll_interval_ms": 900_000}},
+    ],
+    ids=["defaults", "no-drain", "drain-1", "fractional-slow-api", "long-drain"],
+)
+def test_termination_grace_covers_the_worst_case_stop(values: dict[str, Any]) -> None:
+    """Drain, then the last API call's connect + read timeout, then the flushes, commits and consumer close: the
+    kubelet's SIGKILL must not come first, or the final commit is lost and the drained events are processed again."""
+    docs = render(merge(REQUIRED, values))
+    grace = _grace(docs)
+    settings = _settings(docs)
+    assert settings.drain_timeout_s == values.get("drainTimeoutSeconds", 25)
+    worst = settings.drain_timeout_s + settings.connect_timeout_s + settings.read_timeout_s + AFTER_DRAIN_S
     assert isinstance(grace, int)
-    assert grace > settings.drain_timeout_s
+    assert worst <= grace < worst + 1  # derived from the settings, rounded up to whole seconds
+
+
+def test_termination_grace_margin_and_an_explicit_grace_period() -> None:
+    base = _grace(render(REQUIRED))
+    assert _grace(render(merge(REQUIRED, {"terminationGraceMarginSeconds": AFTER_DRAIN_S + 30}))) == base + 30
+    assert _grace(render(merge(REQUIRED, {"terminationGracePeriodSeconds": base + 100}))) == base + 100
+    message = (
+        f"terminationGracePeriodSeconds ({base - 1}) is shorter than the worker's worst-case stop ({base} s = "
+        "drainTimeoutSeconds 25 + config.connect_timeout_s 3 + config.read_timeout_s 10, rounded up, "
+        f"+ terminationGraceMarginSeconds {AFTER_DRAIN_S})"
+    )
+    with pytest.raises(helm_python.HelmRenderError, match=re.escape(message)):
+        render(merge(REQUIRED, {"terminationGracePeriodSeconds": base - 1}))
+
+
+def _worker_env(values: dict[str, Any]) -> dict[str, str]:
+    env = {f"MDW_{k.upper()}": str(v) for k, v in values.get("config", {}).items()}
+    if "drainTimeoutSeconds" in values:
+        env["MDW_DRAIN_TIMEOUT_S"] = str(values["drainTimeoutSeconds"])
+    return env
+
+
+@pytest.mark.parametrize(
+    ("values", "names"),
+    [
+        ({}, []),
+        ({"drainTimeoutSeconds": 280}, []),
+        ({"drainTimeoutSeconds": 290}, ["drainTimeoutSeconds", "config.max_poll_interval_ms"]),
+        ({"drainTimeoutSeconds": 600, "config": {"max_poll_interval_ms": 700_000}}, []),
+        ({"config": {"revoke_timeout_s": 250}}, []),
+        ({"config": {"revoke_timeout_s": 290}}, ["config.revoke_timeout_s", "config.max_poll_interval_ms"]),
+        (
+            {"config": {"read_timeout_s": 120, "max_poll_interval_ms": 120_000}},
+            ["config.read_timeout_s", "config.max_poll_interval_ms"],
+        ),
+        (
+            {"config": {"session_timeout_ms": 60_000, "max_poll_interval_ms": 50_000}},
+            ["config.session_timeout_ms", "config.max_poll_interval_ms"],
+        ),
+    ],
+)
+def test_chart_refuses_what_the_worker_would_refuse_at_start(values: dict[str, Any], names: list[str]) -> None:
+    """A revoke or the drain waits without polling the consumer; the worker refuses to start when that wait (plus
+    one API call) reaches max_poll_interval_ms. The chart says so at install instead of rolling out a crash loop."""
+    try:
+        worker_config.load(environ=_worker_env(values))
+        worker_refuses = False
+    except worker_config.ConfigError:
+        worker_refuses = True
+    assert worker_refuses == bool(names)
+    if not names:
+        render(merge(REQUIRED, values))
+        return
+    with pytest.raises(helm_python.HelmRenderError) as err:
+        render(merge(REQUIRED, values))
+    assert all(name in str(err.value) for name in names), str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("config", "resources", "expected"),
+    [
+        ({}, {}, ("256Mi", "512Mi")),
+        ({"image_mode": "url", "fetch_memory_mb": 300}, {}, ("256Mi", "512Mi")),  # url mode holds no image bytes
+        ({"image_mode": "fetch"}, {}, ("384Mi", "640Mi")),
+        ({"image_mode": "fetch", "fetch_memory_mb": 300}, {}, ("556Mi", "812Mi")),
+        ({"image_mode": "fetch"}, {"limits": {"memory": "2Gi"}}, ("384Mi", "2Gi")),
+        ({"image_mode": "fetch"}, {"requests": {"memory": "1Gi"}, "limits": {"memory": "1Gi"}}, ("1Gi", "1Gi")),
+    ],
+)
+def test_memory_follows_the_image_mode_unless_set(
+    config: dict[str, Any], resources: dict[str, Any], expected: tuple[str, str]
+) -> None:
+    """Fetch mode holds up to fetch_memory_mb MiB of image bytes on top of the worker's own baseline."""
+    docs = render(merge(REQUIRED, {"config": config, "resources": resources}))
+    got = container(docs)["resources"]
+    assert (got["requests"]["memory"], got["limits"]["memory"]) == expected
+    assert (got["requests"]["cpu"], got["limits"]["cpu"]) == ("100m", "1")
+    # The worker is told the budget the pod was sized for.
+    data = only(docs, "ConfigMap")["data"]
+    assert data["MDW_FETCH_MEMORY_MB"] == str(config.get("fetch_memory_mb", BY_NAME["fetch_memory_mb"].default))
+
+
+def test_a_fetch_mode_memory_limit_below_the_image_budget_is_refused() -> None:
+    values = {"config": {"image_mode": "fetch", "fetch_memory_mb": 512}, "resources": {"limits": {"memory": "0.5Gi"}}}
+    message = "resources.limits.memory (0.5Gi) is below 256Mi + config.fetch_memory_mb (512) = 768Mi"
+    with pytest.raises(helm_python.HelmRenderError, match=re.escape(message)):
+        render(merge(REQUIRED, values))
+    values["resources"] = {"limits": {"memory": "768Mi"}}
+    assert container(render(merge(REQUIRED, values)))["resources"]["limits"]["memory"] == "768Mi"
+
+
+def test_keda_reset_policy_follows_the_worker_setting() -> None:
+    def policy(values: dict[str, Any]) -> str:
+        meta = only(render(merge(REQUIRED, KEDA, values)), "ScaledObject")["spec"]["triggers"][0]["metadata"]
+        return str(meta["offsetResetPolicy"])
+
+    assert policy({}) == "earliest"
+    assert policy({"config": {"auto_offset_reset": "latest"}}) == "latest"
+    pinned = {"config": {"auto_offset_reset": "latest"}, "keda": {"kafka": {"offsetResetPolicy": "earliest"}}}
+    assert policy(pinned) == "earliest"
 
 
 def test_credentials_are_files_from_the_existing_secret(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -484,8 +621,8 @@ def test_configmap_keys_are_real_non_secret_settings(rendered: dict[str, list[di
         for key in only(docs, "ConfigMap")["data"]:
             assert key.startswith("MDW_"), key
             name = key.removeprefix("MDW_").lower()
-            assert name in worker_config.BY_NAME, f"{scenario}: {key} is not a worker setting"
-            assert not worker_config.BY_NAME[name].secret, f"{scenario}: secret {key} in a ConfigMap"
+            assert name in BY_NAME, f"{scenario}: {key} is not a worker setting"
+            assert not BY_NAME[name].secret, f"{scenario}: secret {key} in a ConfigMap"
 
 
 def test_every_setting_round_trips_through_the_configmap(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -494,6 +631,9 @@ def test_every_setting_round_trips_through_the_configmap(rendered: dict[str, lis
     assert data["MDW_FETCH_MAX_BYTES"] == "1400000"  # not 1.4e+06
     settings = worker_config.load(environ=data)
     for name, value in SCENARIOS["full-config"]["config"].items():
+        if name not in worker_config.BY_NAME:
+            assert data[f"MDW_{name.upper()}"] == str(value), name  # a pending setting: passed on as written
+            continue
         expected = tuple(value) if isinstance(value, list) else value
         assert settings.values[name] == expected, name
         assert settings.sources[name] == "env", name
@@ -508,7 +648,7 @@ def config_schema_from_settings() -> dict[str, Any]:
         "api_base_url": r"^https?://[^\s/]+",
     }
     props: dict[str, Any] = {}
-    for s in worker_config.SETTINGS:
+    for s in SETTINGS:
         if s.secret or s.name in CHART_OWNED:
             continue
         prop: dict[str, Any] = {"description": f"{s.env}: {s.help}"}

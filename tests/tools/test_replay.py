@@ -224,6 +224,42 @@ def test_records_past_max_replays_and_unreadable_ones_are_skipped_with_a_reason(
     assert [v for n, v in hdrs if n == "mdw.replay.count"] == [b"3"]
 
 
+def test_a_dead_letter_without_its_key_is_skipped_unless_the_operator_allows_a_null_key(
+    kafka_bootstrap: str, topics: tuple[str, str]
+) -> None:
+    """Republishing a record whose key was omitted (> 64 KiB) with a null key moves it to another partition and out
+    of its key's order: the replay counts it as skipped, dry run included, and says how to replay it anyway."""
+    dlq, target = topics
+    big_key = b"camera-" + b"k" * records.MAX_ORIGINAL_KEY_BYTES
+    items = [
+        dead_letter("15", b'{"n":0}', key=b"cam-0", offset=0),
+        dead_letter("15", b'{"n":1}', key=big_key, offset=1),
+        dead_letter("15", b"x" * 100, key=big_key, offset=2, max_original_bytes=10),  # nor its value
+    ]
+    produce(kafka_bootstrap, dlq, items, partition=1)
+
+    code, out = run_replay(kafka_bootstrap, dlq, target, "--dry-run")
+    assert code == 0, out
+    assert "would replay: 1" in out and "key omitted: 1" in out and "value omitted: 1" in out, out
+    assert f"{dlq}/1/1" in out and "--allow-missing-key" in out
+
+    code, out = run_replay(kafka_bootstrap, dlq, target)
+    assert code == 0, out
+    assert "replayed: 1" in out and "key omitted: 1" in out and "value omitted: 1" in out, out
+    (msg,) = read_everything(kafka_bootstrap, target)
+    assert (msg.key(), msg.value()) == (b"cam-0", b'{"n":0}')
+
+    # The operator accepts a null key for that one record (its own selection, so its own progress).
+    flags = ("--partition", "1", "--from-offset", "1", "--to-offset", "2", "--allow-missing-key")
+    code, out = run_replay(kafka_bootstrap, dlq, target, *flags)
+    assert code == 0, out
+    assert "replayed: 1" in out and "value omitted: 1" in out and "key omitted" not in out, out
+    got = {m.value(): m for m in read_everything(kafka_bootstrap, target)}
+    assert set(got) == {b'{"n":0}', b'{"n":1}'}
+    assert got[b'{"n":1}'].key() is None
+    assert origins([got[b'{"n":1}']]) == [f"{dlq}/1/1"]
+
+
 def test_dead_letters_arriving_during_the_replay_wait_for_the_next_run(
     kafka_bootstrap: str, topics: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -12,6 +12,7 @@ from worker.core import records
 from worker.tools.replay_plan import (
     H_REPLAYED_FROM,
     SKIP_BAD_ENVELOPE,
+    SKIP_KEY_OMITTED,
     SKIP_MAX_REPLAYS,
     SKIP_VALUE_OMITTED,
     PartitionPlan,
@@ -174,6 +175,28 @@ def test_decide_skips_an_omitted_value() -> None:
     assert isinstance(out, Skip) and out.reason == SKIP_VALUE_OMITTED and "100 bytes" in out.detail
 
 
+def test_decide_skips_an_omitted_key_unless_allowed() -> None:
+    """A key over 64 KiB is not kept in the dead letter; a null key would land on another partition and lose the
+    per-key order, so the record is skipped unless the operator accepts exactly that."""
+    big_key = b"k" * (records.MAX_ORIGINAL_KEY_BYTES + 1)
+    envelope, dlq_headers = _dead_letter(b"{}", key=big_key)
+    assert orjson.loads(envelope)["original"]["key_omitted"] is True
+    out = decide(envelope, dlq_headers, origin="d/0/0", max_replays=3)
+    assert isinstance(out, Skip) and out.reason == SKIP_KEY_OMITTED and "--allow-missing-key" in out.detail
+    allowed = decide(envelope, dlq_headers, origin="d/0/0", max_replays=3, allow_missing_key=True)
+    assert isinstance(allowed, Republish) and (allowed.key, allowed.value) == (None, b"{}")
+    # A record that never had a key is not "missing" one: it is republished as it was, without the flag.
+    keyless, keyless_headers = _dead_letter(b"{}", key=None)
+    assert isinstance(decide(keyless, keyless_headers, origin="d/0/0", max_replays=3), Republish)
+
+
+def test_an_omitted_value_is_never_replayed_even_with_allow_missing_key() -> None:
+    big_key = b"k" * (records.MAX_ORIGINAL_KEY_BYTES + 1)
+    envelope, dlq_headers = _dead_letter(b"x" * 100, key=big_key, max_original_bytes=10)
+    out = decide(envelope, dlq_headers, origin="d/0/0", max_replays=3, allow_missing_key=True)
+    assert isinstance(out, Skip) and out.reason == SKIP_VALUE_OMITTED
+
+
 def _mutated(change: dict[str, object]) -> bytes:
     envelope, _ = _dead_letter(b"{}")
     doc = orjson.loads(envelope)
@@ -254,5 +277,16 @@ def test_summary_lists_codes_with_meanings_and_skip_reasons() -> None:
     assert meaning("15") in text and meaning("-1308") in text
     assert f"{SKIP_MAX_REPLAYS}: 1" in text
     assert summary.ok
+
+
+def test_summary_names_where_skipped_records_are_and_how_to_replay_a_missing_key() -> None:
+    summary = Summary("face-dlq", "images", "g", dry_run=False)
+    for offset in range(8):
+        summary.skip(SKIP_KEY_OMITTED, f"face-dlq/1/{offset}")
+    summary.skip(SKIP_VALUE_OMITTED, "face-dlq/0/3")
+    text = "\n".join(summary.render(meaning))
+    assert f"{SKIP_KEY_OMITTED}: 8" in text and f"{SKIP_VALUE_OMITTED}: 1" in text and "skipped: 9" in text
+    assert "face-dlq/1/0" in text and "face-dlq/1/4" in text and "face-dlq/1/5" not in text  # a bounded list
+    assert "--allow-missing-key" in text and "face-dlq/0/3" in text
     summary.errors.append("boom")
     assert not summary.ok

@@ -62,7 +62,7 @@ def build_pipeline(
             read_timeout=settings.fetch_timeout_s,
             total_timeout=settings.fetch_timeout_s,
             allowed_networks=settings.fetch_allowed_networks,
-            verify=settings.tls_verify,
+            verify=settings.fetch_tls_verify,
             pool_size=pool,
         )
     breaker = CircuitBreaker(failure_ratio=settings.breaker_failure_ratio, open_s=settings.breaker_open_s)

@@ -1,7 +1,9 @@
 """Kafka client configuration from settings: the consumer and the idempotent producer.
 
 Offsets are stored and committed by the pipeline only (auto commit and auto offset store off):
-the commit contract lives in :mod:`worker.runtime.pipeline`.
+the commit contract lives in :mod:`worker.runtime.pipeline`. Where a partition without a committed offset
+starts (``auto_offset_reset``) and how long the consumer may go unpolled (``max_poll_interval_ms``) are settings;
+:func:`worker.config.load` keeps the waits that do not poll (revoke, drain) below the latter.
 """
 
 from __future__ import annotations
@@ -35,10 +37,13 @@ def consumer_config(settings: Settings, *, stats_interval_ms: int = 5000) -> dic
         "group.id": settings.group_id,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
+        "auto.offset.reset": settings.auto_offset_reset,
         "partition.assignment.strategy": settings.assignment_strategy,
         "session.timeout.ms": session,
         "heartbeat.interval.ms": max(100, min(3000, session // 3)),
+        # Explicit (librdkafka's default is the same 300 s): config.load() keeps the revoke and drain waits, which
+        # do not poll, below it.
+        "max.poll.interval.ms": settings.max_poll_interval_ms,
         # Keep prefetch small (per partition): events wait in Kafka, not in our memory, when the API is the
         # bottleneck, and a partition taken over in a rebalance is not queued behind a deep local backlog.
         "queued.min.messages": max(100, 2 * settings.max_in_flight),

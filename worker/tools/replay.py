@@ -52,7 +52,8 @@ BATCH = 200
 @dataclass(frozen=True)
 class ReplayOptions:
     """One replay run. ``target_topic`` None = the input topic; ``group`` None = :func:`default_group`;
-    ``rate`` 0 = unlimited; ``limit`` = stop after that many republished records (None = no limit)."""
+    ``rate`` 0 = unlimited; ``limit`` = stop after that many republished records (None = no limit);
+    ``allow_missing_key`` = republish dead letters whose original key was not kept with a null key."""
 
     selection: Selection = field(default_factory=Selection)
     target_topic: str | None = None
@@ -64,6 +65,7 @@ class ReplayOptions:
     limit: int | None = None
     timeout_s: float = 300.0
     samples: int = 5
+    allow_missing_key: bool = False
 
 
 def default_group(dlq_topic: str, selection: Selection | None = None) -> str:
@@ -234,7 +236,13 @@ class _Run:
         summary = self.summary
         raw = msg.value()
         value = raw.encode() if isinstance(raw, str) else raw
-        outcome = decide(value, _kafka.message_headers(msg), origin=origin, max_replays=self.options.max_replays)
+        outcome = decide(
+            value,
+            _kafka.message_headers(msg),
+            origin=origin,
+            max_replays=self.options.max_replays,
+            allow_missing_key=self.options.allow_missing_key,
+        )
         if isinstance(outcome, Republish) and self.producer is not None and not self._throttle():
             summary.stopped = "timeout"  # this record stays unread: the next run starts with it
             return False
@@ -242,7 +250,7 @@ class _Run:
         if summary.dry_run and len(summary.samples) < self.options.samples:
             summary.samples.append(sample_line(origin, code, timestamp, outcome))
         if isinstance(outcome, Skip):
-            summary.skipped[outcome.reason] += 1
+            summary.skip(outcome.reason, origin)
             self.progress.read(p, offset)
             return True
         if self.producer is None:
@@ -321,7 +329,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Re-publish dead letters to the input topic with their original key, value and headers "
         "(mdw.replay.count + 1). Reads only up to the DLQ's end offsets at start; progress is saved in its own "
-        "consumer group, so an interrupted replay resumes instead of repeating."
+        "consumer group, so an interrupted replay resumes instead of repeating. Dead letters without their original "
+        "value, or without their original key (unless --allow-missing-key), are skipped and counted per reason."
     )
     sel = parser.add_argument_group("selection (all given criteria must hold)")
     sel.add_argument(
@@ -353,6 +362,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_.add_argument("--restart", action="store_true", help="ignore saved progress and read the whole range")
     run_.add_argument(
         "--max-replays", type=int, default=3, metavar="N", help="skip records already replayed N times (default 3)"
+    )
+    run_.add_argument(
+        "--allow-missing-key",
+        action="store_true",
+        help="republish dead letters whose original key (over 64 KiB) was not kept with a null key; without it they "
+        "are skipped and counted, since a null key changes the partition and the key's order",
     )
     run_.add_argument("--rate", type=float, default=0.0, metavar="N", help="records per second (default 0: unlimited)")
     run_.add_argument("--limit", type=int, metavar="N", help="stop after N republished records (progress is saved)")
@@ -394,6 +409,7 @@ def options_from_args(args: argparse.Namespace) -> ReplayOptions:
         limit=args.limit,
         timeout_s=args.timeout,
         samples=args.samples,
+        allow_missing_key=args.allow_missing_key,
     )
 
 

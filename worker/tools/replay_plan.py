@@ -5,7 +5,9 @@
 - :func:`plan_partition`: the offset range to read in one DLQ partition, bounded by the end offset taken at
   start (so the replay never reads dead letters written while it runs) and by saved progress.
 - :func:`decide`: a dead letter → the record to re-publish (original key, value and headers, byte-for-byte,
-  plus ``mdw.replay.count`` = previous + 1 and ``mdw.replayed.from``), or a reason to skip it.
+  plus ``mdw.replay.count`` = previous + 1 and ``mdw.replayed.from``), or a reason to skip it. A dead letter that
+  lacks its original value can never be replayed; one that lacks its original key (over 64 KiB, not kept) only
+  with ``allow_missing_key``, because a null key changes the partition and the key's order.
 - :class:`Progress`: the offset to commit per partition: past every record read, except that a republished
   record counts only once the broker acknowledged it (so a crash repeats, never loses).
 - :class:`Summary`: counts for the operator.
@@ -32,9 +34,22 @@ H_REPLAYED_FROM = "mdw.replayed.from"  # "<dlq topic>/<partition>/<offset>" of t
 
 SKIP_MAX_REPLAYS = "max replays"
 SKIP_VALUE_OMITTED = "value omitted"
+SKIP_KEY_OMITTED = "key omitted"
 SKIP_BAD_ENVELOPE = "unparseable envelope"
 
 NO_KEY = "(no key)"
+
+SKIP_EXAMPLES = 5  # coordinates listed per skip reason in the summary
+SKIP_HINTS = {
+    SKIP_KEY_OMITTED: (
+        "their original key (over 64 KiB) was not kept; republishing with a null key changes their partition and "
+        "key order. To do it anyway: --allow-missing-key, with --partition/--from-offset/--to-offset for just them"
+    ),
+    SKIP_VALUE_OMITTED: (
+        "their original value was too large to embed, so the DLQ cannot replay them; each dead letter names the "
+        "input topic, partition and offset where the value stays while that topic retains it"
+    ),
+}
 
 
 def parse_time(text: str) -> int:
@@ -213,6 +228,7 @@ def decide(
     *,
     origin: str,
     max_replays: int,
+    allow_missing_key: bool = False,
 ) -> Republish | Skip:
     """What to do with one dead letter (``value`` = the envelope, ``origin`` = "<dlq topic>/<partition>/<offset>").
 
@@ -220,6 +236,10 @@ def decide(
     ``replay_count`` and the original headers' count (the loop guard errs on the side of refusing); a record
     with a count ≥ ``max_replays`` is skipped. The original ``mdw.*`` headers are dropped (they are ours and
     are rewritten), every other original header is kept in order, duplicates included.
+
+    An omitted value is always skipped. An omitted key (``original.key_omitted``) is skipped unless
+    ``allow_missing_key``: the record would go out with a null key, so to another partition than its key's and out
+    of that key's order. A record that never had a key is republished without one as it was.
     """
     try:
         envelope = orjson.loads(value) if value is not None else None
@@ -232,6 +252,7 @@ def decide(
             raise ValueError("no 'original' object")
         event_id = envelope.get("event_id") if isinstance(envelope.get("event_id"), str) else None
         omitted = original.get("value_omitted") is True
+        key_omitted = original.get("key_omitted") is True
         original_value = None if omitted else _b64(original.get("value_base64"), "original.value_base64")
         key = _b64(original.get("key_base64"), "original.key_base64")
         headers = _original_headers(original.get("headers", []))
@@ -248,6 +269,12 @@ def decide(
     if omitted:
         size = original.get("value_size")
         return Skip(SKIP_VALUE_OMITTED, f"the original value ({size} bytes) was too large to embed", event_id)
+    if key_omitted and not allow_missing_key:
+        detail = (
+            "the original key (over 64 KiB) was not kept; a null key would change the partition and the key's order "
+            "(--allow-missing-key republishes it so)"
+        )
+        return Skip(SKIP_KEY_OMITTED, detail, event_id)
     kept = [(name, v) for name, v in headers if not name.lower().startswith(records.HEADER_PREFIX)]
     kept += [(records.H_REPLAY_COUNT, str(previous + 1).encode()), (H_REPLAYED_FROM, origin.encode())]
     return Republish(key, original_value, kept, previous + 1, event_id)
@@ -304,9 +331,17 @@ class Summary:
     selected: Counter[str] = field(default_factory=Counter)
     replayed: Counter[str] = field(default_factory=Counter)  # delivered (dry run: would be replayed)
     skipped: Counter[str] = field(default_factory=Counter)
+    skipped_at: dict[str, list[str]] = field(default_factory=dict)  # reason → the first SKIP_EXAMPLES origins
     errors: list[str] = field(default_factory=list)
     samples: list[str] = field(default_factory=list)
     stopped: str = "complete"  # complete | limit | timeout | interrupted | error
+
+    def skip(self, reason: str, origin: str) -> None:
+        """Count a skipped dead letter; its coordinates are kept for the first few of each reason."""
+        self.skipped[reason] += 1
+        at = self.skipped_at.setdefault(reason, [])
+        if len(at) < SKIP_EXAMPLES:
+            at.append(origin)
 
     @property
     def ok(self) -> bool:
@@ -326,7 +361,12 @@ class Summary:
         lines.append(f"{'would replay' if self.dry_run else 'replayed'}: {sum(self.replayed.values())}")
         lines += _per_key(self.replayed, meaning)
         lines.append(f"skipped: {sum(self.skipped.values())}")
-        lines += [f"  {reason}: {n}" for reason, n in sorted(self.skipped.items())]
+        for reason, n in sorted(self.skipped.items()):
+            at = self.skipped_at.get(reason, [])
+            more = ", …" if n > len(at) else ""
+            lines.append(f"  {reason}: {n}" + (f" (at {', '.join(at)}{more})" if at else ""))
+            if reason in SKIP_HINTS:
+                lines.append(f"    {SKIP_HINTS[reason]}")
         if self.samples:
             lines.append("samples:")
             lines += [f"  {s}" for s in self.samples]

@@ -56,9 +56,89 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
-{{/* Drain budget rounded up to whole seconds, plus the margin: always above the worker's drain timeout. */}}
+{{/*
+A number from `config`, or the worker's default when the setting is not given (null or absent). The defaults are
+the worker's own (worker/config.py); tests/helm/test_chart.py fails when they drift apart.
+*/}}
+{{- define "mdw.configNumber" -}}
+{{- $v := index .config .name }}
+{{- if kindIs "invalid" $v }}{{ .default }}{{ else }}{{ $v }}{{ end }}
+{{- end }}
+
+{{/*
+The waits of a stopping worker, in seconds (a dict rendered as YAML): the drain, then the API call that may still
+be in flight (connect + read timeout), rounded up; the grace period adds terminationGraceMarginSeconds for the
+producer flushes, the final commits and the consumer close.
+*/}}
+{{- define "mdw.stopBudget" -}}
+{{- $c := .Values.config | default dict }}
+{{- $connect := float64 (include "mdw.configNumber" (dict "config" $c "name" "connect_timeout_s" "default" 3.0)) }}
+{{- $read := float64 (include "mdw.configNumber" (dict "config" $c "name" "read_timeout_s" "default" 10.0)) }}
+{{- $drain := float64 .Values.drainTimeoutSeconds }}
+{{- $waits := ceil (addf $drain $connect $read) | int }}
+drain: {{ $drain }}
+connect: {{ $connect }}
+read: {{ $read }}
+required: {{ add $waits (int .Values.terminationGraceMarginSeconds) }}
+{{- end }}
+
+{{/*
+terminationGracePeriodSeconds: derived from the stop budget, or the value given, which must not be shorter (else the
+kubelet kills a worker before its final commit and every drained event is processed again).
+*/}}
 {{- define "mdw.terminationGracePeriodSeconds" -}}
-{{- add (ceil .Values.drainTimeoutSeconds | int) (int .Values.terminationGraceMarginSeconds) }}
+{{- $b := include "mdw.stopBudget" . | fromYaml }}
+{{- $required := int $b.required }}
+{{- $given := .Values.terminationGracePeriodSeconds }}
+{{- if kindIs "invalid" $given }}
+{{- $required }}
+{{- else if lt (int $given) $required }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) is shorter than the worker's worst-case stop (%d s = drainTimeoutSeconds %v + config.connect_timeout_s %v + config.read_timeout_s %v, rounded up, + terminationGraceMarginSeconds %d); leave it unset to derive it, or lower those" (int $given) $required $b.drain $b.connect $b.read (int .Values.terminationGraceMarginSeconds)) }}
+{{- else }}
+{{- int $given }}
+{{- end }}
+{{- end }}
+
+{{/*
+A Kubernetes memory quantity in MiB (float), or "" when the chart cannot read it (then it is not checked).
+*/}}
+{{- define "mdw.mebibytes" -}}
+{{- $q := toString . }}
+{{- $number := regexFind "^[0-9]+(\\.[0-9]+)?" $q }}
+{{- $unit := trimPrefix $number $q }}
+{{- $perUnit := dict "" (divf 1 1048576) "Ki" (divf 1 1024) "Mi" 1 "Gi" 1024 "Ti" 1048576 "k" (divf 1000 1048576) "M" (divf 1000000 1048576) "G" (divf 1000000000 1048576) "T" (divf 1000000000000 1048576) }}
+{{- if and $number (hasKey $perUnit $unit) }}{{ mulf (float64 $number) (get $perUnit $unit) }}{{ end }}
+{{- end }}
+
+{{/*
+Container resources: the given ones, with the memory request and limit derived where not given. The worker's
+baseline is a 256Mi request and a 512Mi limit; fetch mode adds config.fetch_memory_mb MiB of image bytes to both.
+An explicit fetch-mode limit below 256Mi + fetch_memory_mb is refused: the worker would be OOM-killed under load.
+*/}}
+{{- define "mdw.resources" -}}
+{{- $r := deepCopy (.Values.resources | default dict) }}
+{{- $c := .Values.config | default dict }}
+{{- $fetch := eq (toString (include "mdw.configNumber" (dict "config" $c "name" "image_mode" "default" "url"))) "fetch" }}
+{{- $images := 0 }}
+{{- if $fetch }}
+{{- $images = int (include "mdw.configNumber" (dict "config" $c "name" "fetch_memory_mb" "default" 128)) }}
+{{- end }}
+{{- $requests := $r.requests | default dict }}
+{{- $limits := $r.limits | default dict }}
+{{- if not (hasKey $requests "memory") }}
+{{- $_ := set $requests "memory" (printf "%dMi" (add 256 $images)) }}
+{{- end }}
+{{- if not (hasKey $limits "memory") }}
+{{- $_ := set $limits "memory" (printf "%dMi" (add 512 $images)) }}
+{{- else if $fetch }}
+{{- $limitMi := include "mdw.mebibytes" $limits.memory }}
+{{- if and $limitMi (lt (float64 $limitMi) (float64 (add 256 $images))) }}
+{{- fail (printf "resources.limits.memory (%v) is below 256Mi + config.fetch_memory_mb (%d) = %dMi that a fetch-mode worker may hold; raise the limit or lower config.fetch_memory_mb" $limits.memory $images (add 256 $images)) }}
+{{- end }}
+{{- end }}
+{{- $_ := set $r "requests" $requests }}
+{{- $_ = set $r "limits" $limits }}
+{{- toYaml $r }}
 {{- end }}
 
 {{/*
@@ -101,6 +181,22 @@ numbers as float64, and 1400000 would otherwise print as 1.4e+06), everything el
 {{- range $name := list "secret_id" "secret_key" "sasl_password" }}
 {{- if hasKey $.Values.config $name }}
 {{- fail (printf "config.%s is a secret: put it in the Secret named by credentials.existingSecret" $name) }}
+{{- end }}
+{{- end }}
+{{- /* The same limits as the worker's config.load(): it would refuse to start (a crash loop), so refuse here. */}}
+{{- $c := .Values.config | default dict }}
+{{- $pollMs := float64 (include "mdw.configNumber" (dict "config" $c "name" "max_poll_interval_ms" "default" 300000)) }}
+{{- $sessionMs := float64 (include "mdw.configNumber" (dict "config" $c "name" "session_timeout_ms" "default" 10000)) }}
+{{- if lt $pollMs $sessionMs }}
+{{- fail (printf "config.max_poll_interval_ms (%v) must not be below config.session_timeout_ms (%v); the Kafka client refuses it" (int64 $pollMs) (int64 $sessionMs)) }}
+{{- end }}
+{{- $b := include "mdw.stopBudget" . | fromYaml }}
+{{- $call := addf $b.connect $b.read }}
+{{- $revoke := float64 (include "mdw.configNumber" (dict "config" $c "name" "revoke_timeout_s" "default" 5.0)) }}
+{{- range $wait := list (list "config.revoke_timeout_s" $revoke "a revoke") (list "drainTimeoutSeconds" (float64 $b.drain) "the drain on SIGTERM") }}
+{{- $need := addf (index $wait 1) $call }}
+{{- if ge (mulf $need 1000) $pollMs }}
+{{- fail (printf "%s (%v s) + config.connect_timeout_s (%v s) + config.read_timeout_s (%v s) = %v s reaches config.max_poll_interval_ms (%v ms): %s waits that long without polling the consumer, which then leaves the group and cannot commit; raise config.max_poll_interval_ms or lower %s" (index $wait 0) (index $wait 1) $b.connect $b.read $need (int64 $pollMs) (index $wait 2) (index $wait 0)) }}
 {{- end }}
 {{- end }}
 {{- range $name := list "drain_timeout_s" "metrics_port" }}
