@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from memkafka import TP, MemBroker, MemConsumer, MemMessage, MemProducer
+from memkafka import MemBroker, MemConsumer, MemMessage, MemProducer
 from simclock import VirtualClock
 
 from worker import config
@@ -28,6 +28,7 @@ from worker.runtime.observer import Observer, Snapshot
 from worker.runtime.pipeline import Pipeline
 
 IN, RESULTS, DLQ = "images", "results", "dlq"
+STATS_INTERVAL_S = 1.0  # the worker asks librdkafka for statistics every 5 s; 1 s keeps the tests short
 
 OK = IdentifyResult(
     faces=(
@@ -137,7 +138,7 @@ class Harness:
     snapshots: Snapshots
     partitions: int
     published: int = 0
-    keys: dict[TP, int] = field(default_factory=dict)
+    _next_stats: float = 0.0
 
     # -- input -----------------------------------------------------------------------------------
 
@@ -161,13 +162,20 @@ class Harness:
 
     # -- driving ---------------------------------------------------------------------------------
 
+    def turn(self) -> None:
+        """One turn of the loop; every ``STATS_INTERVAL_S`` the consumer's statistics first, as librdkafka does."""
+        if self.clock.now() >= self._next_stats:
+            self._next_stats = self.clock.now() + STATS_INTERVAL_S
+            self.pipeline._on_stats(orjson.dumps(self.consumer.statistics()).decode())
+        self.pipeline.turn()
+
     def run(self, seconds: float, max_turns: int = 200_000) -> None:
         """Turn the loop for ``seconds`` of virtual time."""
         end = self.clock.now() + seconds
         for _ in range(max_turns):
             if self.clock.now() >= end or self.pipeline.fatal_reason:
                 return
-            self.pipeline.turn()
+            self.turn()
         raise AssertionError(f"{max_turns} turns did not cover {seconds}s of virtual time")
 
     def run_until(self, done: Callable[[], bool], within_s: float, max_turns: int = 200_000) -> float:
@@ -178,7 +186,7 @@ class Harness:
                 return self.clock.now() - start
             if self.clock.now() - start > within_s:
                 break
-            self.pipeline.turn()
+            self.turn()
         raise AssertionError(f"not done within {within_s}s of virtual time ({self.clock.now() - start:.1f}s)")
 
     def stop(self) -> int:

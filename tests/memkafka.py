@@ -231,6 +231,19 @@ class MemConsumer:
             return None
         return parts
 
+    def statistics(self) -> dict[str, Any]:
+        """What librdkafka's ``stats_cb`` reports, for the parts the pipeline reads (high watermark, position)."""
+        topics: dict[str, Any] = {}
+        for topic, partition in self.assigned:
+            parts = topics.setdefault(topic, {"partitions": {}})["partitions"]
+            parts[str(partition)] = {
+                "partition": partition,
+                "hi_offset": self.broker.end_offset((topic, partition)),
+                "app_offset": self._position.get((topic, partition), -1001),
+                "committed_offset": self.broker.committed.get((self.group, (topic, partition)), -1001),
+            }
+        return {"type": "consumer", "topics": topics}
+
     def close(self) -> None:
         if self.assigned and self._callbacks.get("revoke"):
             self._call("revoke", list(self.assigned))

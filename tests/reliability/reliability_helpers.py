@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,6 +146,23 @@ class OutputCollector:
         while not predicate(self):
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} ({self.summary()})")
+            self.poll()
+
+    def wait_for_progress(
+        self, predicate: Any, stall_s: float, what: str, diagnose: Callable[[], str] | None = None
+    ) -> None:
+        """Poll until ``predicate(self)``; fail only when no new output came for ``stall_s`` seconds.
+
+        A busy machine makes the run slower, not wrong: what fails is a stall, and the message says what the
+        workers report then (``diagnose``), so a wedge is told apart from load.
+        """
+        seen, last_progress = len(self.outputs), time.monotonic()
+        while not predicate(self):
+            if len(self.outputs) != seen:
+                seen, last_progress = len(self.outputs), time.monotonic()
+            elif time.monotonic() - last_progress > stall_s:
+                state = f"; workers: {diagnose()}" if diagnose else ""
+                raise AssertionError(f"no progress for {stall_s:.0f}s waiting for {what} ({self.summary()}){state}")
             self.poll()
 
     def event_ids(self) -> set[str]:

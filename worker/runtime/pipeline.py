@@ -122,6 +122,19 @@ def config_error_reason(err: ApiError) -> str:
     return f"the face API refused our configuration (code {err.code}: {err.message}{status}); check {cause}"
 
 
+def unconsumed(stats: dict[str, Any]) -> dict[TP, int]:
+    """Per partition, records above what the application consumed (``hi_offset`` − ``app_offset``), from
+    librdkafka statistics; partitions with no figure yet are left out."""
+    out: dict[TP, int] = {}
+    for topic, tstats in (stats.get("topics") or {}).items():
+        for key, pstats in (tstats.get("partitions") or {}).items():
+            partition = int(pstats.get("partition", key))
+            hi, app = pstats.get("hi_offset", -1), pstats.get("app_offset", -1)
+            if partition >= 0 and hi >= 0:
+                out[(topic, partition)] = hi - max(app, pstats.get("committed_offset", -1), 0)
+    return out
+
+
 class _TaskPool:
     """N daemon threads running tasks from one queue: no thread outlives the process or blocks exit."""
 
@@ -225,6 +238,7 @@ class Pipeline:
         self._exit_code = EXIT_OK
         self._paused: set[TP] = set()  # what we asked the consumer to pause
         self._last_fed: dict[TP, float] = {}  # when each assigned partition last delivered a record
+        self._backlog: dict[TP, int] = {}  # records not yet handed to us, per partition (librdkafka statistics)
         self._starve_look: tuple[float, set[TP]] | None = None  # (since, starving partitions) while looking
         self._broker_reachable = True
         self._last_commit = 0.0
@@ -888,8 +902,9 @@ class Pipeline:
         backlog can fill every consume() for many seconds. When an assigned partition has delivered nothing
         for ``_STARVE_S`` while others did, the others are paused for one look (pausing drops their prefetch,
         so whatever was fetched for the starving ones comes next); the look ends as soon as a starving
-        partition delivers, or after ``_STARVE_LOOK_S`` when it has nothing. Costs one refetch per second at
-        most when a partition is merely empty.
+        partition delivers, or after ``_STARVE_LOOK_S`` when it has nothing. Only a partition with a backlog
+        (librdkafka's statistics: high watermark above what we consumed) counts as starving: a merely empty
+        one never makes the others pay a refetch.
         """
         if len(self._assigned) < 2:
             self._starve_look = None
@@ -900,7 +915,11 @@ class Pipeline:
                 return self._assigned - starving
             self._end_starve_look(now)
             return set()
-        starving = {tp for tp in self._assigned if now - self._last_fed.get(tp, now) >= _STARVE_S}
+        starving = {
+            tp
+            for tp in self._assigned
+            if now - self._last_fed.get(tp, now) >= _STARVE_S and self._backlog.get(tp, 0) > 0
+        }
         if not starving or starving == self._assigned:
             return set()
         self._starve_look = (now, starving)
@@ -971,6 +990,7 @@ class Pipeline:
         brokers = [b for b in stats.get("brokers", {}).values() if b.get("nodeid", -1) >= 0]
         if brokers:
             self._broker_reachable = any(b.get("state") == "UP" for b in brokers)
+        self._backlog = unconsumed(stats)
         self._observer.kafka_stats(stats)
 
     def _on_kafka_error(self, err: KafkaError) -> None:
