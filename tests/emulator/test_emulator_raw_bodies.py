@@ -150,6 +150,32 @@ def test_broken_chunked_framing_after_the_head_is_a_bad_request(emu: EmulatorHan
     assert envelope_code(*answer) == BAD_REQUEST
 
 
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        pytest.param(
+            b"POST /face/multidentify HTTP/1.1\r\nHost: e\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+            id="bad-chunk-size-with-the-head",
+        ),
+        pytest.param(b"POST /face/multidentify HTTP/1.1\r\nHost: e\r\nno colon here\r\n\r\n", id="bad-header-line"),
+        pytest.param(
+            b"POST /face/multidentify HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n{}{}{}",
+            id="two-content-lengths",
+        ),
+        pytest.param(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not http\r\n\r\n", id="not-http-at-all"),
+    ],
+)
+def test_a_request_aiohttp_cannot_parse_is_a_bad_request(emu: EmulatorHandle, request_bytes: bytes) -> None:
+    emu.reset()
+    with socket.create_connection(_address(emu.base_url), timeout=10) as sock:
+        sock.sendall(request_bytes)
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        answer = response.status, response.getheader("Content-Type", ""), response.read()
+    assert envelope_code(*answer) == BAD_REQUEST
+    assert emu.stats()["codes"]["<unparsed>"] == {"3": 1}
+
+
 def test_a_body_that_stops_short_of_its_length_is_a_bad_request_after_the_body_timeout(emu: EmulatorHandle) -> None:
     started = time.monotonic()
     answer = exchange(emu.base_url, _head({"Content-Length": str(len(BODY) + 50)}), BODY)  # 50 bytes never come

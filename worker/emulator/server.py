@@ -24,9 +24,9 @@ unless ``youtu_http_status`` maps 23→413 and 15→429):
    download failure → -1308; GIF → -1400; undecodable → -1102; no face → -1101), gallery → -1302/-1303/
    -1305/-1309/-1310/-1311/-1312.
 
-A client that closes the connection before its body arrived gets no answer (counted as
-``client_gone`` in the stats). Errors aiohttp finds in the request line or headers themselves, before a
-request exists, are still its own plain-text 400.
+A request aiohttp cannot parse at all (request line, headers, broken chunked framing arriving with
+them) is answered the same way, code 3, and counted under the path ``<unparsed>``. A client that closes
+the connection before its body arrived gets no answer (counted as ``client_gone``).
 
 Admin (no auth; loopback only): ``GET/POST /__admin/faults``, ``GET /__admin/stats``,
 ``POST /__admin/reset`` — shapes in :meth:`Emulator.stats` and :meth:`Emulator.reset`.
@@ -52,6 +52,7 @@ from worker.emulator.faces import DetectedFace, FaceEngine, ImageError
 from worker.emulator.faults import NO_FAULT, FaultConfig, FaultInjector, FaultPlan
 from worker.emulator.fetch import FetchError, ImageFetcher
 from worker.emulator.gallery import Gallery, GalleryError
+from worker.emulator.serving import PARSE_ERROR_RESPONSE
 from worker.emulator.wire import (
     MAX_TEXT_LENGTH,
     BodyError,
@@ -71,6 +72,7 @@ RESULT_CACHE_ENTRIES = 4096
 Result = tuple[int, Any]  # (code, data)
 Action = Callable[[str, Fields], Awaitable[Result]]
 EMULATOR_KEY = web.AppKey("emulator", object)
+UNPARSED = "<unparsed>"  # the stats' path for requests aiohttp could not parse
 
 
 class _ClientGone(Exception):
@@ -158,6 +160,7 @@ class Emulator:
         # text/plain 400 or 500 before or around the handler, instead of the API's envelope (code 3).
         app = web.Application(client_max_size=self.config.max_body_bytes * 4, handler_args={"auto_decompress": False})
         app[EMULATOR_KEY] = self
+        app[PARSE_ERROR_RESPONSE] = self._unparseable
         app.router.add_post("/face/{action}", self.handle_face)
         app.router.add_get("/__admin/faults", self._admin_get_faults)
         app.router.add_post("/__admin/faults", self._admin_set_faults)
@@ -170,6 +173,12 @@ class Emulator:
         app.on_startup.append(self._on_startup)
         app.on_cleanup.append(self._on_cleanup)
         return app
+
+    def _unparseable(self) -> web.Response:
+        """The answer to a request aiohttp could not parse (see ``PARSE_ERROR_RESPONSE``): bad request."""
+        self.stats.requests[UNPARSED] += 1
+        self.stats.answered(UNPARSED, "3", 200)
+        return web.Response(status=200, body=envelope(3), content_type="application/json")
 
     async def _on_startup(self, _app: web.Application) -> None:
         await self.fetcher.start()
