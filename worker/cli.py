@@ -46,8 +46,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"invalid configuration: {exc}", file=sys.stderr)
         return 2
     from worker.runtime.app import run
+    from worker.runtime.stopping import exit_process
 
-    return run(settings)
+    # The pipeline has drained, committed and closed: end here, not in interpreter shutdown (see exit_process).
+    exit_process(run(settings))
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -132,6 +134,11 @@ def _add_emulator(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if list(sys.argv[1:] if argv is None else argv)[:1] == ["run"]:
+        # Before the parser imports every subcommand (most of a second): a SIGTERM meanwhile asks for a stop.
+        from worker.runtime.stopping import install_stop_handlers
+
+        install_stop_handlers()
     parser = build_parser()
     args = parser.parse_args(argv)
     return int(args.func(args))

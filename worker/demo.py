@@ -17,6 +17,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,6 +33,7 @@ from worker.api.client import MultidentifyClient
 from worker.api.errors import meaning
 from worker.emulator import DEV_ACCOUNT
 from worker.processes import stop_process
+from worker.runtime.stopping import spawn_with_stop_signals_blocked
 from worker.scenario import Scenario
 
 PEOPLE = ["alice", "bob", "carol", "dave"]
@@ -82,26 +85,45 @@ class _Reader:
 
 
 class _Workers:
-    """Two ``multidentify-worker run`` processes in one group; logs kept in a file for failures."""
+    """Two ``multidentify-worker run`` processes in one group, each with /readyz on its own loopback port.
+
+    They start with SIGTERM/SIGINT blocked until their handlers are installed (see
+    :func:`worker.runtime.stopping.spawn_with_stop_signals_blocked`): a stop that comes while one is still
+    starting makes it exit 0 rather than die of the signal. Logs are kept in files for failures.
+    """
 
     def __init__(self, env: dict[str, str], log_dir: Path, count: int = 2) -> None:
         self.logs = [log_dir / f"worker-{i}.log" for i in range(count)]
+        self.ports = [devstack.free_port() for _ in range(count)]
         base = {k: v for k, v in os.environ.items() if not k.startswith("MDW_")}
         self._handles: list[IO[bytes]] = [open(path, "wb") for path in self.logs]  # noqa: SIM115
         self.procs = [
-            subprocess.Popen(
+            spawn_with_stop_signals_blocked(
                 [sys.executable, "-m", "worker", "run"],
-                env={**base, **env},
+                env={**base, **env, "MDW_METRICS_HOST": "127.0.0.1", "MDW_METRICS_PORT": str(port)},
                 stdout=fh,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C reaches the demo, which stops them in order
             )
-            for fh in self._handles
+            for fh, port in zip(self._handles, self.ports, strict=True)
         ]
 
     def alive(self) -> bool:
         return all(p.poll() is None for p in self.procs)
+
+    def ready(self) -> list[bool]:
+        """Does each worker's /readyz answer 200 (joined the group, partitions assigned, broker reachable)?"""
+        return [_http_status(f"http://127.0.0.1:{port}/readyz") == 200 for port in self.ports]
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Until every worker is ready at the same moment; False after ``timeout`` or when one exits."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.alive():
+            if all(self.ready()):
+                return True
+            time.sleep(0.1)
+        return False
 
     def stop(self) -> list[int]:
         for p in self.procs:  # all at once, so they drain in parallel
@@ -117,6 +139,18 @@ class _Workers:
             f"--- {path.name}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
             for path in self.logs
         )
+
+
+def _http_status(url: str, timeout: float = 2.0) -> int:
+    """Status of a GET on loopback (never through a proxy); 0 when nothing answers."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=timeout) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
 
 
 def _progress(done: int, total: int, started: float, out: IO[str]) -> None:
@@ -217,15 +251,6 @@ def run_demo(out: IO[str] = sys.stdout, *, events_per_kind: int = 8) -> int:
         sc.add_no_face(events_per_kind // 2, seed=500)
         sc.add_unreachable(events_per_kind // 2, seed=700)
         sc.add_malformed()
-        _publish(st.bootstrap, sc)
-        kinds = sc.expected_counts()
-        print(
-            f"3. published {len(sc.events)} events: {kinds.get('result', 0)} with people or strangers, "
-            f"{kinds.get('-1101', 0)} without faces, {kinds.get('-1308', 0)} with images not there yet, "
-            f"{sum(v for k, v in kinds.items() if k not in ('result', '-1101', '-1308'))} malformed",
-            file=out,
-        )
-
         env = {
             **st.env(),
             "MDW_GROUP_IDS": sc.group,
@@ -233,15 +258,33 @@ def run_demo(out: IO[str] = sys.stdout, *, events_per_kind: int = 8) -> int:
             "MDW_RESULTS_TOPIC": TOPICS[1],
             "MDW_DLQ_TOPIC": TOPICS[2],
             "MDW_SESSION_TIMEOUT_MS": "2000",
-            "MDW_METRICS_PORT": "0",
             "MDW_MAX_IN_FLIGHT": "16",
             "MDW_LOG_LEVEL": "WARNING",
             "MDW_COMMIT_INTERVAL_S": "0.2",
         }
+        spawned = time.monotonic()
         workers = _Workers(env, images)
         reader = _Reader(st.bootstrap)
         try:
-            print("4. two workers in one consumer group are identifying:", file=out)
+            # Publish only once both have joined the group and hold partitions: a worker that is still
+            # importing when the events are done would otherwise be stopped in the middle of its start-up.
+            if not workers.wait_ready(60):
+                print("the workers did not become ready; their last log lines:\n" + workers.tail(), file=out)
+                return 1
+            print(
+                f"3. two workers joined one consumer group and are ready (/readyz 200) "
+                f"after {time.monotonic() - spawned:.1f}s",
+                file=out,
+            )
+            _publish(st.bootstrap, sc)
+            kinds = sc.expected_counts()
+            print(
+                f"4. published {len(sc.events)} events: {kinds.get('result', 0)} with people or strangers, "
+                f"{kinds.get('-1101', 0)} without faces, {kinds.get('-1308', 0)} with images not there yet, "
+                f"{sum(v for k, v in kinds.items() if k not in ('result', '-1101', '-1308'))} malformed; "
+                "the workers are identifying:",
+                file=out,
+            )
             if not _wait_for(reader, len(sc.events), 60, out, workers):
                 print("the workers did not finish; their last log lines:\n" + workers.tail(), file=out)
                 return 1

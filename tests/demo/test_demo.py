@@ -39,6 +39,8 @@ def test_demo_prints_the_summary_and_cleans_up() -> None:
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
+    # The events are published only once both workers answer /readyz 200 (joined, partitions assigned).
+    assert out.index("two workers joined one consumer group and are ready") < out.index("published 49 events")
     assert "Summary: 49 events → 36 results, 13 dead letters" in out
     assert "-1308  ×4" in out and "-1101  ×4" in out and "invalid_json  ×1" in out
     assert "replayed 4 records" in out

@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--youtu-http-status", action="store_true", default=None, help="answer code 23 with HTTP 413, 15 with 429"
     )
     parser.add_argument("--max-body-bytes", type=int, help=f"request body limit (default {MAX_BODY_BYTES})")
+    parser.add_argument(
+        "--body-timeout", type=float, help="seconds a request body may take to arrive; then code 3 (default 30)"
+    )
     parser.add_argument("--max-groups", type=int, help="groups per appid (default 5000)")
     parser.add_argument("--max-persons-per-group", type=int, help="persons per group (default 20000)")
     parser.add_argument("--max-faces-per-person", type=int, help="faces per person (default 20)")
@@ -63,6 +66,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         ("images_dir", "images_dir"),
         ("youtu_http_status", "youtu_http_status"),
         ("max_body_bytes", "max_body_bytes"),
+        ("body_timeout", "body_timeout_s"),
         ("download_timeout", "download_timeout_s"),
         ("url_cache_ttl", "url_cache_ttl_s"),
     ):

@@ -31,6 +31,7 @@ class EmulatorConfig:
     limits: Limits = field(default_factory=Limits)
     youtu_http_status: bool = False  # answer code 23 with HTTP 413 and code 15 with HTTP 429 (else 200)
     max_body_bytes: int = MAX_BODY_BYTES
+    body_timeout_s: float = 30.0  # a request body still incomplete after this is answered 3 (bad request)
     full_faces: int = 5  # multidentify: faces with candidates; the rest get face_rect only
     download_timeout_s: float = 10.0
     download_max_bytes: int = 5 * 1024 * 1024

@@ -90,6 +90,7 @@ def config_to_options(config: EmulatorConfig) -> dict[str, Any]:
         },
         "youtu_http_status": config.youtu_http_status,
         "max_body_bytes": config.max_body_bytes,
+        "body_timeout_s": config.body_timeout_s,
         "full_faces": config.full_faces,
         "download_timeout_s": config.download_timeout_s,
         "download_max_bytes": config.download_max_bytes,

@@ -15,11 +15,18 @@ unless ``youtu_http_status`` maps 23→413 and 15→429):
 
 1. faults (multidentify/identify only, unless ``apply_to_management``): QPS limit → 15; latency; then at
    most one of dropped connection, HTTP 5xx, business code, malformed JSON, slow body;
-2. body > max_body_bytes → 23; signature → 4/5; body unreadable → 3; no appid → -1301;
+2. body > max_body_bytes (also once its Content-Encoding is undone) → 23; signature → 4/5; body
+   unreadable (a Content-Encoding other than gzip/deflate/identity or one the body does not match,
+   broken chunked framing, not complete within ``body_timeout_s``, not the declared JSON/multipart)
+   → 3; no appid → -1301;
    signature vs body and accounts → 6/10/11/12/14/9/13 (see :mod:`worker.emulator.auth`);
 3. the action: fields → -1301/-1313/-1304, groups → -1306, image (``url`` wins over ``image``; a
    download failure → -1308; GIF → -1400; undecodable → -1102; no face → -1101), gallery → -1302/-1303/
    -1305/-1309/-1310/-1311/-1312.
+
+A request aiohttp cannot parse at all (request line, headers, broken chunked framing arriving with
+them) is answered the same way, code 3, and counted under the path ``<unparsed>``. A client that closes
+the connection before its body arrived gets no answer (counted as ``client_gone``).
 
 Admin (no auth; loopback only): ``GET/POST /__admin/faults``, ``GET /__admin/stats``,
 ``POST /__admin/reset`` — shapes in :meth:`Emulator.stats` and :meth:`Emulator.reset`.
@@ -45,7 +52,16 @@ from worker.emulator.faces import DetectedFace, FaceEngine, ImageError
 from worker.emulator.faults import NO_FAULT, FaultConfig, FaultInjector, FaultPlan
 from worker.emulator.fetch import FetchError, ImageFetcher
 from worker.emulator.gallery import Gallery, GalleryError
-from worker.emulator.wire import MAX_TEXT_LENGTH, BodyError, Fields, check_id, envelope
+from worker.emulator.serving import PARSE_ERROR_RESPONSE
+from worker.emulator.wire import (
+    MAX_TEXT_LENGTH,
+    BodyError,
+    BodyTooLarge,
+    Fields,
+    check_id,
+    decode_content,
+    envelope,
+)
 
 SEARCH_ACTIONS = frozenset({"multidentify", "identify"})
 YOUTU_HTTP_STATUS = {23: 413, 15: 429}
@@ -56,6 +72,19 @@ RESULT_CACHE_ENTRIES = 4096
 Result = tuple[int, Any]  # (code, data)
 Action = Callable[[str, Fields], Awaitable[Result]]
 EMULATOR_KEY = web.AppKey("emulator", object)
+UNPARSED = "<unparsed>"  # the stats' path for requests aiohttp could not parse
+
+
+class _ClientGone(Exception):
+    """The client closed the connection before its body arrived: there is no one to answer."""
+
+
+class _Unreadable(Exception):
+    """The body could not be read to its end: answer ``code`` and close the connection (the rest may follow)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
 
 
 class _Abort(Exception):
@@ -126,8 +155,12 @@ class Emulator:
     # --- app ------------------------------------------------------------------------------------------------
 
     def make_app(self) -> web.Application:
-        app = web.Application(client_max_size=self.config.max_body_bytes * 4)
+        # Bodies are decoded here, not by aiohttp: an encoding it cannot decode (br without Brotli, zstd)
+        # or a body that does not match its Content-Encoding would otherwise be answered with a
+        # text/plain 400 or 500 before or around the handler, instead of the API's envelope (code 3).
+        app = web.Application(client_max_size=self.config.max_body_bytes * 4, handler_args={"auto_decompress": False})
         app[EMULATOR_KEY] = self
+        app[PARSE_ERROR_RESPONSE] = self._unparseable
         app.router.add_post("/face/{action}", self.handle_face)
         app.router.add_get("/__admin/faults", self._admin_get_faults)
         app.router.add_post("/__admin/faults", self._admin_set_faults)
@@ -140,6 +173,12 @@ class Emulator:
         app.on_startup.append(self._on_startup)
         app.on_cleanup.append(self._on_cleanup)
         return app
+
+    def _unparseable(self) -> web.Response:
+        """The answer to a request aiohttp could not parse (see ``PARSE_ERROR_RESPONSE``): bad request."""
+        self.stats.requests[UNPARSED] += 1
+        self.stats.answered(UNPARSED, "3", 200)
+        return web.Response(status=200, body=envelope(3), content_type="application/json")
 
     async def _on_startup(self, _app: web.Application) -> None:
         await self.fetcher.start()
@@ -247,7 +286,15 @@ class Emulator:
                 early = await self._apply_fault(request, path, plan)
                 if early is not None:
                     return early
-            code, data = await self._process(request, action)
+            broken_body = False
+            try:
+                code, data = await self._process(request, action)
+            except _ClientGone:
+                stats.answered(path, "client_gone", None)
+                # Nothing can be sent; aiohttp drops a response for a closed transport without a fuss.
+                return web.Response(status=200, body=envelope(3), content_type="application/json")
+            except _Unreadable as unreadable:
+                code, data, broken_body = unreadable.code, None, True
             body = envelope(code, data)
             status = self._status_for(code)
             if plan.action == "malformed":
@@ -257,7 +304,10 @@ class Emulator:
             if plan.action == "slow":
                 stats.faults["slow"] += 1
                 return await self._trickle(request, status, body, plan)
-            return web.Response(status=status, body=body, content_type="application/json")
+            response = web.Response(status=status, body=body, content_type="application/json")
+            if broken_body:
+                response.force_close()  # what is left of a broken body may still come: start afresh
+            return response
         finally:
             stats.in_flight -= 1
 
@@ -310,14 +360,25 @@ class Emulator:
         limit = self.config.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             return 23, None
+        body: bytes | None
         try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
+            async with asyncio.timeout(self.config.body_timeout_s):
+                raw = await request.read()
+            body = decode_content(raw, request.headers.get("Content-Encoding", ""), limit)
+        except (web.HTTPRequestEntityTooLarge, BodyTooLarge):
             return 23, None
-        if len(body) > limit:
+        except (web.RequestPayloadError, BodyError, TimeoutError):
+            # Broken chunked framing (aiohttp may then never end the body: hence the timeout), a body that
+            # stops short of its Content-Length, or a Content-Encoding the body does not match.
+            body = None
+        except ConnectionError as exc:  # the client left mid-body: no one to answer
+            raise _ClientGone from exc
+        if body is not None and len(body) > limit:
             return 23, None
         header = request.headers.get("Authorization")
         sig = self.checker.parse_header(header)
+        if body is None:
+            raise _Unreadable(sig if isinstance(sig, int) else 3)
         if isinstance(sig, int):
             return sig, None
         try:

@@ -27,11 +27,61 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 from worker.processes import stop_process
 
 T = TypeVar("T")
 AppFactory = Callable[[], web.Application]
+
+PARSE_ERROR_RESPONSE = web.AppKey("parse_error_response", object)
+"""An app may set this to a function ``() -> web.Response``: the answer to a request aiohttp cannot parse
+(request line, headers, or a broken body framing that arrives with them). Without it aiohttp answers with
+its own plain-text 400."""
+
+
+class _Runner(web.AppRunner):
+    """An AppRunner whose connections answer unparseable requests with the app's ``PARSE_ERROR_RESPONSE``.
+
+    aiohttp has no public hook for this: its protocol object answers them itself, before any handler or
+    middleware runs. The server and each connection get subclasses that differ only in ``handle_error``
+    for parse errors (400); they add no state, so ``__class__`` can be reassigned.
+    """
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        respond = self.app.get(PARSE_ERROR_RESPONSE)
+        if callable(respond) and type(server) is web.Server:
+            server.__class__ = _server_class(respond)
+        return server
+
+
+def _server_class(respond: Callable[[], web.StreamResponse]) -> type[web.Server]:
+    class _Handler(RequestHandler):
+        __slots__ = ()
+
+        def handle_error(
+            self,
+            request: BaseRequest,
+            status: int = 500,
+            exc: BaseException | None = None,
+            message: str | None = None,
+        ) -> web.StreamResponse:
+            if status != 400 or request.writer.output_size > 0:  # a handler's failure, or an answer under way
+                return super().handle_error(request, status, exc, message)
+            self.logger.debug("unparseable request from %s: %s", request.remote, message)
+            response = respond()
+            response.force_close()  # where the next request would start is unknown
+            return response
+
+    class _Server(web.Server):
+        def __call__(self) -> RequestHandler:
+            handler = super().__call__()
+            handler.__class__ = _Handler
+            return handler
+
+    return _Server
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -52,7 +102,7 @@ async def _start_site(
     app: web.Application, host: str, port: int, *, sock: socket.socket | None = None, reuse_port: bool = False
 ) -> tuple[web.AppRunner, str]:
     # A short shutdown grace: requests held by injected latency must not delay a stop for a minute.
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+    runner = _Runner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
     site: web.BaseSite
     if sock is not None:

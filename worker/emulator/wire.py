@@ -5,6 +5,8 @@
 * multipart: one part per field; arrays as ``name[0]``, ``name[1]``… (or repeated ``name`` / ``name[]``);
   text parts may carry ``filename=`` (the official Python SDK sends every field that way); ``image`` /
   ``images[i]`` parts are the raw image bytes.
+* ``Content-Encoding``: ``identity``, ``gzip`` (``x-gzip``) and ``deflate`` (zlib or raw), also chained
+  (``gzip, gzip``); any other encoding, or a body that does not decode, cannot be read (code 3).
 * Unknown fields are ignored. Envelopes are ``{"data": …, "code": …, "message": …}`` with the documented
   Chinese text as ``message`` (``"OK"`` for code 0).
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +33,47 @@ _PARAM = re.compile(r';\s*([\w*-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]*))')
 
 class BodyError(ValueError):
     """The body cannot be read as the declared content type (answered as code 3, bad request)."""
+
+
+class BodyTooLarge(ValueError):
+    """The body is larger than allowed once decoded (answered as code 23, like an oversized body)."""
+
+
+def decode_content(body: bytes, content_encoding: str, max_bytes: int) -> bytes:
+    """``body`` with its ``Content-Encoding`` undone (the last listed encoding was applied last).
+
+    Raises :class:`BodyError` for an encoding the emulator does not know (``br``, ``zstd``, ``compress``,
+    anything else) or a body that does not decode completely, and :class:`BodyTooLarge` as soon as the
+    decoded body would pass ``max_bytes`` (a small compressed body can expand a thousandfold).
+    """
+    codings = [c.strip().lower() for c in content_encoding.split(",") if c.strip()]
+    for coding in reversed(codings):
+        if coding == "identity":
+            continue
+        if coding in ("gzip", "x-gzip"):
+            body = _inflate(body, 16 + zlib.MAX_WBITS, max_bytes)
+        elif coding == "deflate":
+            # HTTP's deflate is the zlib format, but raw deflate streams are common: accept both.
+            try:
+                body = _inflate(body, zlib.MAX_WBITS, max_bytes)
+            except BodyError:
+                body = _inflate(body, -zlib.MAX_WBITS, max_bytes)
+        else:
+            raise BodyError(f"unsupported Content-Encoding {coding!r}")
+    return body
+
+
+def _inflate(data: bytes, wbits: int, max_bytes: int) -> bytes:
+    inflater = zlib.decompressobj(wbits)
+    try:
+        out = inflater.decompress(data, max_bytes + 1)
+    except zlib.error as exc:
+        raise BodyError(f"the body does not decode: {exc}") from exc
+    if len(out) > max_bytes or inflater.unconsumed_tail:
+        raise BodyTooLarge(f"larger than {max_bytes} bytes once decoded")
+    if not inflater.eof or inflater.unused_data:
+        raise BodyError("the encoded body is cut short or followed by other bytes")
+    return out
 
 
 @dataclass(frozen=True)

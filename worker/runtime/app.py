@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import logging
-import signal
 import sys
-import threading
 from collections.abc import Sequence
-from types import FrameType
 
 from worker.config import Settings
 from worker.core.breaker import CircuitBreaker
@@ -16,6 +13,7 @@ from worker.core.ratelimit import AimdRateLimiter
 from worker.runtime.identify import Identifier, ImageSource
 from worker.runtime.observer import Observer, Observers
 from worker.runtime.pipeline import Pipeline
+from worker.runtime.stopping import STOP_MARGIN_S, StopWatchdog, install_stop_handlers
 
 log = logging.getLogger("worker.app")
 
@@ -89,7 +87,14 @@ def build_pipeline(
 
 
 def run(settings: Settings) -> int:
-    """Run the worker until SIGTERM/SIGINT or a fatal condition; return the process exit code."""
+    """Run the worker until SIGTERM/SIGINT or a fatal condition; return the process exit code.
+
+    The stop handlers are installed first, before anything slow: a stop asked for before the pipeline
+    exists returns 0 without starting it, one asked for later drains it (``drain_timeout_s``). Either
+    way a watchdog ends the process at the latest ``drain_timeout_s`` + ``STOP_MARGIN_S`` after the
+    request (exit 6). Callers end the process with :func:`worker.runtime.stopping.exit_process`.
+    """
+    stop = install_stop_handlers()  # first: see worker.runtime.stopping
     from worker.ops import HealthState, LogObserver, OpsServer, PrometheusObserver, configure_logging
 
     configure_logging(
@@ -97,29 +102,31 @@ def run(settings: Settings) -> int:
         settings.log_format,
         secrets=[s for s in (settings.secret_id, settings.secret_key, settings.sasl_password) if s],
     )
-    health = HealthState(liveness_timeout_s=settings.liveness_timeout_s)
-    metrics = PrometheusObserver(health=health)
-    pipeline = build_pipeline(settings, observers=[metrics, health, LogObserver()])
+    budget = settings.drain_timeout_s + STOP_MARGIN_S
+    watchdog = StopWatchdog(stop, budget, drain_s=settings.drain_timeout_s).start()
     server = None
-    if settings.metrics_port:
-        server = OpsServer(metrics.registry, health, host=settings.metrics_host, port=settings.metrics_port).start()
-
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        log.info("signal %s: draining", signal.Signals(signum).name)
-        pipeline.request_stop()
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _stop)
-        signal.signal(signal.SIGINT, _stop)
-    log.info(
-        "starting",
-        extra={"group": settings.group_id, "topic": settings.input_topic, "max_in_flight": settings.max_in_flight},
-    )
     try:
+        log.info(
+            "starting",
+            extra={"group": settings.group_id, "topic": settings.input_topic, "max_in_flight": settings.max_in_flight},
+        )
+        if stop.requested:
+            log.info("stopped before the pipeline was built (%s)", stop.reason)
+            return 0
+        health = HealthState(liveness_timeout_s=settings.liveness_timeout_s)
+        metrics = PrometheusObserver(health=health)
+        pipeline = build_pipeline(settings, observers=[metrics, health, LogObserver()])
+        stop.on_request(pipeline.request_stop)  # from here on a stop drains the pipeline
+        if stop.requested:
+            log.info("stopped before the pipeline ran (%s)", stop.reason)
+            return 0
+        if settings.metrics_port:
+            server = OpsServer(metrics.registry, health, host=settings.metrics_host, port=settings.metrics_port).start()
         code = pipeline.run()
     finally:
         if server is not None:
             server.stop()
+        watchdog.disarm()
     if code:
         print(f"multidentify-worker: {pipeline.fatal_reason}", file=sys.stderr)
     return code

@@ -1,0 +1,261 @@
+"""Starting and stopping ``multidentify-worker run`` as a process: SIGTERM at any moment ends it in time.
+
+* A SIGTERM at any point of start-up (right after spawn, while it loads its Kafka client, at its first
+  log line) ends it with exit 0 — never -15. Right after spawn, Python is not even running our code:
+  the launcher starts it with SIGTERM blocked (as the demo does) and the worker unblocks it once its
+  handler is in place.
+* A SIGTERM with hundreds of API calls hanging ends it within ``drain_timeout_s`` + 5 s with exit 0; and
+  when the broker hangs too, so that the final flush cannot finish, the watchdog ends it within the
+  same bound with exit 6.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+import orjson
+import pytest
+from kafkatest import produce_all, wait_until
+
+_PIPELINE = str(Path(__file__).resolve().parents[1] / "pipeline")
+if _PIPELINE not in sys.path:
+    sys.path.insert(0, _PIPELINE)
+
+from pipeline_helpers import ROOT, Topics, settings_env  # noqa: E402
+
+from worker import devstack  # noqa: E402
+from worker.emulator import EmulatorHandle, start_in_thread  # noqa: E402
+from worker.processes import stop_process  # noqa: E402
+from worker.runtime.stopping import (  # noqa: E402
+    EXIT_STOP_TIMEOUT,
+    StopRequest,
+    StopWatchdog,
+    spawn_with_stop_signals_blocked,
+)
+
+DRAIN_S = 2.0
+BOUND_S = DRAIN_S + 5.0  # the README's promise: gone within drain_timeout_s + 5 s of SIGTERM
+
+
+class WorkerProcess:
+    """``python -m worker run`` with its log in a file; stopped by its own PID at the end of a test."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, *, block_stop_signals: bool) -> None:
+        self.log_path = log_path
+        self._log: IO[bytes] = open(log_path, "wb")  # noqa: SIM115 - closed in close()
+        base = {k: v for k, v in os.environ.items() if not k.startswith("MDW_")}
+        args = [sys.executable, "-m", "worker", "run"]
+        options = {
+            "env": {**base, **env},
+            "stdout": self._log,
+            "stderr": subprocess.STDOUT,
+            "stdin": subprocess.DEVNULL,
+            "cwd": ROOT,
+        }
+        if block_stop_signals:
+            self.popen = spawn_with_stop_signals_blocked(args, **options)
+        else:
+            self.popen = subprocess.Popen(args, **options)  # type: ignore[call-overload]
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def loaded(self, fragment: str) -> bool:
+        """Is a shared object whose path contains ``fragment`` mapped into the process (it is importing it)?"""
+        try:
+            return fragment in Path(f"/proc/{self.popen.pid}/maps").read_text()
+        except OSError:
+            return False
+
+    def sigterm_and_wait(self, bound_s: float) -> tuple[int | None, float]:
+        """SIGTERM, then (exit code or None if still running after ``bound_s``, seconds taken)."""
+        started = time.monotonic()
+        self.popen.send_signal(signal.SIGTERM)
+        try:
+            code: int | None = self.popen.wait(bound_s)
+        except subprocess.TimeoutExpired:
+            code = None
+        return code, time.monotonic() - started
+
+    def close(self) -> None:
+        stop_process(self.popen, 10)
+        self._log.close()
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    started: list[WorkerProcess] = []
+
+    def _spawn(env: dict[str, str], *, block_stop_signals: bool = False) -> WorkerProcess:
+        worker = WorkerProcess(env, tmp_path / f"worker-{len(started)}.log", block_stop_signals=block_stop_signals)
+        started.append(worker)
+        return worker
+
+    try:
+        yield _spawn
+    finally:
+        for worker in started:
+            worker.close()
+
+
+@pytest.fixture(scope="module")
+def emu() -> Iterator[EmulatorHandle]:
+    handle = start_in_thread()
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+def _topics(make_topic: Callable[..., str]) -> Topics:
+    return Topics(make_topic("in", 4), make_topic("results", 4), make_topic("dlq", 2))
+
+
+def _events(count: int) -> list[bytes]:
+    return [orjson.dumps({"event_id": f"ev-{i:05d}", "image_url": f"http://127.0.0.1:9/{i}.jpg"}) for i in range(count)]
+
+
+# --- SIGTERM during start-up -----------------------------------------------------------------------------------
+
+
+@pytest.mark.broker
+def test_sigterm_right_after_spawn_exits_0(
+    kafka_bootstrap: str, emu: EmulatorHandle, make_topic: Callable[..., str], spawn: Callable[..., WorkerProcess]
+) -> None:
+    env = settings_env(kafka_bootstrap, emu.base_url, _topics(make_topic))
+    for _ in range(3):  # the signal lands before the interpreter has run a line of ours, every time
+        worker = spawn(env, block_stop_signals=True)
+        code, _ = worker.sigterm_and_wait(30)
+        assert code == 0, f"exit {code}:\n{worker.output()[-2000:]}"
+        assert "stopped before the pipeline" in worker.output()
+
+
+@pytest.mark.broker
+def test_sigterm_while_it_loads_its_kafka_client_exits_0(
+    kafka_bootstrap: str, emu: EmulatorHandle, make_topic: Callable[..., str], spawn: Callable[..., WorkerProcess]
+) -> None:
+    # A plain launcher (no blocked signals): the signal comes while the CLI is still importing.
+    worker = spawn(settings_env(kafka_bootstrap, emu.base_url, _topics(make_topic)))
+    wait_until(lambda: worker.loaded("confluent_kafka") or worker.popen.poll() is not None, 30, 0.002, "librdkafka")
+    code, _ = worker.sigterm_and_wait(30)
+    assert code == 0, f"exit {code}:\n{worker.output()[-2000:]}"
+
+
+@pytest.mark.broker
+def test_sigterm_at_its_first_log_line_exits_0(
+    kafka_bootstrap: str, emu: EmulatorHandle, make_topic: Callable[..., str], spawn: Callable[..., WorkerProcess]
+) -> None:
+    worker = spawn(settings_env(kafka_bootstrap, emu.base_url, _topics(make_topic)))
+    wait_until(lambda: worker.output().strip() or worker.popen.poll() is not None, 30, 0.002, "the first log line")
+    code, _ = worker.sigterm_and_wait(30)
+    assert code == 0, f"exit {code}:\n{worker.output()[-2000:]}"
+
+
+# --- SIGTERM with calls hanging ----------------------------------------------------------------------------------
+
+
+@pytest.mark.broker
+def test_sigterm_with_hundreds_of_calls_hanging_ends_the_process_in_time(
+    kafka_bootstrap: str, emu: EmulatorHandle, make_topic: Callable[..., str], spawn: Callable[..., WorkerProcess]
+) -> None:
+    in_flight = 512
+    topics = _topics(make_topic)
+    produce_all(kafka_bootstrap, topics.input, _events(in_flight + 50))
+    emu.admin({"latency_ms": 120_000})  # every call hangs far beyond the drain
+    try:
+        env = settings_env(
+            kafka_bootstrap,
+            emu.base_url,
+            topics,
+            max_in_flight=in_flight,
+            read_timeout_s=300,
+            drain_timeout_s=DRAIN_S,
+        )
+        worker = spawn(env)
+        wait_until(lambda: emu.stats()["in_flight"] >= in_flight, 60, 0.05, f"{in_flight} calls in flight")
+        code, took = worker.sigterm_and_wait(BOUND_S)
+    finally:
+        emu.reset()
+    assert code == 0, f"exit {code} after {took:.1f}s:\n{worker.output()[-2000:]}"
+    assert took < BOUND_S
+    assert "pipeline stopped: stopped" in worker.output()
+
+
+@pytest.mark.broker
+def test_sigterm_when_the_broker_hangs_too_ends_the_process_in_time(
+    spawn: Callable[..., WorkerProcess], tmp_path: Path
+) -> None:
+    """The drain's outputs cannot be delivered (the broker is frozen): the watchdog ends the stop, exit 6."""
+    in_flight = 512
+    broker = devstack.start_broker()  # our own: it gets frozen
+    # Latencies spread over 0–120 s: a few calls finish every second (as an image without a face: a dead
+    # letter each), so outputs keep waiting for the frozen broker.
+    faults = {"latency": {"kind": "uniform", "min_ms": 0, "max_ms": 120_000}, "error_rates": {"-1101": 1.0}, "seed": 7}
+    emulator = start_in_thread(faults=faults)
+    try:
+        topics = Topics("in", "results", "dlq")
+        devstack.create_topics(broker.bootstrap, [topics.input, topics.results, topics.dlq], 4)
+        produce_all(broker.bootstrap, topics.input, _events(in_flight + 100))
+        env = settings_env(
+            broker.bootstrap,
+            emulator.base_url,
+            topics,
+            max_in_flight=in_flight,
+            read_timeout_s=300,
+            drain_timeout_s=DRAIN_S,
+        )
+        worker = spawn(env)
+        wait_until(lambda: emulator.stats()["in_flight"] >= in_flight - 20, 60, 0.05, "calls in flight")
+        broker.process.signal(signal.SIGSTOP)  # type: ignore[union-attr]
+        code, took = worker.sigterm_and_wait(BOUND_S)
+    finally:
+        broker.process.signal(signal.SIGCONT)  # type: ignore[union-attr]
+        emulator.stop()
+        broker.stop()
+    assert code == EXIT_STOP_TIMEOUT, f"exit {code} after {took:.1f}s:\n{worker.output()[-3000:]}"
+    assert took < BOUND_S
+    assert "the stop did not finish" in worker.output()
+
+
+# --- the pieces, in this process -------------------------------------------------------------------------------
+
+
+def test_only_the_first_stop_request_acts() -> None:
+    stop = StopRequest()
+    calls: list[str] = []
+    stop.on_request(lambda: calls.append("before"))
+    assert not stop.requested and stop.reason == ""
+    stop.request(signal.SIGTERM)
+    stop.request(signal.SIGINT)
+    assert calls == ["before"] and stop.reason == "SIGTERM"
+    stop.on_request(lambda: calls.append("after"))  # registered late: called at once
+    assert calls == ["before", "after"]
+
+
+def test_the_watchdog_ends_the_process_after_its_budget() -> None:
+    stop = StopRequest()
+    exits: list[tuple[int, float]] = []
+    watchdog = StopWatchdog(stop, 0.3, exit=lambda code: exits.append((code, time.monotonic())))
+    watchdog.start()
+    asked = time.monotonic()
+    stop.request(signal.SIGTERM)
+    wait_until(lambda: exits, 10, 0.01, "the watchdog")
+    code, at = exits[0]
+    assert code == EXIT_STOP_TIMEOUT and at - asked >= 0.3
+
+
+def test_a_disarmed_watchdog_stays_quiet() -> None:
+    stop = StopRequest()
+    exits: list[int] = []
+    watchdog = StopWatchdog(stop, 0.3, exit=exits.append).start()
+    stop.request(signal.SIGTERM)
+    watchdog.disarm()
+    assert watchdog.join(10), "the watchdog thread did not end"
+    assert exits == []
