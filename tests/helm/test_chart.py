@@ -44,8 +44,9 @@ _PENDING = (
 SETTINGS = (*worker_config.SETTINGS, *(s for s in _PENDING if s.name not in worker_config.BY_NAME))
 BY_NAME = {s.name: s for s in SETTINGS}
 
-# After the drain the worker flushes the producer (≤ 10 s), commits, closes the consumer (whose revoke flushes ≤ 5 s
-# more) and flushes once more (≤ 5 s): worker/runtime/pipeline.py, _drain() and _close().
+# After the drain the worker flushes (≤ 1 s each, three times), commits and closes the consumer; its watchdog ends
+# the process drain_timeout_s + 4 s after the signal (worker/runtime/stopping.py). The chart keeps a wider margin
+# for the last API call's connect + read timeout and a slow commit.
 AFTER_DRAIN_S = 20
 
 REQUIRED: dict[str, Any] = {

@@ -84,6 +84,9 @@ _RETRIABLE_COMMIT = frozenset(
     }
 )
 _SYNC_COMMIT_TRIES = 3
+# After the drain, each producer flush gets this long: the stop must fit in drain_timeout_s + 4 s, after which
+# the watchdog ends the process (worker.runtime.stopping). Outputs not acknowledged by then stay uncommitted.
+_CLOSE_FLUSH_S = 1.0
 
 # A window full for longer than this pauses the partitions (see Pipeline._blocked_pause).
 _PAUSE_AFTER_S = 1.0
@@ -855,7 +858,7 @@ class Pipeline:
                     self._wait_for_completion(0.02)
             self._producer.flush(max(0.0, deadline - self._clock.now()))
         else:
-            self._producer.flush(5)
+            self._producer.flush(_CLOSE_FLUSH_S)
         self._commit_sync(only=tps)
         self._forget(tps)
         self._observer.rebalance("revoked", sorted(tps))
@@ -1025,7 +1028,7 @@ class Pipeline:
             self._wait_for_completion(0.05)
         self._abort = True  # whatever is still running gives up; its offsets stay uncommitted
         self._handle_completions()
-        self._producer.flush(10)
+        self._producer.flush(_CLOSE_FLUSH_S)
         self._commit_sync()
 
     def _close(self) -> None:
@@ -1033,5 +1036,5 @@ class Pipeline:
         with contextlib.suppress(Exception):
             self._consumer.close()  # revokes (our callback commits what is contiguous) and leaves the group
         with contextlib.suppress(Exception):
-            self._producer.flush(5)
+            self._producer.flush(_CLOSE_FLUSH_S)
         self._pool.shutdown()
