@@ -14,7 +14,33 @@ from collections.abc import Callable
 
 import pytest
 
+from worker.core import ratelimit
 from worker.core.ratelimit import AimdRateLimiter
+
+
+@pytest.fixture(autouse=True)
+def one_refusal_cuts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests pin the cut arithmetic one refusal at a time: no tolerance for sporadic refusals here
+    (it has its own tests, which pass ``tolerated_share`` explicitly)."""
+    monkeypatch.setattr(ratelimit, "_TOLERATED_SHARE", 0.0)
+
+
+def test_sporadic_refusals_do_not_cut_but_an_overshoot_does() -> None:
+    clock = Clock()
+    limiter = AimdRateLimiter(100, tolerated_share=0.03, clock=clock)
+    _accept(limiter, clock, per_s=100, seconds=3)
+    limiter.on_throttled()  # 1 refusal among ~200 answers: random, not a quota
+    assert limiter.rate == 100
+    for _ in range(8):  # an overshoot refuses every call above the quota: the share climbs past 3 %
+        limiter.on_throttled()
+    assert limiter.rate < 100
+
+
+def test_when_every_call_is_refused_the_first_refusal_cuts() -> None:
+    clock = Clock()
+    limiter = AimdRateLimiter(0, tolerated_share=0.03, clock=clock)
+    limiter.on_throttled()
+    assert not limiter.unlimited and limiter.rate == 2.0
 
 
 class Clock:

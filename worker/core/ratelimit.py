@@ -33,7 +33,8 @@ The accepted rate
     after an outage (errors the limiter never hears of). Unknown is not zero: a spell of refusals with
     no success is a measured 0.
 
-Cuts (at most once per ``cooldown_s``, and never for a call sent before the last cut when the caller
+Cuts (only when refusals are at least 3 % of the last 2 s of answers, so sporadic refusals are retried
+without cutting; at most once per ``cooldown_s``, and never for a call sent before the last cut when the caller
 passes ``sent_at``: the answers to calls sent at the old rate arrive in a burst, up to one API latency
 after the cut; they are still counted, they just do not cut again)
     accepted known, > 0  the rate becomes 95 % of min(rate, accepted): cutting to what the service took,
@@ -70,6 +71,10 @@ from typing import Literal
 Phase = Literal["unlimited", "slow_start", "probing"]
 
 _KEEP_SHARE = 0.95  # a cut keeps this share of the accepted rate
+# Refusals below this share of the last 2 s of answers do not cut: a quota overshoot refuses every call above
+# it (the share grows with the overshoot), while sporadic refusals would otherwise walk the rate down to the
+# floor (an AIMD reads random loss as a low quota). At a quota the worker then runs with a few % refused.
+_TOLERATED_SHARE = 0.03
 _BUCKET_S = 0.1
 _WINDOW_BUCKETS = 20  # successes and refusals counted over the last 2 s ...
 _SHORT_BUCKETS = 10  # ... and over the last 1 s (follows a slow-start ramp)
@@ -100,6 +105,7 @@ class AimdRateLimiter:
         increase_per_s: float | None = None,
         decrease_factor: float = 0.5,
         cooldown_s: float = 1.0,
+        tolerated_share: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``rate``: starting calls/s (0 = unlimited until refused). Defaults: ``max_rate`` = ``rate`` (the
@@ -126,6 +132,7 @@ class AimdRateLimiter:
         self._increase_setting = increase_per_s
         self._decrease = decrease_factor
         self._cooldown = cooldown_s
+        self._tolerated = _TOLERATED_SHARE if tolerated_share is None else tolerated_share
         self._clock = clock
         self._lock = threading.Lock()
         self._rate = float(rate)
@@ -266,13 +273,22 @@ class AimdRateLimiter:
             self._refused_since_cut += 1
             last_cut = self._last_cut
             stale = last_cut is not None and sent_at is not None and sent_at < last_cut
-            if not stale and (last_cut is None or now - last_cut >= self._cooldown):
+            due = last_cut is None or now - last_cut >= self._cooldown
+            if not stale and due and self._refused_share() >= self._tolerated:
                 self._cut(accepted, now)
             self._observe_latency(now, sent_at)
             if retry_after is not None and retry_after > 0:
                 self._refill(now)
                 self._stamp = max(self._stamp, now + min(retry_after, _MAX_HOLD_S))
                 self._tokens = min(self._tokens, 0.0)
+
+    def _refused_share(self) -> float:
+        """Refusals among the answers of the last 2 s (this one counted)."""
+        ok = refused = 0
+        for _, successes, refusals in self._buckets:
+            ok += successes
+            refused += refusals
+        return refused / (ok + refused) if ok + refused else 0.0
 
     def _cut(self, accepted: float | None, now: float) -> None:
         current = self._known if self._unlimited else self._rate
