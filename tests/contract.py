@@ -193,7 +193,7 @@ class Harness:
         self.pipeline.request_stop()
         self.pipeline._drain()
         self.pipeline._close()
-        return self.pipeline._exit_code
+        return int(self.pipeline._exit_code)
 
     # -- output ----------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import orjson
 
 from worker import __version__, config
+from worker.runtime.exits import ExitCode
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -25,7 +26,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         )
     except config.ConfigError as exc:
         print(f"invalid configuration: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.INVALID_CONFIG
     masked = settings.masked()
     if args.json:
         print(orjson.dumps(masked, option=orjson.OPT_INDENT_2).decode())
@@ -44,7 +45,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
     except config.ConfigError as exc:
         print(f"invalid configuration: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.INVALID_CONFIG
     from worker.runtime.app import run
     from worker.runtime.stopping import exit_process
 
@@ -123,7 +124,7 @@ def _add_emulator(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                 f"the emulator needs `pip install multidentify-worker[emulator]` ({missing} is missing)",
                 file=sys.stderr,
             )
-            return 2
+            return ExitCode.INVALID_CONFIG
 
         stub = sub.add_parser("emulator", help="run the API emulator (needs the emulator extra)")
         stub.set_defaults(func=_unavailable)

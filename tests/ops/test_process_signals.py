@@ -33,8 +33,8 @@ from pipeline_helpers import ROOT, Topics, settings_env  # noqa: E402
 from worker import devstack  # noqa: E402
 from worker.emulator import EmulatorHandle, start_in_thread  # noqa: E402
 from worker.processes import stop_process  # noqa: E402
+from worker.runtime.exits import ExitCode  # noqa: E402
 from worker.runtime.stopping import (  # noqa: E402
-    EXIT_STOP_TIMEOUT,
     StopRequest,
     StopWatchdog,
     spawn_with_stop_signals_blocked,
@@ -219,7 +219,7 @@ def test_sigterm_when_the_broker_hangs_too_ends_the_process_in_time(
         broker.process.signal(signal.SIGCONT)  # type: ignore[union-attr]
         emulator.stop()
         broker.stop()
-    assert code == EXIT_STOP_TIMEOUT, f"exit {code} after {took:.1f}s:\n{worker.output()[-3000:]}"
+    assert code == ExitCode.STOP_CUT_SHORT, f"exit {code} after {took:.1f}s:\n{worker.output()[-3000:]}"
     assert took < BOUND_S
     assert "the stop did not finish" in worker.output()
 
@@ -248,7 +248,7 @@ def test_the_watchdog_ends_the_process_after_its_budget() -> None:
     stop.request(signal.SIGTERM)
     wait_until(lambda: exits, 10, 0.01, "the watchdog")
     code, at = exits[0]
-    assert code == EXIT_STOP_TIMEOUT and at - asked >= 0.3
+    assert code == ExitCode.STOP_CUT_SHORT and at - asked >= 0.3
 
 
 def test_a_disarmed_watchdog_stays_quiet() -> None:

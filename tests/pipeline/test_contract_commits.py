@@ -61,7 +61,7 @@ def test_rule_3_revoke_commits_synchronously_even_while_an_async_commit_is_uncon
     h.run_until(lambda: len(h.results()) == 10, within_s=10)
     # The async commit of these 10 is sent, and will be refused; the revoke comes before its answer.
     h.consumer.fail_commits(KafkaError.ILLEGAL_GENERATION, times=1)
-    h.pipeline._maybe_commit(h.clock.now() + 10)
+    h.pipeline._commits.maybe(h.clock.now() + 10)
     h.revoke(0)
     h.run(1)
     assert h.committed(0) == 10

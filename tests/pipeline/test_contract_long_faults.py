@@ -31,7 +31,7 @@ def test_a_rebalance_during_an_outage_does_not_wedge_the_worker(cooperative: boo
     # A rebalance cancels every held event: nothing is left in flight to probe the API.
     h.revoke(0, 1, 2, 3)
     h.run(1)
-    assert h.pipeline._dispatched == 0
+    assert h.pipeline._dispatch.in_flight == 0
     before = h.outputs_by_partition()
     if api_back == "before":
         h.api.up()

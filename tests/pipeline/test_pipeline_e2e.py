@@ -19,7 +19,7 @@ from pipeline_helpers import (
     validate_all,
 )
 
-from worker.runtime.pipeline import EXIT_CONFIG
+from worker.runtime.exits import ExitCode
 from worker.scenario import Scenario
 
 pytestmark = pytest.mark.broker
@@ -120,7 +120,7 @@ def test_wrong_credentials_stop_the_worker_without_commit_or_dead_letter(
     env["MDW_SECRET_KEY"] = "not-the-right-key"
     with thread_worker(env) as w:
         exit_code = w.join(60)
-        assert exit_code == EXIT_CONFIG
+        assert exit_code == ExitCode.CONFIG_REFUSED
         reason = w.pipeline.fatal_reason or ""
     assert "code 14" in reason and "MDW_SECRET_KEY" in reason
     out = read_outputs(kafka_bootstrap, topics, idle=0.5)

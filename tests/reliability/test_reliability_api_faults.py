@@ -34,7 +34,7 @@ from reliability_helpers import (
 )
 
 from worker.emulator import EmulatorHandle, start_in_thread
-from worker.runtime.pipeline import EXIT_CONFIG
+from worker.runtime.exits import ExitCode
 
 pytestmark = pytest.mark.broker
 
@@ -69,7 +69,7 @@ def _config_case(id_: str, faults: dict[str, Any], *reason: str) -> Case:
     return Case(
         id_,
         {"latency_ms": 200, "apply_to_management": True, **faults},
-        Expect(results=NONE_AFTER_SWITCH, exit_code=EXIT_CONFIG, reason=reason),
+        Expect(results=NONE_AFTER_SWITCH, exit_code=ExitCode.CONFIG_REFUSED, reason=reason),
         settings={"max_in_flight": 2},
         events=40,
         switch_after=4,
@@ -272,7 +272,7 @@ def test_api_fault_table(
     # The commit contract holds whatever happened: nothing committed without an output.
     positions = committed_positions(kafka_bootstrap, topics.group, topics.input)
     assert uncovered_commits(positions, outputs) == []
-    if expect.exit_code == EXIT_CONFIG:
+    if expect.exit_code == ExitCode.CONFIG_REFUSED:
         for event_id, (partition, offset) in zip(ids, coords, strict=True):
             if event_id not in by_event:
                 assert offset >= positions[partition], f"{event_id} has no output but offset {offset} is committed"

@@ -223,3 +223,32 @@ def _rebuild(
     code: str, error_class: ErrorClass, message: str, http_status: int | None, resign: bool, retry_after: float | None
 ) -> ApiError:
     return ApiError(code, error_class, message, http_status=http_status, resign=resign, retry_after=retry_after)
+
+
+#: Which setting to look at for each configuration/auth code (the reason a stopped worker prints).
+CONFIG_CAUSES: dict[str, str] = {
+    "3": "the account (arrears/suspended) or a malformed request",
+    "4": "secret_id/secret_key (MDW_SECRET_ID, MDW_SECRET_KEY): the signature is empty",
+    "5": "secret_id/secret_key (MDW_SECRET_ID, MDW_SECRET_KEY): the signature is malformed",
+    "6": "appid/bucket (MDW_APPID, MDW_BUCKET) do not match the signature",
+    "9": "the system clock or signature_lifetime_s (MDW_SIGNATURE_LIFETIME_S): signatures arrive expired",
+    "10": "appid (MDW_APPID): the AppID does not exist",
+    "11": "secret_id (MDW_SECRET_ID): the SecretId does not exist",
+    "12": "appid/secret_id (MDW_APPID, MDW_SECRET_ID) do not belong together (sub-account keys give this)",
+    "13": "the system clock: signatures are seen as replayed",
+    "14": "secret_key (MDW_SECRET_KEY): the signature does not verify",
+    "16": "bucket (MDW_BUCKET): the bucket does not exist",
+    "24": "the API version: Tencent is retiring this interface",
+    "-1306": "group_ids (MDW_GROUP_IDS): a configured group does not exist",
+    "-1307": "group_ids (MDW_GROUP_IDS): the appid has no groups",
+    "-1310": "the group is full (20000 persons)",
+    "-1311": "the appid has too many groups (5000)",
+    "http_401": "secret_id/secret_key (MDW_SECRET_ID, MDW_SECRET_KEY) and the account's permissions",
+    "http_403": "the account's permissions for this API (secret_id MDW_SECRET_ID)",
+}
+
+
+def config_error_reason(err: ApiError) -> str:
+    cause = CONFIG_CAUSES.get(err.code, "the worker's configuration")
+    status = f", HTTP {err.http_status}" if err.http_status else ""
+    return f"the face API refused our configuration (code {err.code}: {err.message}{status}); check {cause}"

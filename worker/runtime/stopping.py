@@ -16,7 +16,7 @@ Contracts:
   and the pending signal reaches them then. Only use it for programs that unblock them (this one).
 * :class:`StopWatchdog` is the backstop: once a stop is requested the process ends at the latest
   ``budget_s`` later (``run`` uses ``drain_timeout_s`` + :data:`STOP_MARGIN_S`) with
-  :data:`EXIT_STOP_TIMEOUT`, after logging where the main thread was. Events not committed by then are
+  :attr:`ExitCode.STOP_CUT_SHORT`, after logging where the main thread was. Events not committed by then are
   processed again by the partitions' next owner (at-least-once holds).
 * :func:`exit_process` ends the process once the pipeline has drained, committed and closed: it flushes
   the logs and stdio (bounded) and skips interpreter shutdown, which has nothing left to save but would
@@ -38,13 +38,15 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any, NoReturn
 
+from worker.runtime.exits import ExitCode
+
 log = logging.getLogger("worker.app")
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # After drain_timeout_s the pipeline still flushes its outputs, commits and leaves the group; on a healthy
-# broker that takes well under a second. The Helm chart allows drain + 15 s before the kubelet's SIGKILL.
+# broker that takes well under a second. The Helm chart allows drain + the API timeouts + 20 s before the
+# kubelet's SIGKILL.
 STOP_MARGIN_S = 4.0
-EXIT_STOP_TIMEOUT = 6  # the stop did not finish within drain_timeout_s + STOP_MARGIN_S: ended by the watchdog
 _FLUSH_TIMEOUT_S = 1.0  # flushing logs before an exit must not hang on a stuck stream
 
 
@@ -205,9 +207,9 @@ class StopWatchdog:
                 "(events not committed are processed again). Main thread: %s",
                 self._budget_s,
                 self._stop.reason,
-                EXIT_STOP_TIMEOUT,
+                int(ExitCode.STOP_CUT_SHORT),
                 stack,
             )
 
         _bounded(report, _FLUSH_TIMEOUT_S)
-        self._exit(EXIT_STOP_TIMEOUT)
+        self._exit(ExitCode.STOP_CUT_SHORT)
