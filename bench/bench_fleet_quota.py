@@ -30,6 +30,7 @@ from common import (
     pct,
     preload,
     standalone,
+    stop_all,
     wait_for_assignment,
     worker_env,
 )
@@ -72,7 +73,7 @@ def run(quick: bool) -> ScenarioReport:
             b_t, b_codes = time.time(), emulator_codes(stack)
             b_scrapes = [scrape(w, 2.0) for w in workers]
             alive = [w.alive() for w in workers]
-            exit_codes = [w.stop(20) for w in workers]
+            exit_codes = list(stop_all(workers, 20).values())
     span = b_t - a_t
     codes = delta(a_codes, b_codes)
     total = sum(codes.values())

@@ -45,6 +45,7 @@ from common import (
     latency_faults,
     pct,
     standalone,
+    stop_all,
     tally,
     wait_for_assignment,
     worker_env,
@@ -83,7 +84,7 @@ class Plan:
 
 
 FULL = Plan(steady_s=15, outage_s=40, recover_s=20, squeeze_s=30, lift_s=25, drain_s=60, stall_s=20)
-QUICK = Plan(steady_s=6, outage_s=16, recover_s=10, squeeze_s=12, lift_s=10, drain_s=25, stall_s=10)
+QUICK = Plan(steady_s=6, outage_s=16, recover_s=10, squeeze_s=12, lift_s=10, drain_s=20, stall_s=10)
 
 
 def run(quick: bool, rebalance: str = "join") -> ScenarioReport:
@@ -147,7 +148,7 @@ def run(quick: bool, rebalance: str = "join") -> ScenarioReport:
                 unacked = stream.stop()
             done, waited, stalled = wait_for_outputs(reader.unique, len(stream.ids), plan.drain_s, plan.stall_s)
             mark("drained")
-            exit_codes = {w.name: w.stop(20) for w in workers}
+            exit_codes = stop_all(workers, 20)
             outputs = reader.snapshot()
         committed = committed_offsets(stack.bootstrap, topics.input, topics.group, PARTITIONS)
     lost, pending = lost_and_pending(stream.placed, {o.event_id for o in outputs}, committed)
@@ -231,8 +232,12 @@ def _report(
             ok = tl.worker_calls_between(n, t0, t1).get("ok", 0)
             at_end = tl.at(t1)
             wp = at_end.workers.get(n) if at_end else None
-            parts = f"{fmt(wp.partitions)}p" if wp and wp.scraped else "down"
-            cells.append(f"{fmt(ok / max(1e-9, t1 - t0), 1)} ({parts})")
+            held = (
+                f"{fmt(wp.partitions)}p, limiter {_limiter_cell(wp.limiter, wp.limiter <= 0)}"
+                if wp and wp.scraped
+                else "down"
+            )
+            cells.append(f"{fmt(ok / max(1e-9, t1 - t0), 1)} ({held})")
         exited = tl.exited_at(n)
         exited = exited if exited is not None and exited < marks["drained"] else None  # not our final stop
         cells.append(fmt(max((p.rss_mb for p in pts if p.rss_mb == p.rss_mb), default=math.nan), 0))
@@ -273,7 +278,10 @@ def _report(
             f"full throughput ≤ {RECOVERY_TARGET_S:.0f} s after a quota squeeze is lifted",
             _after(recovered["lift"], plan.lift_s),
             _le(recovered["lift"], RECOVERY_TARGET_S),
-            "" if recovered["lift"] == recovered["lift"] else f"limiter at the end: {fmt(_limiter_end(tl), 1)} calls/s",
+            ""
+            if recovered["lift"] == recovered["lift"]
+            else f"the limiters summed {fmt(_limiter_at(tl, marks['stop']), 1)} calls/s at the stream's end "
+            f"(offered {OFFERED:.0f}/s)",
         ),
         Check(
             "long faults",
@@ -330,6 +338,9 @@ def _report(
         f"{drain.unacked} events unacknowledged by the broker at the stream's end, {stream.failed} failed. "
         "Lost = no output but below the offset the group committed (read from the broker after the workers "
         "stopped).",
+        "/metrics scrapes that got no answer within 2 s while the worker ran (figures from its nearest good one): "
+        + ", ".join(f"{n} {tl.failed_scrapes(n)}" for n in names)
+        + ".",
     ]
     return ScenarioReport(
         name="long_faults",
@@ -351,7 +362,7 @@ def _report(
         table=rows,
         extra=[
             Table(
-                "Per worker: successful API calls/s (partitions held at the phase's end)",
+                "Per worker: successful API calls/s (partitions held and limiter rate at the phase's end)",
                 ["worker"] + [p[0] for p in phases] + ["peak RSS MB", "exit code"],
                 worker_rows,
             ),
@@ -370,9 +381,9 @@ def _names(tl: Timeline) -> list[str]:
     return sorted({n for p in tl.snapshot() for n in p.workers})
 
 
-def _limiter_end(tl: Timeline) -> float:
-    pts = tl.snapshot()
-    return sum(w.limiter for w in pts[-1].workers.values() if w.scraped) if pts else math.nan
+def _limiter_at(tl: Timeline, t: float) -> float:
+    p = tl.at(t)
+    return sum(w.limiter for w in p.workers.values() if w.scraped) if p else math.nan
 
 
 def _limiter_cell(limiter: float, unlimited: bool) -> str:

@@ -34,6 +34,7 @@ from common import (
     fmt,
     latency_faults,
     standalone,
+    stop_all,
     tally,
     wait_for_assignment,
     worker_env,
@@ -88,7 +89,7 @@ def run(quick: bool, minutes: float = 0.0) -> ScenarioReport:
                 unacked = stream.stop()
             done, waited, _ = wait_for_outputs(reader.unique, len(stream.ids), 60, 20)
             alive = worker.alive()
-            exit_code = worker.stop(20)
+            exit_code = stop_all([worker], 20)[worker.name]
             outputs = reader.snapshot()
         committed = committed_offsets(stack.bootstrap, topics.input, topics.group, PARTITIONS)
     lost, pending = lost_and_pending(stream.placed, {o.event_id for o in outputs}, committed)

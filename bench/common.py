@@ -633,6 +633,15 @@ class Child:
         self._logdir.cleanup()
 
 
+def stop_all(procs: Sequence[Child], timeout: float = 30.0) -> dict[str, int | None]:
+    """SIGTERM every process at once (they drain side by side), then ``stop`` each; exit codes by name."""
+    for p in procs:
+        if p.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, signal.SIGTERM)
+    return {p.name: p.stop(timeout) for p in procs}
+
+
 def worker_env(stack: BenchStack, topics: Topics, **overrides: Any) -> dict[str, str]:
     """Settings of ``python -m worker run`` against the bench stack; ``overrides`` are setting names."""
     env = {

@@ -280,7 +280,7 @@ class Timeline:
         wall = time.time()
         points = {}
         for w in workers:
-            s = scrape(w) if w.alive() else Scrape()
+            s = scrape(w, 2.0) if w.alive() else Scrape()
             mem = proc_memory_kb(w.pid)
             points[w.name] = WorkerPoint(
                 alive=w.alive(),
@@ -328,15 +328,17 @@ class Timeline:
 
     def worker_calls_between(self, name: str, t0: float, t1: float) -> dict[str, float]:
         """One worker's API attempts by outcome between t0 and t1: its scrapes nearest to each end (a worker
-        that has exited keeps the counts of its last scrape; one that did not exist yet counts from its first)."""
-        good = [(p.wall, p.workers[name].api) for p in self.snapshot() if name in p.workers and p.workers[name].api]
+        that has exited keeps the counts of its last scrape; one started within the window counts from zero)."""
+        seen = [p for p in self.snapshot() if name in p.workers]
+        good = [(p.wall, p.workers[name].api) for p in seen if p.workers[name].api]
         if not good:
             return {}
 
         def near(t: float) -> dict[str, float]:
             return min(good, key=lambda g: abs(g[0] - t))[1]
 
-        return delta(near(t0), near(t1))
+        # Started within the window: it counts from zero (its first scrape may already include its first calls).
+        return delta({} if t0 <= seen[0].wall else near(t0), near(t1))
 
     def limiter_between(self, t0: float, t1: float) -> tuple[float, bool]:
         """Mean over the window of the live workers' limiter rates summed, and whether any was unlimited (0)."""
@@ -372,6 +374,12 @@ class Timeline:
 
     def max_breaker(self, t0: float, t1: float) -> float:
         return max((w.breaker for p in self.between(t0, t1) for w in p.workers.values() if w.scraped), default=0.0)
+
+    def failed_scrapes(self, name: str) -> int:
+        """Samples at which ``name`` was alive but its /metrics did not answer (starting up, or wedged)."""
+        return sum(
+            1 for p in self.snapshot() if name in p.workers and p.workers[name].alive and not p.workers[name].scraped
+        )
 
     def exited_at(self, name: str) -> float | None:
         """First sample at which ``name`` was no longer alive."""
