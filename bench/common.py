@@ -605,11 +605,13 @@ class Child:
             os.kill(self.popen.pid, signal.SIGKILL)
         self.popen.wait(10)
 
-    def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGTERM, wait ``timeout`` (the worker drains), then SIGKILL; returns the exit code."""
+    def stop(self, timeout: float = 30.0, *, term: bool = True) -> int | None:
+        """SIGTERM (unless already sent: ``term=False``; a second one during interpreter shutdown would kill it),
+        wait ``timeout`` (the worker drains), then SIGKILL; returns the exit code."""
         if self.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.popen.pid, signal.SIGTERM)
+            if term:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.popen.pid, signal.SIGTERM)
             try:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -634,12 +636,13 @@ class Child:
 
 
 def stop_all(procs: Sequence[Child], timeout: float = 30.0) -> dict[str, int | None]:
-    """SIGTERM every process at once (they drain side by side), then ``stop`` each; exit codes by name."""
+    """SIGTERM every process at once (they drain side by side), then wait for each (SIGKILL after ``timeout``);
+    exit codes by name."""
     for p in procs:
         if p.alive():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p.pid, signal.SIGTERM)
-    return {p.name: p.stop(timeout) for p in procs}
+    return {p.name: p.stop(timeout, term=False) for p in procs}
 
 
 def worker_env(stack: BenchStack, topics: Topics, **overrides: Any) -> dict[str, str]:

@@ -319,26 +319,30 @@ class Timeline:
     def between(self, t0: float, t1: float) -> list[Point]:
         return [p for p in self.snapshot() if t0 <= p.wall <= t1]
 
+    def upto(self, t: float) -> Point | None:
+        """The last sample at or before ``t`` (the first one if none)."""
+        pts = self.snapshot()
+        before = [p for p in pts if p.wall <= t]
+        return before[-1] if before else (pts[0] if pts else None)
+
     def codes_between(self, t0: float, t1: float) -> tuple[dict[str, float], float]:
-        """The emulator's answers by code between the samples nearest to t0 and t1, and the seconds between them."""
-        a, b = self.at(t0), self.at(t1)
+        """The emulator's answers by code between the last samples at or before t0 and t1, and the seconds
+        between those samples (phase boundaries have a sample of their own, taken just before the change)."""
+        a, b = self.upto(t0), self.upto(t1)
         if a is None or b is None or b.wall <= a.wall:
             return {}, 0.0
         return delta(a.codes, b.codes), b.wall - a.wall
 
     def worker_calls_between(self, name: str, t0: float, t1: float) -> dict[str, float]:
-        """One worker's API attempts by outcome between t0 and t1: its scrapes nearest to each end (a worker
-        that has exited keeps the counts of its last scrape; one started within the window counts from zero)."""
-        seen = [p for p in self.snapshot() if name in p.workers]
-        good = [(p.wall, p.workers[name].api) for p in seen if p.workers[name].api]
-        if not good:
-            return {}
+        """One worker's API attempts by outcome between t0 and t1, from its last good scrape at or before each
+        end: zero before it started; a worker that has exited keeps the counts of its last scrape."""
 
-        def near(t: float) -> dict[str, float]:
-            return min(good, key=lambda g: abs(g[0] - t))[1]
+        def upto(t: float) -> dict[str, float]:
+            good = [p.workers[name].api for p in self.snapshot() if p.wall <= t and name in p.workers]
+            good = [g for g in good if g]
+            return good[-1] if good else {}
 
-        # Started within the window: it counts from zero (its first scrape may already include its first calls).
-        return delta({} if t0 <= seen[0].wall else near(t0), near(t1))
+        return delta(upto(t0), upto(t1))
 
     def limiter_between(self, t0: float, t1: float) -> tuple[float, bool]:
         """Mean over the window of the live workers' limiter rates summed, and whether any was unlimited (0)."""
