@@ -304,8 +304,8 @@ def _report(
             drain.lost == 0 and not drain.unacked,
             ""
             if drain.done
-            else f"the drain wait ended after {fmt(drain.waited_s, 0)} s with {drain.pending} events still queued "
-            "(slow, not lost: the next owner reads them)",
+            else f"the drain wait ran out after {fmt(drain.waited_s, 0)} s; after the workers' own SIGTERM drain "
+            f"{drain.pending} events had no output and were not committed (slow, not lost: the next owner reads them)",
         ),
         Check(
             "long faults",
