@@ -57,7 +57,7 @@ SERVER_CPU = 1
 GROUP = "bench"
 PEOPLE = ("ada", "grace", "linus", "barbara", "edsger", "margaret")
 IMAGES = 16  # distinct images the events cycle through
-SESSION_TIMEOUT_MS = 3000  # Tansu joins after ≈ half of it (infrastructure.md §1)
+SESSION_TIMEOUT_MS = 3000  # Tansu joins after ≈ half of it (docs/api-notes.md#broker-notes)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
