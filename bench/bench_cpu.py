@@ -5,7 +5,7 @@
 The bare client is the least a requests-based caller can do per call: N threads sharing one keep-alive
 ``requests.Session`` (pool of N), a precomputed signature and body, ``orjson`` to read the answer's code.
 It runs pinned to the worker's CPU, against the same emulator, with the same images and group, at the
-worker's in-flight (64) and at 8 threads (requests' best point on one core, perf-baseline.md §1). Its
+worker's in-flight (64) and at 8 threads (requests' best point on one core, docs/design.md). Its
 figure is calls/s; the worker's is events/s end to end (consume, call, produce, commit), so the ratio
 is what the worker's Kafka side, pool and bookkeeping cost on top of requests itself.
 """

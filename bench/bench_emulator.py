@@ -17,7 +17,7 @@ is asserted. Modes:
 Columns: ``N/lat`` is the ideal rate (in flight ÷ latency); ``req/s/core`` is completed calls per second
 of emulator CPU, i.e. its capacity on one core when the load generator (one core here) is the limit.
 
-Reference: one requests-based worker process drives at most ~2.4k calls/s (perf-baseline.md §1); the
+Reference: one requests-based worker process drives at most ~2.4k calls/s (docs/design.md); the
 emulator should sustain at least twice that at 0 ms and N/latency (1,280/s for 256 at 200 ms).
 """
 

@@ -57,7 +57,7 @@ SERVER_CPU = 1
 GROUP = "bench"
 PEOPLE = ("ada", "grace", "linus", "barbara", "edsger", "margaret")
 IMAGES = 16  # distinct images the events cycle through
-SESSION_TIMEOUT_MS = 3000  # Tansu joins after ≈ half of it (infrastructure.md §1)
+SESSION_TIMEOUT_MS = 3000  # Tansu joins after ≈ half of it (docs/api-notes.md#broker-notes)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -375,6 +375,11 @@ def event_ids(run: str, n: int) -> list[str]:
     return [f"{run}-{i}" for i in range(n)]
 
 
+def event_value(event_id: str, urls: Sequence[str], i: int) -> bytes:
+    """The ``i``-th input event of a run: ``{"event_id", "image_url", "metadata"}``, images round-robin."""
+    return orjson.dumps({"event_id": event_id, "image_url": urls[i % len(urls)], "metadata": {"seq": i}})
+
+
 def preload(bootstrap: str, topic: str, partitions: int, urls: Sequence[str], run: str, n: int) -> list[str]:
     """Write ``n`` events (ids ``{run}-{i}``), round-robin over partitions and images; wait for every ack."""
     producer = Producer(
@@ -388,7 +393,7 @@ def preload(bootstrap: str, topic: str, partitions: int, urls: Sequence[str], ru
 
     ids = event_ids(run, n)
     for i, event_id in enumerate(ids):
-        value = orjson.dumps({"event_id": event_id, "image_url": urls[i % len(urls)], "metadata": {"seq": i}})
+        value = event_value(event_id, urls, i)
         while True:
             try:
                 producer.produce(topic, value=value, partition=i % partitions, on_delivery=on_delivery)
@@ -600,11 +605,13 @@ class Child:
             os.kill(self.popen.pid, signal.SIGKILL)
         self.popen.wait(10)
 
-    def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGTERM, wait ``timeout`` (the worker drains), then SIGKILL; returns the exit code."""
+    def stop(self, timeout: float = 30.0, *, term: bool = True) -> int | None:
+        """SIGTERM (unless already sent: ``term=False``; a second one during interpreter shutdown would kill it),
+        wait ``timeout`` (the worker drains), then SIGKILL; returns the exit code."""
         if self.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.popen.pid, signal.SIGTERM)
+            if term:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.popen.pid, signal.SIGTERM)
             try:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -626,6 +633,16 @@ class Child:
     def cleanup(self) -> None:
         self.stop(5)
         self._logdir.cleanup()
+
+
+def stop_all(procs: Sequence[Child], timeout: float = 30.0) -> dict[str, int | None]:
+    """SIGTERM every process at once (they drain side by side), then wait for each (SIGKILL after ``timeout``);
+    exit codes by name."""
+    for p in procs:
+        if p.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, signal.SIGTERM)
+    return {p.name: p.stop(timeout, term=False) for p in procs}
 
 
 def worker_env(stack: BenchStack, topics: Topics, **overrides: Any) -> dict[str, str]:
@@ -760,6 +777,18 @@ class Check:
 
 
 @dataclass
+class Table:
+    """A further table of a scenario (title, header row, rows), rendered after its main one."""
+
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+
+    def md(self) -> str:
+        return f"### {self.title}\n\n{md_table(self.headers, self.rows)}"
+
+
+@dataclass
 class ScenarioReport:
     name: str
     title: str
@@ -768,6 +797,7 @@ class ScenarioReport:
     checks: list[Check] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    extra: list[Table] = field(default_factory=list)  # further tables, printed after the main one
 
 
 def md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -810,6 +840,8 @@ def write_report(report: ScenarioReport, machine: Mapping[str, str], quick: bool
         md_table(report.headers, report.table),
         "",
     ]
+    for table in report.extra:
+        parts += [table.md(), ""]
     if report.checks:
         parts += ["## Targets", "", checks_table(report.checks), ""]
     if report.notes:
@@ -958,18 +990,25 @@ def events_for(rate: float, seconds: float, minimum: int = 20) -> int:
     return max(minimum, int(rate * seconds))
 
 
-def standalone(run: Any, name: str) -> None:
-    """``python bench/bench_<name>.py [--quick]``: one scenario, printed and (full mode) written."""
+def standalone(run: Any, name: str, options: Sequence[tuple[str, Any, str]] = ()) -> None:
+    """``python bench/bench_<name>.py [--quick]``: one scenario, printed and (full mode) written.
+
+    ``options``: further ``(--flag, default, help)``; the flag's value goes to ``run`` as a keyword argument
+    (``--rebalance`` → ``rebalance=``), typed like its default."""
     import argparse
 
     parser = argparse.ArgumentParser(description=f"bench scenario {name}")
     parser.add_argument("--quick", action="store_true", help="short windows (smoke run, figures indicative)")
     parser.add_argument("--out", type=Path, default=None, help="write the result file here (default: full runs only)")
+    for flag, default, text in options:
+        parser.add_argument(flag, type=type(default), default=default, help=f"{text} (default: {default})")
     args = parser.parse_args()
+    dests = [flag.lstrip("-").replace("-", "_") for flag, *_ in options]
+    extra = {dest: getattr(args, dest) for dest in dests}
     layout = pin_orchestrator()
     machine = machine_info(layout)
     started = time.monotonic()
-    report: ScenarioReport = run(args.quick)
+    report: ScenarioReport = run(args.quick, **extra)
     report.seconds = time.monotonic() - started
     print_report(report)
     out = args.out or (None if args.quick else RESULTS_DIR)
@@ -980,6 +1019,9 @@ def standalone(run: Any, name: str) -> None:
 def print_report(report: ScenarioReport) -> None:
     print(f"\n## {report.title}\n")
     print(md_table(report.headers, report.table))
+    for table in report.extra:
+        print()
+        print(table.md())
     if report.checks:
         print()
         print(checks_table(report.checks))

@@ -1,29 +1,34 @@
 """``make bench``: every scenario of the benchmark suite, side by side, in one run on this machine.
 
-    python bench/run_all.py [--quick] [--only latency,cpu,quota,backlog,scaleout,failover] [--out DIR]
+    python bench/run_all.py [--quick] [--only latency,cpu,…] [--soak [--soak-minutes 10]] [--out DIR]
 
-Full runs write ``bench/results/<date>-<scenario>.md`` per scenario and, when every scenario ran,
-``bench/results/latest.md`` (targets met or missed, with links). ``--quick`` uses short windows (≈ 3 min
-in all; the figures are indicative only) and writes nothing unless ``--out`` is given. Figures are
-printed and written, never asserted: a missed target is reported with its reason, the exit code is 0
-unless a scenario could not run at all.
+Full runs write ``bench/results/<date>-<scenario>.md`` per scenario and, when every default scenario ran,
+``bench/results/latest.md`` (targets met or missed, with links). ``--quick`` uses short windows (≈ 6 min
+in all; the figures are indicative only) and writes nothing unless ``--out`` is given. The soak (10 min of
+steady load) is opt-in: ``--soak`` adds it, ``--only soak`` runs it alone. ``fetchmem`` runs when
+``bench/bench_fetch_memory.py`` exists. Figures are printed and written, never asserted: a missed target
+is reported with its reason, the exit code is 0 unless a scenario could not run at all.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 
 import bench_backlog
 import bench_cpu
 import bench_failover
+import bench_fleet_quota
 import bench_latency
+import bench_long_faults
 import bench_quota
 import bench_scaleout
+import bench_soak
 from common import (
     RESULTS_DIR,
     Check,
@@ -37,14 +42,21 @@ from common import (
     write_report,
 )
 
-SCENARIOS: dict[str, ModuleType] = {
-    "latency": bench_latency,
-    "cpu": bench_cpu,
-    "quota": bench_quota,
-    "backlog": bench_backlog,
-    "scaleout": bench_scaleout,
-    "failover": bench_failover,
+Runner = Callable[[bool], ScenarioReport]  # run(quick) of a bench_<name> module
+
+SCENARIOS: dict[str, Runner] = {
+    "latency": bench_latency.run,
+    "cpu": bench_cpu.run,
+    "quota": bench_quota.run,
+    "fleetquota": bench_fleet_quota.run,
+    "backlog": bench_backlog.run,
+    "scaleout": bench_scaleout.run,
+    "failover": bench_failover.run,
+    "longfaults": bench_long_faults.run,
 }
+if (Path(__file__).parent / "bench_fetch_memory.py").exists():  # written separately; same run(quick) contract
+    SCENARIOS["fetchmem"] = importlib.import_module("bench_fetch_memory").run
+OPT_IN = ("soak",)  # never part of the default run
 
 
 def _failed(name: str, exc: BaseException) -> ScenarioReport:
@@ -82,14 +94,22 @@ def latest_md(reports: list[ScenarioReport], files: list[Path], machine: dict[st
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="short windows, ≈ 3 min; figures indicative only")
-    parser.add_argument("--only", default="", help="comma list of: " + ",".join(SCENARIOS))
+    parser.add_argument("--quick", action="store_true", help="short windows, ≈ 6 min; figures indicative only")
+    parser.add_argument("--only", default="", help="comma list of: " + ",".join([*SCENARIOS, *OPT_IN]))
+    parser.add_argument("--soak", action="store_true", help="also run the soak (opt-in; --quick: 3 min)")
+    parser.add_argument("--soak-minutes", type=float, default=0.0, help="soak length, ≥ 3 (default 10)")
     parser.add_argument("--out", type=Path, default=None, help="where result files go (default: bench/results/)")
     args = parser.parse_args(argv)
+    runners: dict[str, Runner] = {
+        **SCENARIOS,
+        "soak": lambda quick: bench_soak.run(quick, minutes=args.soak_minutes),
+    }
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(SCENARIOS)
-    unknown = [n for n in names if n not in SCENARIOS]
+    if args.soak and "soak" not in names:
+        names.append("soak")
+    unknown = [n for n in names if n not in runners]
     if unknown:
-        parser.error(f"unknown scenarios {unknown}; known: {list(SCENARIOS)}")
+        parser.error(f"unknown scenarios {unknown}; known: {list(runners)}")
     out = args.out or (None if args.quick else RESULTS_DIR)
 
     layout = pin_orchestrator()
@@ -103,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         busy = wait_for_idle(max_wait=30 if args.quick else 60)
         t0 = time.monotonic()
         try:
-            report = SCENARIOS[name].run(args.quick)
+            report = runners[name](args.quick)
         except Exception as exc:  # one broken scenario must not hide the others' figures
             traceback.print_exc()
             report = _failed(name, exc)
@@ -119,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nbench: {total / 60:.1f} min", flush=True)
     checks = [c for r in reports for c in r.checks]
     print(checks_table(checks))
-    if out is not None and not args.quick and names == list(SCENARIOS):
+    if out is not None and not args.quick and set(SCENARIOS) <= set(names):
         latest = out / "latest.md"
         latest.write_text(latest_md(reports, files, machine, total))
         print(f"written: {latest}")

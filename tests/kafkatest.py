@@ -13,7 +13,7 @@ from confluent_kafka.admin import AdminClient
 
 T = TypeVar("T")
 
-# Tansu finishes a group join after about session.timeout.ms / 2 (infrastructure.md §1), so tests use a
+# Tansu finishes a group join after about session.timeout.ms / 2 (docs/api-notes.md#broker-notes), so tests use a
 # short session; heartbeats must be well below it.
 GROUP_TIMEOUTS = {
     "session.timeout.ms": 2000,

@@ -20,7 +20,7 @@ from worker.api.models import (
     parse_multidentify,
 )
 
-# The output example of the multidentify page (shared/seed/multidentify.md), verbatim.
+# The output example of Tencent's multidentify page (docs/api-notes.md#multidentify-response), verbatim.
 DOC_EXAMPLE = b"""{
   "data":{
     "session_id": "111",
@@ -124,7 +124,7 @@ def test_lenient_on_documented_gaps() -> None:
     ids=lambda d: orjson.dumps(d).decode()[:60],
 )
 def test_wrong_shapes_are_bad_response(data: Any) -> None:
-    # `results` must be an array: modelling it as one object is a known bug elsewhere (§10).
+    # `results` must be an array: modelling it as one object is a known bug elsewhere (docs/api-notes.md).
     with pytest.raises(ApiError) as info:
         parse_multidentify(_body(data), 200)
     assert info.value.code == "bad_response"

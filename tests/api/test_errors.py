@@ -1,4 +1,4 @@
-"""The error table of tencent-api.md §7.2, written out independently of worker.api.errors, row by row."""
+"""The documented error classes (docs/api-notes.md), written out independently of worker.api.errors, row by row."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from worker.api.errors import CODES, ApiError, ErrorClass, class_of_code, class_
 
 T, P, C = ErrorClass.TRANSIENT, ErrorClass.PERMANENT, ErrorClass.CONFIG
 
-# code → class, copied from §7.2 (the "-1104 … -1109" row expanded).
+# code → class, as docs/api-notes.md#error-codes-and-classes lists them (-1104 … -1109 expanded).
 TABLE_7_2: dict[int, ErrorClass] = {
     3: C,
     4: C,

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from worker.api.signature import CachedSigner, SignatureFormatError, parse, plain_text, sign, sign_plain
 
-# Vector set A (tencent-api.md §2.5): 2018 鉴权签名 page, with the legacy u=0 field.
+# Vector set A (docs/api-notes.md#test-vectors): 2018 鉴权签名 page, with the legacy u=0 field.
 A_APPID = "1252821871"
 A_BUCKET = "tencentyun"
 A_SECRET_ID = "AKIDgaoOYh2kOmJfWVdH4lpfxScG2zPLPGoK"

@@ -1,4 +1,4 @@
-"""OffsetTracker: the commit contract (DESIGN.md §1, §2), example by example and as properties."""
+"""OffsetTracker: the commit contract (docs/design.md#the-commit-contract), by example and as properties."""
 
 from __future__ import annotations
 

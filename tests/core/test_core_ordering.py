@@ -1,4 +1,4 @@
-"""OrderingGate: dispatch order per mode (DESIGN.md §6)."""
+"""OrderingGate: dispatch order per mode (docs/design.md#ordering)."""
 
 from __future__ import annotations
 

@@ -190,7 +190,7 @@ def test_api_fault_table(
         topics.input,
         [Record(event_value(e, urls[i % len(urls)]), e.encode()) for i, e in enumerate(ids)],
     )
-    # A short session: Tansu completes a group join after about half of it (reference/infrastructure.md §1).
+    # A short session: Tansu completes a group join after about half of it (docs/api-notes.md#broker-notes).
     settings = {"max_in_flight": 32, "session_timeout_ms": 1000, **case.settings}
     env = settings_env(kafka_bootstrap, handle.base_url, topics, **settings)
     before = handle.stats()

@@ -1,6 +1,6 @@
 """HTTP client for Tencent face API v1: ``/face/multidentify`` and the person/group management calls.
 
-Wire format (shared/reference/tencent-api.md §1, §3, §5): ``POST {base_url}/face/<action>`` with
+Wire format (docs/api-notes.md#transport-and-envelope): ``POST {base_url}/face/<action>`` with
 ``Host``, ``Authorization`` (multi-use v1 signature) and ``User-Agent``; a JSON body when the image is
 a ``url``, a multipart body (encoded by requests, boundary included) when it is binary ``image``.
 

@@ -1,6 +1,6 @@
 """Every failure of a multidentify call as one typed error, and the code → class table.
 
-Classes (shared/reference/tencent-api.md §7.2):
+Classes (docs/api-notes.md#error-codes-and-classes):
 
     transient  back off and retry the same request (rate limit, server faults, network)
     permanent  this image/event will fail again; dead-letter it
@@ -35,7 +35,7 @@ class CodeInfo:
     resign: bool = False  # one immediate retry with a fresh signature may succeed (9, 13)
 
 
-# The table of §7.2, plus the legacy gateway codes the same auth front end answers with.
+# The documented face codes, plus the legacy gateway codes the same auth front end answers with.
 _TABLE: tuple[CodeInfo, ...] = (
     CodeInfo(3, "bad request or account suspended", "错误的请求", C),
     CodeInfo(4, "signature empty", "签名为空", C),

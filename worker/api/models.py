@@ -1,6 +1,6 @@
 """Typed multidentify results and the pure parsers of response bodies (no I/O).
 
-Envelope (shared/reference/tencent-api.md §1, §7.1): ``{"code": int, "message": str, "data": ...}``.
+Envelope (docs/api-notes.md#transport-and-envelope): ``{"code": int, "message": str, "data": ...}``.
 A body whose JSON carries an integer ``code`` is classified by that code whatever the HTTP status;
 a body without one is classified by the HTTP status (``http_<status>``) or, on a 2xx, is a
 ``bad_response``. Every parser here either returns a typed value or raises :class:`ApiError`.

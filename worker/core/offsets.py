@@ -1,6 +1,6 @@
 """Which offsets may be committed, given outputs that are acknowledged out of order (no I/O).
 
-Contract (DESIGN.md §1): for a partition, position N+1 is committable only when every offset ≤ N that was
+Contract (docs/design.md): for a partition, position N+1 is committable only when every offset ≤ N that was
 consumed (``track``) has its output acknowledged (``done``). Gaps between consumed offsets (compaction,
 transaction markers) are fine: only tracked offsets are waited for.
 

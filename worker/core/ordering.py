@@ -1,4 +1,4 @@
-"""Which consumed events may be dispatched now, per ordering mode (DESIGN.md §6; no I/O).
+"""Which consumed events may be dispatched now, per ordering mode (docs/design.md#ordering; no I/O).
 
 - ``unordered``: everything is dispatched at once (maximum concurrency; commits stay contiguous anyway).
 - ``key``: at most one event in flight per (partition, key); later events with that key wait in FIFO order.

@@ -1,4 +1,4 @@
-"""The v1 signature check, in the order of tencent-api.md §2.7, answering the documented codes.
+"""The v1 signature check, in the order of docs/api-notes.md#signature-checks-at-the-emulator, with its codes.
 
     4  Authorization missing or empty          10  unknown appid (``a``)
     5  not base64 / too short / a,k,e,t missing 11  unknown SecretId (``k``)

@@ -1,6 +1,6 @@
 """Groups, persons and faces per appid: an in-memory index for matching, written through to SQLite.
 
-Semantics follow tencent-api.md §5: a group exists while it has persons (``newperson``/``addgroupids``
+Semantics (docs/api-notes.md#management-calls): a group exists while it has persons (``newperson``/``addgroupids``
 create it, the last leaving person removes it); a face belongs to one person; limits answer -1309
 (faces per person), -1310 (persons per group), -1311 (groups per appid); a face whose confidence
 against one of the person's faces is ≥ ``duplicate_confidence`` is a near-duplicate (-1312).

@@ -2,7 +2,7 @@
 
 Why aiohttp.web: one event loop serves thousands of concurrent slow requests (injected latency is an
 ``asyncio.sleep``, not a thread), and it is fast enough that the emulator is never what a benchmark of
-the worker measures. shared/reference/perf-baseline.md measured aiohttp.web + uvloop at ≈31k req/s per
+the worker measures. A prototype (docs/design.md) measured aiohttp.web + uvloop at ≈31k req/s per
 core for a trivial handler; bench/bench_emulator.py measures this server (signature check, multipart or
 JSON, matching, a url download per call) on the 2-core project machine, without uvloop, at ≈8.5k
 multidentify req/s at 0 ms in image mode (≈8.6–9k req/s per core of emulator CPU; ≈3.5–5k/s in url

@@ -11,7 +11,7 @@ every ``snapshot``; series of partitions that leave it are removed at once, so a
 never shows a stale lag.
 
 Consumer lag comes from librdkafka statistics (``topics → partitions → consumer_lag``), not from
-ListOffsets, which is wrong on the Tansu broker (reference/infrastructure.md §1 bug 2).
+ListOffsets, which is wrong on the Tansu broker (docs/api-notes.md#broker-notes).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``multidentify-worker replay``: re-publish dead letters to the input topic (DESIGN.md contract 8).
+"""``multidentify-worker replay``: re-publish dead letters to the input topic (docs/design.md#replay).
 
 Sequence of one run:
 
