@@ -250,8 +250,8 @@ def _report(
         [s] + [fmt(tl.structures_at(t1).get(s, math.nan)) for _, _, t1 in phases] + [fmt(tl.structure_peaks()[s])]
         for s in struct_names
     ] or [["not exposed (no mdw_structure_entries series on /metrics)"] + ["–"] * (len(phases) + 1)]
-    steady_sizes = tl.structures_at(marks["outage"])
-    end_sizes = tl.structures_at(marks["drained"])
+    steady_sizes = tl.structures_per_worker_at(marks["outage"])
+    end_sizes = tl.structures_per_worker_at(marks["drained"])
     grown = [
         s for s in struct_names if end_sizes.get(s, 0) > max(1.1 * steady_sizes.get(s, 0), steady_sizes.get(s, 0) + 10)
     ]
@@ -316,7 +316,7 @@ def _report(
         Check("long faults", "duplicates (reported)", f"{t.duplicates} of {t.outputs} outputs", None),
         Check(
             "long faults",
-            "long-lived structures back to their steady size after the drain (≤ +10 % or +10 entries)",
+            "long-lived structures back to their steady size after the drain, per worker (≤ +10 % or +10 entries)",
             "not exposed" if not struct_names else (f"grown: {grown}" if grown else "all back"),
             None if not struct_names else not grown,
         ),

@@ -367,6 +367,16 @@ class Timeline:
                 out[k] = out.get(k, 0.0) + v
         return out
 
+    def structures_per_worker_at(self, t: float) -> dict[str, float]:
+        """Largest entries per structure in any one worker alive in the sample nearest ``t`` (a worker that
+        joins does not make a structure look grown)."""
+        p = self.at(t)
+        out: dict[str, float] = {}
+        for w in p.workers.values() if p else []:
+            for k, v in w.structures.items():
+                out[k] = max(out.get(k, 0.0), v)
+        return out
+
     def structure_peaks(self) -> dict[str, float]:
         """Largest entries per structure seen in any one worker at any sample."""
         out: dict[str, float] = {}

@@ -62,7 +62,6 @@ def test_permanent_errors_dead_letter_at_once(code: int) -> None:
 @pytest.mark.parametrize(
     "error",
     [
-        _err(15),
         _err(107),
         _err(108),
         _err(213),
@@ -98,13 +97,23 @@ def test_backoff_is_exponential_capped_and_jittered() -> None:
 
 
 def test_retry_after_is_a_floor_with_a_cap() -> None:
-    error = _err(15)
+    error = ApiError.local("http_503", "busy", http_status=503)
     error.retry_after = 4.0
     assert POLICY.wait(1, error) == 4.0
     error.retry_after = 300.0
     assert POLICY.wait(1, error) == 30.0
     error.retry_after = 0.1
     assert POLICY.wait(3, error) == 0.8
+
+
+@pytest.mark.parametrize("error", [_err(15), ApiError.local("http_429", "slow down", http_status=429)])
+def test_rate_limit_answers_wait_only_for_their_retry_after(error: ApiError) -> None:
+    # The worker-wide limiter paces them: a backoff of the event's own would only leave its slot idle.
+    assert POLICY.wait(4, error) == 0.0
+    assert decide(error, attempt=1, elapsed_s=0, policy=POLICY, breaker_open=False) == Decision(Outcome.RETRY, 0.0)
+    assert decide(error, attempt=5, elapsed_s=0, policy=POLICY, breaker_open=True) == Decision(Outcome.HOLD, 0.0)
+    error.retry_after = 300.0
+    assert POLICY.wait(1, error) == 30.0
 
 
 def test_test_modes_make_waits_zero_but_keep_the_caps() -> None:
@@ -155,7 +164,7 @@ def _retrying(policy: RetryPolicy, sleeps: list[float], rng: random.Random | Non
 
 def test_tenacity_retries_transient_errors_with_the_policy_waits() -> None:
     sleeps: list[float] = []
-    flaky = _Flaky(_err(15), _err(213), _err(-1200))
+    flaky = _Flaky(_err(107), _err(213), _err(-1200))
     assert _retrying(POLICY, sleeps)(flaky) == "ok"
     assert flaky.calls == 4
     assert sleeps == [POLICY.wait(1), POLICY.wait(2), POLICY.wait(3)]
@@ -164,7 +173,7 @@ def test_tenacity_retries_transient_errors_with_the_policy_waits() -> None:
 def test_tenacity_jitter_matches_policy_wait_for_the_same_rng() -> None:
     policy = RetryPolicy()
     sleeps: list[float] = []
-    _retrying(policy, sleeps, random.Random(7))(_Flaky(_err(15), _err(15), _err(15)))
+    _retrying(policy, sleeps, random.Random(7))(_Flaky(_err(213), _err(213), _err(213)))
     rng = random.Random(7)
     assert sleeps == [policy.wait(n, None, rng) for n in (1, 2, 3)]
 

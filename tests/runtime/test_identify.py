@@ -32,9 +32,12 @@ class ScriptedApi:
         self.calls: list[tuple[str, tuple[str, ...]]] = []
         self.lock = threading.Lock()
         self.check: ApiError | None = None  # what check_configuration raises (None: the configuration is fine)
+        self.together: threading.Barrier | None = None
         self.checks = 0
 
     def _answer(self) -> IdentifyResult:
+        if self.together is not None and len(self.calls) <= self.together.parties:
+            self.together.wait(10)  # the first calls answer together: every event has called before any retries
         time.sleep(self.delay)
         with self.lock:
             answer = self.script.pop(0) if self.script else self.then
@@ -121,9 +124,10 @@ def _run_concurrently(identifier: Identifier, tasks: list[Task], cancelled: Call
 
 
 def test_outage_holds_the_events_until_the_api_recovers() -> None:
-    # Every call fails for a while: events exhaust their attempts, trip the breaker and wait instead of
-    # going to the DLQ; when the API answers again they all get results.
+    # Every call fails for a while: events exhaust their attempts while the others fail too, so they wait
+    # instead of going to the DLQ; when the API answers again they all get results.
     api = ScriptedApi([err(213)] * 16, delay=0.01)
+    api.together = threading.Barrier(4)  # concurrent events, also on a busy machine
     breaker = CircuitBreaker(window=10, min_calls=4, open_s=0.05)
     identifier = _identifier(api, breaker=breaker)
     kinds = _run_concurrently(identifier, [_task(event_id=f"e{i}") for i in range(4)])

@@ -60,7 +60,8 @@ class RetryPolicy:
 
     The n-th wait (after attempt n) is ``min(backoff_max_s, backoff_initial_s * 2**(n-1))``, with full jitter
     (uniform in [0, that]) when ``jitter``; a ``retry_after`` on the error (seconds, capped at
-    ``retry_after_cap_s``) is a floor.
+    ``retry_after_cap_s``) is a floor. A rate-limit answer (15, HTTP 429) waits only for its ``retry_after``:
+    the worker-wide limiter paces those retries.
     """
 
     max_attempts: int = 5
@@ -86,6 +87,10 @@ class RetryPolicy:
         """Seconds to wait before call ``attempt + 1``."""
         if _testing:
             return 0.0
+        if error is not None and error.rate_limited:
+            # The worker-wide rate limiter spaces these calls (every attempt asks it first); a backoff of each
+            # event's own would only leave its slot idle once the quota is back. Retry-After still holds.
+            return min(max(error.retry_after or 0.0, 0.0), self.retry_after_cap_s)
         ceiling = min(self.backoff_max_s, self.backoff_initial_s * 2.0 ** min(max(attempt - 1, 0), 62))
         delay = (rng or random).uniform(0.0, ceiling) if self.jitter else ceiling
         if error is not None and error.retry_after is not None:
