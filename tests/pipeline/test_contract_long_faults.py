@@ -86,8 +86,9 @@ def test_while_every_call_is_refused_the_whole_worker_makes_a_few_calls_per_seco
     h.api.quota = 50.0
     back = h.clock.now()
     h.run(15)
-    late = [c for c in h.api.identify_calls(since=back + 10) if c.outcome == "ok"]
-    assert len(late) / 5 >= 0.9 * 50, f"{len(late) / 5:.1f} successful calls/s 10 s after the quota came back"
+    # From 5 s after its return on, the quota is used (AIMD around it: ≈ 95 % on average, dips after a cut).
+    late = [c for c in h.api.identify_calls(since=back + 5) if c.outcome == "ok"]
+    assert len(late) / 10 >= 0.85 * 50, f"{len(late) / 10:.1f} successful calls/s 5–15 s after the quota came back"
 
 
 def test_every_assigned_partition_gets_a_share_of_the_window() -> None:
