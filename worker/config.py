@@ -1,24 +1,29 @@
 """One settings object, built from defaults < config file < environment (``MDW_*``) < command-line flags.
 
-Every setting is declared once in :data:`SETTINGS` (name, type, default, limits, help); the environment
-variable, the flag, the README table and ``multidentify-worker check`` all derive from that list, so
-they cannot drift. Secrets may come from ``MDW_<NAME>`` or from a file named by ``MDW_<NAME>_FILE``
-(Kubernetes secret volumes); they are masked whenever settings are shown and never logged.
+Every setting is declared once, as a typed field of :class:`Settings` made with :func:`setting` (default, help,
+group, limits, secret, validator); its type gives the kind (``tuple[str, ...]`` is a list, a ``Literal`` the
+choices). :data:`SETTINGS` is derived from those fields, and the environment variable, the flag, the README table
+and ``multidentify-worker check`` derive from it, so they cannot drift and ``mypy`` sees a misspelt setting.
+Secrets may come from ``MDW_<NAME>`` or from a file named by ``MDW_<NAME>_FILE`` (Kubernetes secret volumes);
+they are masked whenever settings are shown and never logged.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 ENV_PREFIX = "MDW_"
 _ID_RE = re.compile(r"^[^\s/]{1,64}$")
+
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -27,6 +32,8 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Setting:
+    """One setting as the flags, the environment, ``check`` and the README table see it (derived from a field)."""
+
     name: str
     kind: str  # str | int | float | bool | list | choice
     default: Any
@@ -66,6 +73,39 @@ class Setting:
         return "text"
 
 
+Group = Literal["kafka", "api", "pipeline", "ops"]  # add_flags(groups=...) selects by it
+SETTING_META = "mdw_setting"  # the key of a field's metadata that holds its SettingMeta
+
+
+@dataclass(frozen=True)
+class SettingMeta:
+    """What a :class:`Settings` field carries beyond its name, type and default."""
+
+    help: str
+    group: Group
+    minimum: float | None = None
+    maximum: float | None = None
+    secret: bool = False  # from MDW_<NAME> or MDW_<NAME>_FILE only, never a flag; masked when shown
+    required_for_run: bool = False  # `run` refuses to start while it is empty
+    validate: Callable[[Any], str | None] | None = None  # a problem with the coerced value, or None
+
+
+def setting(
+    default: T,
+    help: str,
+    group: Group,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    secret: bool = False,
+    required_for_run: bool = False,
+    validate: Callable[[Any], str | None] | None = None,
+) -> T:
+    """Declare one setting: a :class:`Settings` field whose metadata holds its help, group and limits."""
+    meta = SettingMeta(help, group, minimum, maximum, secret, required_for_run, validate)
+    return field(default=default, metadata={SETTING_META: meta})
+
+
 def _url(value: Any) -> str | None:
     return None if re.match(r"^https?://[^\s/]+", str(value)) else "must be an http:// or https:// URL"
 
@@ -80,328 +120,168 @@ def _topic(value: Any) -> str | None:
     return None if ok else "topic names use letters, digits, '.', '_' and '-' (1–249 characters)"
 
 
-SETTINGS: tuple[Setting, ...] = (
+# The choices of the `choice` settings, in the order `allowed()` lists them.
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+AssignmentStrategy = Literal["cooperative-sticky", "range", "roundrobin"]
+OffsetReset = Literal["earliest", "latest"]
+ImageMode = Literal["url", "fetch"]
+Ordering = Literal["unordered", "key", "partition"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+LogFormat = Literal["json", "text"]
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class Settings:
+    """Validated effective configuration: one typed field per setting, in the order of the README table.
+
+    Build it with :func:`load` (or :meth:`replace`), which validates; a new setting is one more field here.
+    """
+
     # Kafka
-    Setting("bootstrap_servers", "str", "127.0.0.1:9092", "Kafka bootstrap servers (host:port,…)", "kafka"),
-    Setting("group_id", "str", "multidentify-worker", "consumer group shared by all worker replicas", "kafka"),
-    Setting("input_topic", "str", "images", "topic of image events to identify", "kafka", validate=_topic),
-    Setting("results_topic", "str", "face-results", "topic the result records go to", "kafka", validate=_topic),
-    Setting("dlq_topic", "str", "face-dlq", "dead-letter topic (key = error code)", "kafka", validate=_topic),
-    Setting(
-        "security_protocol",
-        "choice",
-        "PLAINTEXT",
-        "Kafka security protocol",
-        "kafka",
-        choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
-    ),
-    Setting(
-        "sasl_mechanism",
-        "choice",
-        "PLAIN",
-        "SASL mechanism (with SASL_* protocols)",
-        "kafka",
-        choices=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
-    ),
-    Setting("sasl_username", "str", "", "SASL user name", "kafka"),
-    Setting("sasl_password", "str", "", "SASL password", "kafka", secret=True),
-    Setting("ssl_ca_location", "str", "", "CA bundle file for Kafka TLS (empty: system default)", "kafka"),
-    Setting(
-        "assignment_strategy",
-        "choice",
-        "cooperative-sticky",
-        "partition assignment strategy",
-        "kafka",
-        choices=("cooperative-sticky", "range", "roundrobin"),
-    ),
-    Setting(
-        "session_timeout_ms",
-        "int",
+    bootstrap_servers: str = setting("127.0.0.1:9092", "Kafka bootstrap servers (host:port,…)", "kafka")
+    group_id: str = setting("multidentify-worker", "consumer group shared by all worker replicas", "kafka")
+    input_topic: str = setting("images", "topic of image events to identify", "kafka", validate=_topic)
+    results_topic: str = setting("face-results", "topic the result records go to", "kafka", validate=_topic)
+    dlq_topic: str = setting("face-dlq", "dead-letter topic (key = error code)", "kafka", validate=_topic)
+    security_protocol: SecurityProtocol = setting("PLAINTEXT", "Kafka security protocol", "kafka")
+    sasl_mechanism: SaslMechanism = setting("PLAIN", "SASL mechanism (with SASL_* protocols)", "kafka")
+    sasl_username: str = setting("", "SASL user name", "kafka")
+    sasl_password: str = setting("", "SASL password", "kafka", secret=True)
+    ssl_ca_location: str = setting("", "CA bundle file for Kafka TLS (empty: system default)", "kafka")
+    assignment_strategy: AssignmentStrategy = setting("cooperative-sticky", "partition assignment strategy", "kafka")
+    session_timeout_ms: int = setting(
         10000,
         "group session timeout; a dead replica's partitions move after this",
         "kafka",
         minimum=500,
         maximum=300000,
-    ),
-    Setting(
-        "max_poll_interval_ms",
-        "int",
+    )
+    max_poll_interval_ms: int = setting(
         300_000,
         "longest the consumer may go unpolled before it leaves the group; must exceed revoke_timeout_s and "
         "drain_timeout_s each plus one API call (connect + read timeout), and session_timeout_ms",
         "kafka",
         minimum=10_000,
         maximum=86_400_000,
-    ),
-    Setting(
-        "auto_offset_reset",
-        "choice",
+    )
+    auto_offset_reset: OffsetReset = setting(
         "earliest",
         "where a partition without a committed offset starts. earliest: its oldest retained event (a first "
         "deployment against an old topic processes the whole retention); latest: only events that arrive later, "
         "but then a partition that has no committed offset yet and moves in a rebalance skips what its previous "
         "owner consumed and had not committed",
         "kafka",
-        choices=("earliest", "latest"),
-    ),
-    Setting(
-        "commit_interval_s",
-        "float",
+    )
+    commit_interval_s: float = setting(
         0.2,
         "how often contiguous offsets are committed (the duplicates a crash can cause ≈ throughput × this)",
         "kafka",
         minimum=0.05,
         maximum=60,
-    ),
+    )
     # The face API
-    Setting(
-        "api_base_url",
-        "str",
+    api_base_url: str = setting(
         "https://recognition.image.myqcloud.com",
         "face API base URL (the emulator's URL in development)",
         "api",
         validate=_url,
-    ),
-    Setting("appid", "str", "", "Tencent AppID", "api", required_for_run=True),
-    Setting("secret_id", "str", "", "Tencent SecretId (main account)", "api", secret=True, required_for_run=True),
-    Setting("secret_key", "str", "", "Tencent SecretKey (main account)", "api", secret=True, required_for_run=True),
-    Setting("bucket", "str", "", "legacy bucket field of the signature (usually empty)", "api"),
-    Setting(
-        "group_ids",
-        "list",
-        (),
-        "groups searched when an event names none",
-        "api",
-        required_for_run=True,
-        validate=_group_ids,
-    ),
-    Setting(
-        "signature_lifetime_s",
-        "int",
-        3600,
-        "lifetime of the cached multi-use signature",
-        "api",
-        minimum=30,
-        maximum=7776000,
-    ),
-    Setting("connect_timeout_s", "float", 3.0, "API connect timeout", "api", minimum=0.1, maximum=60),
-    Setting(
-        "read_timeout_s",
-        "float",
-        10.0,
-        "API read timeout; a whole call gets connect + read timeout",
-        "api",
-        minimum=0.1,
-        maximum=300,
-    ),
-    Setting(
-        "tls_verify",
-        "bool",
-        True,
-        "verify the face API's TLS certificate (image downloads: fetch_tls_verify)",
-        "api",
-    ),
-    Setting(
-        "image_mode",
-        "choice",
-        "url",
-        "url: Tencent downloads the image; fetch: the worker downloads it and uploads the bytes",
-        "api",
-        choices=("url", "fetch"),
-    ),
-    Setting(
-        "fetch_max_bytes",
-        "int",
-        1_400_000,
-        "largest image fetched in fetch mode",
-        "api",
-        minimum=1024,
-        maximum=1_500_000,
-    ),
-    Setting(
-        "fetch_timeout_s",
-        "float",
-        5.0,
-        "total time allowed for one image download",
-        "api",
-        minimum=0.1,
-        maximum=120,
-    ),
-    Setting(
-        "fetch_tls_verify",
-        "bool",
-        True,
-        "fetch mode: verify the image hosts' TLS certificates (tls_verify covers the face API only)",
-        "api",
-    ),
-    Setting(
-        "fetch_allowed_networks",
-        "list",
-        (),
-        "CIDRs fetch mode may reach even though private/loopback (e.g. 127.0.0.0/8)",
-        "api",
-    ),
+    )
+    appid: str = setting("", "Tencent AppID", "api", required_for_run=True)
+    secret_id: str = setting("", "Tencent SecretId (main account)", "api", secret=True, required_for_run=True)
+    secret_key: str = setting("", "Tencent SecretKey (main account)", "api", secret=True, required_for_run=True)
+    bucket: str = setting("", "legacy bucket field of the signature (usually empty)", "api")
+    group_ids: tuple[str, ...] = setting(
+        (), "groups searched when an event names none", "api", required_for_run=True, validate=_group_ids
+    )
+    signature_lifetime_s: int = setting(
+        3600, "lifetime of the cached multi-use signature", "api", minimum=30, maximum=7776000
+    )
+    connect_timeout_s: float = setting(3.0, "API connect timeout", "api", minimum=0.1, maximum=60)
+    read_timeout_s: float = setting(
+        10.0, "API read timeout; a whole call gets connect + read timeout", "api", minimum=0.1, maximum=300
+    )
+    tls_verify: bool = setting(True, "verify the face API's TLS certificate (image downloads: fetch_tls_verify)", "api")
+    image_mode: ImageMode = setting(
+        "url", "url: Tencent downloads the image; fetch: the worker downloads it and uploads the bytes", "api"
+    )
+    fetch_max_bytes: int = setting(
+        1_400_000, "largest image fetched in fetch mode", "api", minimum=1024, maximum=1_500_000
+    )
+    fetch_timeout_s: float = setting(5.0, "total time allowed for one image download", "api", minimum=0.1, maximum=120)
+    fetch_tls_verify: bool = setting(
+        True, "fetch mode: verify the image hosts' TLS certificates (tls_verify covers the face API only)", "api"
+    )
+    fetch_allowed_networks: tuple[str, ...] = setting(
+        (), "CIDRs fetch mode may reach even though private/loopback (e.g. 127.0.0.0/8)", "api"
+    )
     # The pipeline
-    Setting(
-        "max_in_flight",
-        "int",
-        64,
-        "events processed concurrently by one worker (API calls in flight)",
-        "pipeline",
-        minimum=1,
-        maximum=4096,
-    ),
-    Setting(
-        "ordering",
-        "choice",
-        "unordered",
-        "unordered | key (same key in order) | partition (strictly sequential)",
-        "pipeline",
-        choices=("unordered", "key", "partition"),
-    ),
-    Setting(
-        "max_attempts",
-        "int",
-        5,
-        "API attempts per event before dead-lettering",
-        "pipeline",
-        minimum=1,
-        maximum=100,
-    ),
-    Setting(
-        "retry_deadline_s",
-        "float",
-        60.0,
-        "time budget for one event's retries",
-        "pipeline",
-        minimum=0.1,
-        maximum=3600,
-    ),
-    Setting(
-        "backoff_initial_s",
-        "float",
-        0.2,
-        "first retry delay (exponential, jittered)",
-        "pipeline",
-        minimum=0,
-        maximum=60,
-    ),
-    Setting("backoff_max_s", "float", 10.0, "largest retry delay", "pipeline", minimum=0, maximum=600),
-    Setting(
-        "rate_limit_qps",
-        "float",
+    max_in_flight: int = setting(
+        64, "events processed concurrently by one worker (API calls in flight)", "pipeline", minimum=1, maximum=4096
+    )
+    ordering: Ordering = setting(
+        "unordered", "unordered | key (same key in order) | partition (strictly sequential)", "pipeline"
+    )
+    max_attempts: int = setting(5, "API attempts per event before dead-lettering", "pipeline", minimum=1, maximum=100)
+    retry_deadline_s: float = setting(
+        60.0, "time budget for one event's retries", "pipeline", minimum=0.1, maximum=3600
+    )
+    backoff_initial_s: float = setting(
+        0.2, "first retry delay (exponential, jittered)", "pipeline", minimum=0, maximum=60
+    )
+    backoff_max_s: float = setting(10.0, "largest retry delay", "pipeline", minimum=0, maximum=600)
+    rate_limit_qps: float = setting(
         0.0,
         "API calls/s per worker; lowered on code 15/HTTP 429, probed back up (AIMD); 0: no cap until throttled",
         "pipeline",
         minimum=0,
         maximum=100000,
-    ),
-    Setting(
-        "breaker_failure_ratio",
-        "float",
-        0.5,
-        "share of transient failures that opens the circuit breaker",
-        "pipeline",
-        minimum=0.01,
-        maximum=1,
-    ),
-    Setting(
-        "breaker_open_s",
-        "float",
-        10.0,
-        "how long the breaker stays open before a probe",
-        "pipeline",
-        minimum=0.1,
-    ),
-    Setting(
-        "dlq_guard_ratio",
-        "float",
+    )
+    breaker_failure_ratio: float = setting(
+        0.5, "share of transient failures that opens the circuit breaker", "pipeline", minimum=0.01, maximum=1
+    )
+    breaker_open_s: float = setting(10.0, "how long the breaker stays open before a probe", "pipeline", minimum=0.1)
+    dlq_guard_ratio: float = setting(
         0.98,
         "hold the worker (take no new events) when this share of recent events went to the DLQ",
         "pipeline",
         minimum=0.01,
         maximum=1,
-    ),
-    Setting("dlq_guard_window", "int", 500, "events the DLQ guard looks at", "pipeline", minimum=10),
-    Setting(
-        "dlq_guard_pause_s",
-        "float",
+    )
+    dlq_guard_window: int = setting(500, "events the DLQ guard looks at", "pipeline", minimum=10)
+    dlq_guard_pause_s: float = setting(
         60.0,
         "how long a tripped DLQ guard holds the worker before a trial of 20 events (doubles while it trips again,"
         " up to 1 h)",
         "pipeline",
         minimum=0,
         maximum=3600,
-    ),
-    Setting(
-        "drain_timeout_s",
-        "float",
-        25.0,
-        "on SIGTERM, time allowed to finish in-flight events",
-        "pipeline",
-        minimum=0,
-        maximum=3600,
-    ),
-    Setting(
-        "revoke_timeout_s",
-        "float",
-        5.0,
-        "on revoke, time allowed for the revoked partitions' in-flight events",
-        "pipeline",
-        minimum=0,
-        maximum=600,
-    ),
+    )
+    drain_timeout_s: float = setting(
+        25.0, "on SIGTERM, time allowed to finish in-flight events", "pipeline", minimum=0, maximum=3600
+    )
+    revoke_timeout_s: float = setting(
+        5.0, "on revoke, time allowed for the revoked partitions' in-flight events", "pipeline", minimum=0, maximum=600
+    )
     # Operations
-    Setting("metrics_host", "str", "0.0.0.0", "address of /metrics, /healthz, /readyz", "ops"),
-    Setting(
-        "metrics_port",
-        "int",
-        9400,
-        "port of /metrics, /healthz, /readyz (0: disabled)",
-        "ops",
-        minimum=0,
-        maximum=65535,
-    ),
-    Setting(
-        "log_level",
-        "choice",
-        "INFO",
-        "log level",
-        "ops",
-        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-    ),
-    Setting("log_format", "choice", "json", "json lines or plain text logs", "ops", choices=("json", "text")),
-    Setting(
-        "liveness_timeout_s",
-        "float",
-        30.0,
-        "/healthz fails when the poll loop has not turned for this long",
-        "ops",
-        minimum=1,
-    ),
-)
+    metrics_host: str = setting("0.0.0.0", "address of /metrics, /healthz, /readyz", "ops")
+    metrics_port: int = setting(
+        9400, "port of /metrics, /healthz, /readyz (0: disabled)", "ops", minimum=0, maximum=65535
+    )
+    log_level: LogLevel = setting("INFO", "log level", "ops")
+    log_format: LogFormat = setting("json", "json lines or plain text logs", "ops")
+    liveness_timeout_s: float = setting(
+        30.0, "/healthz fails when the poll loop has not turned for this long", "ops", minimum=1
+    )
 
-BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Validated effective configuration. Attribute names are the setting names."""
-
-    values: Mapping[str, Any]
-    sources: Mapping[str, str] = field(default_factory=dict)  # name → "default" | "file" | "env" | "flag"
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.values[name]
-        except KeyError:
-            raise AttributeError(name) from None
+    # Not a setting: where each value came from, name → "default" | "file" | "env" | "flag".
+    sources: Mapping[str, str] = field(default_factory=dict, kw_only=True, hash=False)
 
     def masked(self) -> dict[str, Any]:
         """Values safe to print: secrets show only whether they are set."""
         out: dict[str, Any] = {}
         for s in SETTINGS:
-            value = self.values[s.name]
+            value = getattr(self, s.name)
             if s.secret:
                 out[s.name] = "***" if value else ""
             elif isinstance(value, tuple):
@@ -411,12 +291,59 @@ class Settings:
         return out
 
     def replace(self, **changes: Any) -> Settings:
-        values = dict(self.values)
+        """These settings with ``changes`` applied, validated again (sources become "flag")."""
+        values = {s.name: getattr(self, s.name) for s in SETTINGS}
         values.update(changes)
         return load(overrides=values, environ={}, config_file=None)
 
     def __repr__(self) -> str:
         return f"Settings({self.masked()!r})"
+
+
+_NOT_SETTINGS = frozenset({"sources"})  # the fields of Settings that are not settings
+_KINDS: dict[Any, str] = {str: "str", int: "int", float: "float", bool: "bool", tuple[str, ...]: "list"}
+
+
+def settings_of(cls: type[Any]) -> tuple[Setting, ...]:
+    """The settings a dataclass declares, in field order; a field not made with :func:`setting` is refused."""
+    hints = get_type_hints(cls)
+    out: list[Setting] = []
+    for f in dataclasses.fields(cls):
+        if f.name in _NOT_SETTINGS:
+            continue
+        meta = f.metadata.get(SETTING_META)
+        if not isinstance(meta, SettingMeta):
+            raise TypeError(f"{cls.__name__}.{f.name}: declare it with setting(...) so it gets a flag and a variable")
+        hint = hints[f.name]
+        if get_origin(hint) is Literal and all(isinstance(c, str) for c in get_args(hint)):
+            kind, choices = "choice", get_args(hint)
+        elif hint in _KINDS:
+            kind, choices = _KINDS[hint], ()
+        else:
+            raise TypeError(
+                f"{cls.__name__}.{f.name}: type {hint!r} is not str, int, float, bool, a Literal of "
+                "strings or tuple[str, ...]"
+            )
+        out.append(
+            Setting(
+                f.name,
+                kind,
+                f.default,
+                meta.help,
+                meta.group,
+                choices=choices,
+                minimum=meta.minimum,
+                maximum=meta.maximum,
+                secret=meta.secret,
+                required_for_run=meta.required_for_run,
+                validate=meta.validate,
+            )
+        )
+    return tuple(out)
+
+
+SETTINGS: tuple[Setting, ...] = settings_of(Settings)
+BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 
 
 def _coerce(setting: Setting, raw: Any, source: str) -> Any:
@@ -521,35 +448,39 @@ def load(
             raw, source = overrides[s.name], "flag"
         values[s.name] = raw if source == "default" else _coerce(s, raw, source)
         sources[s.name] = source
-    _check_combinations(values)
+    settings = Settings(**values, sources=sources)
+    _check_combinations(settings)
     if require_credentials:
         missing = [s for s in SETTINGS if s.required_for_run and not values[s.name]]
         if missing:
             names = ", ".join(f"{s.name} ({s.env})" for s in missing)
             raise ConfigError(f"required for `run` but not set: {names}")
-    return Settings(values=values, sources=sources)
+    return settings
 
 
-def _check_combinations(values: Mapping[str, Any]) -> None:
+def _check_combinations(s: Settings) -> None:
     """Limits that involve several settings; each message names all of them."""
-    if values["backoff_initial_s"] > values["backoff_max_s"]:
+    if s.backoff_initial_s > s.backoff_max_s:
         raise ConfigError("backoff_initial_s must not exceed backoff_max_s")
-    poll_ms = values["max_poll_interval_ms"]
-    if poll_ms < values["session_timeout_ms"]:
+    poll_ms = s.max_poll_interval_ms
+    if poll_ms < s.session_timeout_ms:
         raise ConfigError(
-            f"max_poll_interval_ms ({poll_ms}) must not be below session_timeout_ms ({values['session_timeout_ms']}); "
+            f"max_poll_interval_ms ({poll_ms}) must not be below session_timeout_ms ({s.session_timeout_ms}); "
             "the Kafka client refuses it"
         )
     # A revoke and the drain wait for in-flight events without polling the consumer; an event's call may still need
     # its whole connect + read timeout. Past max.poll.interval.ms the consumer leaves the group, its commit fails and
     # every event of the wait is processed again by the next owner.
-    call_s = values["connect_timeout_s"] + values["read_timeout_s"]
-    for name, what in (("revoke_timeout_s", "a revoke"), ("drain_timeout_s", "the drain on SIGTERM")):
-        need_s = values[name] + call_s
+    call_s = s.connect_timeout_s + s.read_timeout_s
+    for name, wait_s, what in (
+        ("revoke_timeout_s", s.revoke_timeout_s, "a revoke"),
+        ("drain_timeout_s", s.drain_timeout_s, "the drain on SIGTERM"),
+    ):
+        need_s = wait_s + call_s
         if need_s * 1000 >= poll_ms:
             raise ConfigError(
-                f"{name} ({values[name]:g} s) + connect_timeout_s ({values['connect_timeout_s']:g} s) + "
-                f"read_timeout_s ({values['read_timeout_s']:g} s) = {need_s:g} s reaches max_poll_interval_ms "
+                f"{name} ({wait_s:g} s) + connect_timeout_s ({s.connect_timeout_s:g} s) + "
+                f"read_timeout_s ({s.read_timeout_s:g} s) = {need_s:g} s reaches max_poll_interval_ms "
                 f"({poll_ms} ms): {what} waits that long without polling the consumer, which then leaves the group "
                 f"and cannot commit; raise max_poll_interval_ms (MDW_MAX_POLL_INTERVAL_MS) or lower {name} "
                 f"({ENV_PREFIX}{name.upper()})"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
@@ -174,3 +176,71 @@ def test_check_command_refuses_a_revoke_wait_beyond_the_poll_interval() -> None:
     proc = _cli("check", env={"MDW_REVOKE_TIMEOUT_S": "600"})
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "revoke_timeout_s" in proc.stderr and "max_poll_interval_ms" in proc.stderr
+
+
+# --- one declaration per setting: typed fields of Settings, whose metadata the flags, env and table derive from ----
+
+
+def test_a_misspelt_setting_is_an_attribute_error() -> None:
+    """No catch-all lookup: a typo fails here at run time and under mypy before it (`Settings` has no `__getattr__`)."""
+    s = config.load(environ={})
+    with pytest.raises(AttributeError):
+        s.max_inflight  # type: ignore[attr-defined]  # noqa: B018
+    assert not hasattr(config.Settings, "__getattr__")
+
+
+def test_every_settings_field_is_a_declared_setting() -> None:
+    """A field added without `setting(...)` would have no flag, variable or table row; each field must carry one."""
+    fields = [f for f in dataclasses.fields(config.Settings) if f.name != "sources"]
+    bare = [f.name for f in fields if not isinstance(f.metadata.get(config.SETTING_META), config.SettingMeta)]
+    assert not bare, f"Settings fields without setting(...) metadata: {bare}"
+    assert [f.name for f in fields] == [s.name for s in config.SETTINGS] == list(config.BY_NAME)
+
+
+def test_a_plain_field_is_refused_where_the_settings_are_derived() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Sloppy:
+        fine: int = config.setting(1, "declared", "ops")
+        plain: int = 2
+
+    with pytest.raises(TypeError, match=r"Sloppy\.plain"):
+        config.settings_of(Sloppy)
+
+
+def test_the_kind_and_choices_come_from_the_field_type() -> None:
+    hints = typing.get_type_hints(config.Settings)
+    expected_kind = {str: "str", int: "int", float: "float", bool: "bool", tuple[str, ...]: "list"}
+    for s in config.SETTINGS:
+        hint = hints[s.name]
+        if typing.get_origin(hint) is typing.Literal:
+            assert (s.kind, s.choices) == ("choice", typing.get_args(hint)), s.name
+        else:
+            assert (s.kind, s.choices) == (expected_kind[hint], ()), s.name
+
+
+def test_loaded_values_have_their_declared_types() -> None:
+    """What `load` returns matches the annotations, so `int(settings.x)`-style casts are never needed."""
+    hints = typing.get_type_hints(config.Settings)
+    env = {"MDW_MAX_IN_FLIGHT": "7", "MDW_RATE_LIMIT_QPS": "5", "MDW_TLS_VERIFY": "no", "MDW_GROUP_IDS": "a, b"}
+    for s in (config.load(environ={}), config.load(environ=env)):
+        for name, hint in hints.items():
+            if name == "sources":
+                continue
+            value = getattr(s, name)
+            if typing.get_origin(hint) is typing.Literal:
+                assert value in typing.get_args(hint), name
+            elif hint == tuple[str, ...]:
+                assert isinstance(value, tuple) and all(isinstance(v, str) for v in value), name
+            else:
+                assert type(value) is hint, (name, value)
+    assert (s.max_in_flight, s.rate_limit_qps, s.tls_verify, s.group_ids) == (7, 5.0, False, ("a", "b"))
+
+
+def test_replace_validates_and_keeps_the_other_values() -> None:
+    s = config.load(environ={"MDW_ORDERING": "key"})
+    t = s.replace(max_in_flight=3)
+    assert (t.max_in_flight, t.ordering) == (3, "key")
+    with pytest.raises(config.ConfigError, match="max_in_flight"):
+        s.replace(max_in_flight=0)
+    with pytest.raises(config.ConfigError, match="unknown settings"):
+        s.replace(max_inflight=3)

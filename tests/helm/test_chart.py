@@ -636,7 +636,7 @@ def test_every_setting_round_trips_through_the_configmap(rendered: dict[str, lis
             assert data[f"MDW_{name.upper()}"] == str(value), name  # a pending setting: passed on as written
             continue
         expected = tuple(value) if isinstance(value, list) else value
-        assert settings.values[name] == expected, name
+        assert getattr(settings, name) == expected, name
         assert settings.sources[name] == "env", name
 
 
