@@ -99,16 +99,16 @@ class PipelineOptions:
             results_topic=s.results_topic,
             dlq_topic=s.dlq_topic,
             group_id=s.group_id,
-            max_in_flight=int(s.max_in_flight),
+            max_in_flight=s.max_in_flight,
             ordering=s.ordering,
             cooperative=s.assignment_strategy == "cooperative-sticky",
-            commit_interval_s=float(s.commit_interval_s),
-            revoke_timeout_s=float(s.revoke_timeout_s),
-            drain_timeout_s=float(s.drain_timeout_s),
+            commit_interval_s=s.commit_interval_s,
+            revoke_timeout_s=s.revoke_timeout_s,
+            drain_timeout_s=s.drain_timeout_s,
             image_mode=s.image_mode,
-            dlq_guard_window=int(s.dlq_guard_window),
-            dlq_guard_ratio=float(s.dlq_guard_ratio),
-            dlq_guard_pause_s=float(s.dlq_guard_pause_s),
+            dlq_guard_window=s.dlq_guard_window,
+            dlq_guard_ratio=s.dlq_guard_ratio,
+            dlq_guard_pause_s=s.dlq_guard_pause_s,
         )
 
 
