@@ -56,7 +56,7 @@ from worker.core.breaker import BreakerState, CircuitBreaker
 from worker.core.clock import SYSTEM_CLOCK, Clock
 from worker.core.guard import DeadLetterGuard
 from worker.core.offsets import OffsetTracker
-from worker.core.ordering import OrderingGate
+from worker.core.ordering import Mode, OrderingGate
 from worker.runtime.commits import Committer
 from worker.runtime.dispatch import Dispatcher
 from worker.runtime.exits import ExitCode
@@ -82,7 +82,7 @@ class PipelineOptions:
     dlq_topic: str
     group_id: str
     max_in_flight: int
-    ordering: str
+    ordering: Mode
     cooperative: bool
     commit_interval_s: float
     revoke_timeout_s: float
@@ -156,7 +156,7 @@ class Pipeline:
         self._producer: ProducerLike = producer
 
         self._tracker = OffsetTracker(clock=clock.now)
-        self._gate: OrderingGate[Task] = OrderingGate(opts.ordering)  # type: ignore[arg-type]
+        self._gate: OrderingGate[Task] = OrderingGate(opts.ordering)
         self._guard = DeadLetterGuard(
             window=opts.dlq_guard_window,
             max_ratio=opts.dlq_guard_ratio,
