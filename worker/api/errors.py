@@ -18,9 +18,10 @@ Exception hierarchy (what is raised where, and what it becomes)::
     │                 dead-letters it at once with class ``invalid``, before any call
     ├── Cancelled  (worker.runtime.identify)  a revoked partition or shutdown ends a held event; never leaves it
     └── ValueError
-        ├── ConfigError  (worker.config)  bad settings: worker.cli prints the message naming the setting, exits
+        ├── ConfigError  (worker.config)  bad settings at start: worker.cli prints the message naming the
+        │                 setting and exits with ExitCode.INVALID_CONFIG
         └── SignatureFormatError  (worker.api.signature)  an unreadable Authorization header (the emulator's
-                                  auth answers it with a signature code)
+                                  auth answers it with code 5)
 
 Internal exceptions (models' ``_Malformed``, fetch's ``_GuardError``) never leave their module: they are
 translated into ``ApiError`` there. The registry of keys is :mod:`worker.api.codes`; the names re-exported
