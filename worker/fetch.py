@@ -66,7 +66,8 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.ssl_match_hostname import CertificateError as HostnameMismatch
 
-from worker.api.errors import ApiError, ErrorClass
+from worker.api.codes import FETCH_CODES, ErrorClass, class_of_fetch_status
+from worker.api.errors import ApiError
 
 __all__ = [
     "FETCH_CODES",
@@ -83,18 +84,6 @@ __all__ = [
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], list[str]]
-
-T, P = ErrorClass.TRANSIENT, ErrorClass.PERMANENT
-
-FETCH_CODES: dict[str, tuple[str, ErrorClass]] = {
-    "fetch_refused": ("the image URL or its address is not allowed (scheme, userinfo or a private address)", P),
-    "fetch_timeout": ("the image server did not answer or finish in time", T),
-    "fetch_connection": ("could not connect to the image server or the transfer broke", T),
-    "fetch_tls": ("the image server's TLS certificate failed verification", P),
-    "fetch_too_large": ("the image is larger than the request body allows", P),
-    "fetch_not_image": ("the download is not a JPEG, PNG, BMP, WEBP or TIFF image", P),
-    "fetch_too_many_redirects": ("the image URL redirects too many times", P),
-}
 
 # Cloud instance-metadata endpoints: credentials live behind them. Refused even when allow_private is set.
 METADATA: frozenset[IPAddress] = frozenset(
@@ -594,15 +583,16 @@ _CHUNK = 64 * 1024
 
 
 def _fail(code: str, message: str, *, retry_after: float | None = None) -> ApiError:
-    return ApiError(code, FETCH_CODES[code][1], message, retry_after=retry_after)
+    assert code in FETCH_CODES, code  # the registry (worker.api.codes) lists every fetch key
+    return ApiError.fetch(code, message, retry_after=retry_after)
 
 
 def _http_error(status: int, where: str, retry_after: str | None) -> ApiError:
-    transient = status in (408, 429) or status >= 500
+    transient = class_of_fetch_status(status) is ErrorClass.TRANSIENT
     delay: float | None = None
     if transient and retry_after and retry_after.strip().isdigit():
         delay = float(retry_after.strip())
-    return ApiError(f"fetch_http_{status}", T if transient else P, f"{where} answered HTTP {status}", retry_after=delay)
+    return ApiError.fetch(f"fetch_http_{status}", f"{where} answered HTTP {status}", retry_after=delay)
 
 
 def _chain(exc: BaseException) -> Iterable[BaseException]:

@@ -27,7 +27,8 @@ from typing import Any, Protocol
 
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
-from worker.api.errors import ApiError, ErrorClass
+from worker.api.codes import GROUP_CODES
+from worker.api.errors import ApiError, ErrorClass, Origin
 from worker.api.models import IdentifyResult
 from worker.core.breaker import CircuitBreaker
 from worker.core.clock import SYSTEM_CLOCK, Clock
@@ -37,8 +38,8 @@ from worker.core.records import Event, Source
 from worker.runtime.observer import Observer
 
 # Codes that mean "your configured groups are wrong" for the default groups, but are the event's own
-# fault when the event named its groups itself.
-_GROUP_CODES = frozenset({"-1306", "-1307"})
+# fault when the event named its groups itself (the registry marks them).
+_GROUP_CODES = GROUP_CODES
 
 
 _RECENT_CALLS = 256  # call outcomes kept to tell an outage from one unlucky event
@@ -284,7 +285,7 @@ class Identifier:
         """
         if err.rate_limited:
             return True  # the API works and asks us to slow down (the limiter does): never the event's fault
-        if not err.transient or err.code.startswith("fetch_"):
+        if not err.transient or err.origin is Origin.FETCH:
             return False
         horizon = self._clock.now() - _RECENT_S
         others: list[bool] = []
@@ -379,7 +380,7 @@ class Identifier:
             now_ms = int(self._wall() * 1000)
             done.first_failure_ms = done.first_failure_ms or now_ms
             done.last_failure_ms = now_ms
-            if not err.code.startswith("fetch_"):
+            if err.origin is not Origin.FETCH:
                 self._observer.api_call(err.code, latency)
                 failed = err.transient and not err.rate_limited
                 self._remember(event.event_id, failed)
