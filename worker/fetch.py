@@ -23,6 +23,13 @@ Contract of :meth:`ImageFetcher.fetch`:
   first, then counted while streaming).
 * The type comes from magic bytes (JPEG, PNG, BMP, WEBP, TIFF); the declared Content-Type is ignored.
 * No environment proxies, no ``.netrc``, no session cookies or auth are ever sent.
+* Memory: a body with a Content-Length is read straight into one buffer of that size (no chunks to join,
+  no second copy); only a body without one (chunked, close-delimited, content-encoded) grows a buffer
+  while streaming. With a ``budget`` (:class:`~worker.core.budget.ByteBudget`), ``fetch`` first reserves
+  ``max_bytes`` — waiting for room *before* it connects or starts its deadline, and ending the wait with
+  :class:`~worker.core.budget.WaitCancelled` when the caller's ``cancelled()`` says so — then keeps only
+  the declared length once the headers arrive and the real length once the body is in. A failed fetch
+  gives everything back; a successful one holds the image's bytes until :meth:`FetchedImage.release`.
 
 Every failure is an :class:`~worker.api.errors.ApiError` whose code is a dead-letter key (``FETCH_CODES``):
 
@@ -67,6 +74,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.ssl_match_hostname import CertificateError as HostnameMismatch
 
 from worker.api.errors import ApiError, ErrorClass
+from worker.core.budget import ByteBudget, Reservation
 
 __all__ = [
     "FETCH_CODES",
@@ -289,7 +297,7 @@ def redact_url(url: str) -> str:
     return f"{parts.scheme}://{host}{f':{port}' if port is not None else ''}{path}"
 
 
-def sniff_image_type(data: bytes) -> str | None:
+def sniff_image_type(data: bytes | bytearray) -> str | None:
     """The MIME type the magic bytes show (``image/gif`` included, so callers can refuse it), else None."""
     if data.startswith(b"\xff\xd8\xff"):
         return "image/jpeg"
@@ -308,11 +316,21 @@ def sniff_image_type(data: bytes) -> str | None:
 
 @dataclass(frozen=True)
 class FetchedImage:
-    """A downloaded image. ``final_url`` is the last hop, query included: redact it before logging."""
+    """A downloaded image. ``final_url`` is the last hop, query included: redact it before logging.
 
-    data: bytes = field(repr=False)
+    ``data`` is the one buffer the body was read into (``bytearray`` when the length was not declared),
+    handed on as it is; do not modify it. Call :meth:`release` when done with the image to give its bytes
+    back to the fetcher's budget (a no-op without a budget; idempotent).
+    """
+
+    data: bytes | bytearray = field(repr=False)
     content_type: str  # from the magic bytes, never from the server's header
     final_url: str
+    reservation: Reservation | None = field(default=None, repr=False, compare=False)
+
+    def release(self) -> None:
+        if self.reservation is not None:
+            self.reservation.release()
 
 
 # --- deadline: one watchdog thread shuts down the sockets of fetches that ran out of time ---------------
@@ -593,6 +611,10 @@ _HEADERS = {
 _CHUNK = 64 * 1024
 
 
+def _never() -> bool:
+    return False
+
+
 def _fail(code: str, message: str, *, retry_after: float | None = None) -> ApiError:
     return ApiError(code, FETCH_CODES[code][1], message, retry_after=retry_after)
 
@@ -648,15 +670,20 @@ class ImageFetcher:
         resolver: Resolver = system_resolver,
         verify: bool | str = True,
         pool_size: int = 64,
+        budget: ByteBudget | None = None,
     ) -> None:
         """``session`` must be dedicated to fetching: the guarded adapter is mounted on it for http:// and
         https://, and a session with any other adapter mounted is refused (ValueError), since that adapter
         would bypass the address checks. ``total_timeout`` bounds one whole fetch, redirects included.
-        ``verify`` is passed on every request (REQUESTS_CA_BUNDLE must not override it)."""
+        ``verify`` is passed on every request (REQUESTS_CA_BUNDLE must not override it). ``budget`` bounds
+        the bytes of images held at once by everyone sharing it; it must hold at least ``max_bytes``."""
         if max_bytes <= 0 or max_redirects < 0 or pool_size <= 0:
             raise ValueError("max_bytes and pool_size must be positive, max_redirects not negative")
         if min(connect_timeout, read_timeout, total_timeout) <= 0:
             raise ValueError("timeouts must be positive")
+        if budget is not None and budget.capacity < max_bytes:
+            raise ValueError(f"a budget of {budget.capacity} bytes cannot hold one image of max_bytes {max_bytes}")
+        self._budget = budget
         self.policy = AddressPolicy(allow_private=allow_private, allowed_networks=allowed_networks)
         self._max_bytes = max_bytes
         self._timeout = (connect_timeout, read_timeout)
@@ -687,19 +714,31 @@ class ImageFetcher:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def fetch(self, url: str) -> FetchedImage:
-        """Download ``url`` under the rules of the module docstring; every failure is an ApiError."""
-        deadline = _Deadline(time.monotonic() + self._total)
-        outer = _current_deadline()
-        _current.deadline = deadline
-        _WATCHDOG.schedule(deadline)
-        try:
-            return self._fetch(url, deadline)
-        finally:
-            deadline.finish()
-            _current.deadline = outer
+    def fetch(self, url: str, *, cancelled: Callable[[], bool] | None = None) -> FetchedImage:
+        """Download ``url`` under the rules of the module docstring; every failure is an ApiError.
 
-    def _fetch(self, url: str, deadline: _Deadline) -> FetchedImage:
+        With a budget, waits for room first: ``cancelled()`` ends that wait with ``WaitCancelled``.
+        """
+        hold = None
+        if self._budget is not None:
+            hold = self._budget.acquire(self._max_bytes, cancelled=cancelled or _never)
+        try:
+            # The deadline starts once there is room: waiting for memory is not the image server's time.
+            deadline = _Deadline(time.monotonic() + self._total)
+            outer = _current_deadline()
+            _current.deadline = deadline
+            _WATCHDOG.schedule(deadline)
+            try:
+                return self._fetch(url, deadline, hold)
+            finally:
+                deadline.finish()
+                _current.deadline = outer
+        except BaseException:
+            if hold is not None:
+                hold.release()
+            raise
+
+    def _fetch(self, url: str, deadline: _Deadline, hold: Reservation | None) -> FetchedImage:
         current = url
         for hop in range(self._max_redirects + 1):
             where = redact_url(current) if hop == 0 else f"{redact_url(current)} (redirected from {redact_url(url)})"
@@ -716,7 +755,7 @@ class ImageFetcher:
                     continue
                 if not 200 <= status < 300:
                     raise _http_error(status, where, response.headers.get("Retry-After"))
-                data = self._read_body(response, where, deadline)
+                data = self._read_body(response, where, deadline, hold)
             finally:
                 response.close()
             kind = sniff_image_type(data)
@@ -725,7 +764,7 @@ class ImageFetcher:
             if kind is None:
                 what = "an empty body" if not data else f"{len(data)} bytes that are not an accepted image format"
                 raise _fail("fetch_not_image", f"{where} returned {what}")
-            return FetchedImage(data=data, content_type=kind, final_url=current)
+            return FetchedImage(data=data, content_type=kind, final_url=current, reservation=hold)
         raise AssertionError("unreachable: the loop returns or raises")
 
     def _send(self, url: str, where: str, deadline: _Deadline) -> requests.Response:
@@ -757,21 +796,42 @@ class ImageFetcher:
         except (_GuardError, requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise self._transport_error(exc, where, deadline) from None
 
-    def _read_body(self, response: requests.Response, where: str, deadline: _Deadline) -> bytes:
+    def _read_body(
+        self, response: requests.Response, where: str, deadline: _Deadline, hold: Reservation | None
+    ) -> bytes | bytearray:
+        raw = response.raw
+        # urllib3's own reading of the framing: None when chunked, close-delimited or Content-Length invalid.
+        length = raw.length_remaining if isinstance(raw.length_remaining, int) else None
         declared = response.headers.get("Content-Length")
-        if declared is not None and declared.strip().isdigit() and int(declared) > self._max_bytes:
-            raise _fail("fetch_too_large", f"{where} declares {int(declared)} bytes (limit {self._max_bytes})")
-        body = bytearray()
+        if declared is not None and declared.strip().isdigit():
+            length_claimed: int | None = int(declared)
+        else:
+            length_claimed = length
+        if length_claimed is not None and length_claimed > self._max_bytes:
+            raise _fail("fetch_too_large", f"{where} declares {length_claimed} bytes (limit {self._max_bytes})")
+        encoded = response.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity")
+        if length is not None and hold is not None:
+            hold.shrink(length)
+        data: bytes | bytearray
         try:
-            for chunk in response.iter_content(chunk_size=_CHUNK):
-                body += chunk
-                if len(body) > self._max_bytes:
-                    raise _fail("fetch_too_large", f"{where} sent more than {self._max_bytes} bytes")
+            if length is not None and not encoded:
+                # One read into one buffer of exactly that size (the socket fills it; nothing is joined).
+                data = raw.read(length, decode_content=False) if length else b""
+                if len(data) != length and not deadline.expired:
+                    raise _fail("fetch_connection", f"{where} sent {len(data)} of the {length} bytes it declared")
+            else:
+                data = bytearray()
+                for chunk in response.iter_content(chunk_size=_CHUNK):
+                    data += chunk
+                    if len(data) > self._max_bytes:
+                        raise _fail("fetch_too_large", f"{where} sent more than {self._max_bytes} bytes")
         except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise self._transport_error(exc, where, deadline) from None
-        if deadline.expired:  # the watchdog cut a close-delimited body short
+        if deadline.expired:  # the watchdog cut the body short
             raise self._deadline_error(where)
-        return bytes(body)
+        if hold is not None:
+            hold.shrink(len(data))
+        return data
 
     def _deadline_error(self, where: str) -> ApiError:
         return _fail("fetch_timeout", f"{where} did not finish within {self._total:g} s")

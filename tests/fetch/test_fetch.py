@@ -15,7 +15,9 @@ import socket
 import socketserver
 import ssl
 import threading
+import time
 import traceback
+import tracemalloc
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -28,6 +30,7 @@ from netguard import Tripwire, install_tripwire
 from PIL import Image
 
 from worker.api.errors import ApiError, ErrorClass
+from worker.core.budget import ByteBudget, WaitCancelled
 from worker.fetch import FetchedImage, ImageFetcher
 
 BOUND = 10.0  # seconds any single fetch in these tests may take before we call it hung
@@ -40,6 +43,7 @@ def _image(fmt: str, size: tuple[int, int] = (32, 24)) -> bytes:
 
 
 JPEG, PNG, GIF = _image("JPEG"), _image("PNG"), _image("GIF")
+LARGE = JPEG.ljust(1_300_000, b"\0")  # a camera-sized image, built once so serving it allocates nothing
 
 
 # --- tripwire ---------------------------------------------------------------------------------------------
@@ -226,6 +230,32 @@ def _default_routes(stop: threading.Event) -> dict[str, Route]:
     def loop(h: _Handler, q: dict[str, str]) -> None:
         h.reply(302, b"", "text/plain", {"Location": "/loop"})
 
+    def large_chunked(h: _Handler, q: dict[str, str]) -> None:  # LARGE without a Content-Length
+        h.protocol_version = "HTTP/1.1"
+        h.send_response(200)
+        h.send_header("Transfer-Encoding", "chunked")
+        h.send_header("Connection", "close")
+        h.end_headers()
+        view = memoryview(LARGE)
+        for start in range(0, len(LARGE), 65536):
+            piece = view[start : start + 65536]
+            h.wfile.write(b"%x\r\n" % len(piece))
+            h.wfile.write(piece)
+            h.wfile.write(b"\r\n")
+        h.wfile.write(b"0\r\n\r\n")
+
+    def declared_huge_twice(h: _Handler, q: dict[str, str]) -> None:  # a list form urllib3 accepts
+        h.send_response(200)
+        h.send_header("Content-Length", "2000000, 2000000")
+        h.end_headers()
+        h.wfile.write(JPEG)
+
+    def short(h: _Handler, q: dict[str, str]) -> None:  # declares more than it sends, then hangs up
+        h.send_response(200)
+        h.send_header("Content-Length", "5000")
+        h.end_headers()
+        h.wfile.write(JPEG[:100])
+
     def silent(h: _Handler, q: dict[str, str]) -> None:
         stop.wait(BOUND)
 
@@ -251,6 +281,10 @@ def _default_routes(stop: threading.Event) -> dict[str, Route]:
         "/trickle-body": trickle_body,
         "/trickle-headers": trickle_headers,
         "/silent": silent,
+        "/large.jpg": image(LARGE, "image/jpeg"),
+        "/large-chunked": large_chunked,
+        "/short": short,
+        "/declared-huge-twice": declared_huge_twice,
     }
 
 
@@ -625,6 +659,118 @@ def test_undeclared_body_is_cut_at_the_cap(
 ) -> None:
     err = failure(make_fetcher(), server.url(path))
     assert err.code == "fetch_too_large" and "more than 1400000" in err.message
+
+
+def test_a_body_shorter_than_declared_is_a_broken_transfer(
+    make_fetcher: Callable[..., ImageFetcher], server: ImageServer
+) -> None:
+    err = failure(make_fetcher(), server.url("/short"))
+    assert (err.code, err.error_class) == ("fetch_connection", ErrorClass.TRANSIENT)
+
+
+# --- memory: one copy per image, within the byte budget ---------------------------------------------------------
+
+
+def test_a_download_holds_one_copy_of_the_image(make_fetcher: Callable[..., ImageFetcher], server: ImageServer) -> None:
+    # Read straight into one buffer of the declared size: no chunks to join, no bytes(bytearray) copy.
+    fetcher = make_fetcher()
+    assert fetcher.fetch(server.url("/img.jpg")).data == JPEG  # connection pool and watchdog warmed up
+    tracemalloc.start()
+    try:
+        baseline = tracemalloc.get_traced_memory()[0]
+        image = fetcher.fetch(server.url("/large.jpg"))
+        peak = tracemalloc.get_traced_memory()[1] - baseline
+    finally:
+        tracemalloc.stop()
+    assert image.data == LARGE
+    assert peak < 1.2 * len(LARGE), f"the download allocated {peak / len(LARGE):.2f} × the image size"
+
+
+@pytest.mark.parametrize("path", ["/large.jpg", "/large-chunked"])
+def test_the_reservation_shrinks_to_the_image_and_release_gives_it_back(
+    make_fetcher: Callable[..., ImageFetcher], server: ImageServer, path: str
+) -> None:
+    budget = ByteBudget(4 * 1_400_000)
+    fetcher = make_fetcher(budget=budget)
+    image = fetcher.fetch(server.url(path))
+    assert image.data == LARGE
+    assert budget.in_use == len(LARGE)  # fetch_max_bytes was reserved, the unused part given back
+    assert budget.peak == 1_400_000
+    image.release()
+    image.release()
+    assert budget.in_use == 0
+
+
+@pytest.mark.parametrize(
+    "path", ["/missing", "/anim.gif", "/html-as-jpeg", "/declared-huge", "/declared-huge-twice", "/stream", "/short"]
+)
+def test_a_failed_download_gives_its_reservation_back(
+    make_fetcher: Callable[..., ImageFetcher], server: ImageServer, path: str
+) -> None:
+    budget = ByteBudget(1_400_000)
+    err = failure(make_fetcher(budget=budget), server.url(path))
+    assert err.code
+    assert budget.in_use == 0 and budget.peak == 1_400_000
+
+
+def test_a_refused_url_gives_its_reservation_back(make_fetcher: Callable[..., ImageFetcher]) -> None:
+    budget = ByteBudget(1_400_000)
+    assert failure(make_fetcher(budget=budget), "http://meta.test/latest/meta-data/").code == "fetch_refused"
+    assert budget.in_use == 0
+
+
+def test_a_download_waits_for_room_before_connecting_and_can_be_cancelled(
+    make_fetcher: Callable[..., ImageFetcher], server: ImageServer, tripwire: Tripwire
+) -> None:
+    budget = ByteBudget(1_400_000)
+    fetcher = make_fetcher(budget=budget)
+    held = budget.acquire(1_000_000)  # another event's image: no room for one more of fetch_max_bytes
+    stop = threading.Event()
+    box: list[object] = []
+    waiter = threading.Thread(
+        target=lambda: box.append(_outcome(lambda: fetcher.fetch(server.url("/img.jpg"), cancelled=stop.is_set)))
+    )
+    waiter.start()
+    _eventually(lambda: budget.waiting == 1, "the download waits for room")
+    assert tripwire.connects == []  # it waits before connecting: no idle connection held open meanwhile
+    stop.set()
+    waiter.join(BOUND)
+    assert isinstance(box[0], WaitCancelled)
+    assert budget.waiting == 0 and budget.in_use == 1_000_000 and tripwire.connects == []
+    held.release()
+
+
+def test_the_fetch_deadline_starts_after_the_wait_for_room(
+    make_fetcher: Callable[..., ImageFetcher], server: ImageServer
+) -> None:
+    budget = ByteBudget(1_400_000)
+    fetcher = make_fetcher(budget=budget, total_timeout=0.5)
+    held = budget.acquire(1_400_000)
+    box: list[object] = []
+    waiter = threading.Thread(target=lambda: box.append(_outcome(lambda: fetcher.fetch(server.url("/img.jpg")))))
+    waiter.start()
+    _eventually(lambda: budget.waiting == 1, "the download waits for room")
+    time.sleep(0.7)  # longer than the whole fetch may take: the wait must not count against it
+    held.release()
+    waiter.join(BOUND)
+    image = box[0]
+    assert isinstance(image, FetchedImage) and image.data == JPEG
+    image.release()
+    assert budget.in_use == 0
+
+
+def _outcome(call: Callable[[], object]) -> object:
+    try:
+        return call()
+    except BaseException as exc:
+        return exc
+
+
+def _eventually(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + BOUND
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {BOUND} s: {what}"
+        time.sleep(0.005)
 
 
 # --- time -----------------------------------------------------------------------------------------------------
