@@ -16,13 +16,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
 from worker.api.errors import ApiError, ErrorClass
 from worker.api.models import IdentifyResult
 from worker.core.breaker import CircuitBreaker
+from worker.core.budget import WaitCancelled
 from worker.core.outcomes import Outcome, RetryPolicy, decide, tenacity_stop, tenacity_wait
 from worker.core.ratelimit import AimdRateLimiter
 from worker.core.records import Event, Source
@@ -71,12 +72,20 @@ class FaceApi(Protocol):
     def multidentify_url(self, url: str, group_ids: Sequence[str], session_id: str | None = None) -> IdentifyResult: ...
 
     def multidentify_image(
-        self, image: bytes, group_ids: Sequence[str], session_id: str | None = None
+        self, image: bytes | bytearray, group_ids: Sequence[str], session_id: str | None = None
     ) -> IdentifyResult: ...
 
 
+class HeldImage(Protocol):
+    @property
+    def data(self) -> bytes | bytearray: ...
+
+    def release(self) -> None: ...  # gives its memory back to the fetch budget
+
+
 class ImageSource(Protocol):
-    def fetch(self, url: str) -> Any: ...  # returns an object with .data: bytes
+    # Raises worker.core.budget.WaitCancelled when cancelled() ends a wait for memory.
+    def fetch(self, url: str, *, cancelled: Callable[[], bool]) -> HeldImage: ...
 
 
 class Identifier:
@@ -108,6 +117,8 @@ class Identifier:
         # Events behind the most recent transient failures, to tell an outage from one unlucky event.
         self._failing: deque[str] = deque(maxlen=20)
         self._failing_lock = threading.Lock()
+        # Fetch mode: (task, image) of the event this thread runs; its retries reuse the image (_image).
+        self._held = threading.local()
 
     @property
     def rate_limit_qps(self) -> float:
@@ -146,6 +157,8 @@ class Identifier:
         except Cancelled:
             done.kind = Kind.CANCELLED
             return done
+        finally:
+            self._drop_image()
 
     # -- internals -------------------------------------------------------------------------
 
@@ -231,7 +244,7 @@ class Identifier:
         started = time.monotonic()
         try:
             if self._fetcher is not None:
-                image = self._fetcher.fetch(event.image_url).data
+                image = self._image(task, cancelled)
                 started = time.monotonic()  # API latency excludes the download
                 result = self._api.multidentify_image(image, groups, event.session_id)
             else:
@@ -258,3 +271,25 @@ class Identifier:
         self._limiter.on_success()
         self._breaker.record(True)
         return result
+
+    # -- fetch mode: one download per event ------------------------------------------------------
+
+    def _image(self, task: Task, cancelled: Callable[[], bool]) -> bytes | bytearray:
+        """The event's image bytes, downloaded on its first attempt only: API retries and held rounds
+        reuse them. They count against the fetch memory budget until run() ends (_drop_image)."""
+        assert self._fetcher is not None
+        held: tuple[Task, HeldImage] | None = getattr(self._held, "image", None)
+        if held is not None and held[0] is task:
+            return held[1].data
+        try:
+            image = self._fetcher.fetch(task.event.image_url, cancelled=cancelled)
+        except WaitCancelled:
+            raise Cancelled from None
+        self._held.image = (task, image)
+        return image.data
+
+    def _drop_image(self) -> None:
+        held: tuple[Task, HeldImage] | None = getattr(self._held, "image", None)
+        if held is not None:
+            self._held.image = None
+            held[1].release()
