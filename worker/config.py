@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "MDW_"
+MIB = 1024 * 1024
 _ID_RE = re.compile(r"^[^\s/]{1,64}$")
 
 
@@ -186,6 +187,15 @@ SETTINGS: tuple[Setting, ...] = (
         "api",
         minimum=1024,
         maximum=1_500_000,
+    ),
+    Setting(
+        "fetch_memory_mb",
+        "int",
+        128,
+        "MiB of image bytes fetch mode holds in memory at once (downloads wait for room); at least fetch_max_bytes",
+        "api",
+        minimum=1,
+        maximum=65536,
     ),
     Setting(
         "fetch_timeout_s",
@@ -475,6 +485,11 @@ def load(
         sources[s.name] = source
     if values["backoff_initial_s"] > values["backoff_max_s"]:
         raise ConfigError("backoff_initial_s must not exceed backoff_max_s")
+    if values["fetch_memory_mb"] * MIB < values["fetch_max_bytes"]:
+        raise ConfigError(
+            f"fetch_memory_mb ({values['fetch_memory_mb']} MiB = {values['fetch_memory_mb'] * MIB:,} bytes) must "
+            f"hold at least one image of fetch_max_bytes ({values['fetch_max_bytes']:,} bytes)"
+        )
     if require_credentials:
         missing = [s for s in SETTINGS if s.required_for_run and not values[s.name]]
         if missing:
