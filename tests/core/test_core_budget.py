@@ -199,3 +199,28 @@ def test_many_threads_never_exceed_the_capacity_and_give_everything_back() -> No
     assert failures == []
     assert budget.in_use == 0 and budget.waiting == 0
     assert 0 < most <= capacity and budget.peak <= capacity
+
+
+def test_giving_bytes_back_wakes_only_the_first_waiter() -> None:
+    # Hundreds of slots may wait at once: a release must not wake them all to find out who is first.
+    budget = ByteBudget(100, poll_s=60.0)  # no polling wake-ups within the test
+    held = budget.acquire(100)
+    checks = [0] * 20
+
+    def counting(i: int) -> Callable[[], bool]:
+        def cancelled() -> bool:
+            checks[i] += 1  # once per wake-up
+            return False
+
+        return cancelled
+
+    waiters = []
+    for i in range(20):
+        waiters.append(Waiter(budget, 100, cancelled=counting(i)))
+        eventually(lambda i=i: budget.waiting == i + 1 and checks[i] == 1, "each caller queues in turn")
+    held.release()
+    first = waiters[0].reservation()
+    assert checks[1:] == [1] * 19  # checked once on queueing, never woken by a release that was not theirs
+    first.release()
+    assert waiters[1].reservation().size == 100
+    assert checks[2:] == [1] * 18

@@ -4,7 +4,8 @@ Contract of :class:`ByteBudget`:
 
 * ``acquire(size)`` returns a :class:`Reservation` of ``size`` bytes once ``in_use + size ≤ capacity``;
   until then it **waits** (it never fails for lack of room). Waiters are served first come, first served,
-  so a large request is not starved by a stream of small ones.
+  so a large request is not starved by a stream of small ones; bytes given back wake the first waiter
+  only (and only when it fits), never the whole queue, so hundreds of waiters cost nothing per release.
 * The wait ends with a reservation, with :class:`WaitCancelled` as soon as the caller's ``cancelled()``
   says so (checked at least every ``poll_s``; it is called without the budget's lock held), or with
   :class:`BudgetTimeout` after ``timeout_s`` when one is given. A cancelled or timed-out waiter holds
@@ -74,6 +75,14 @@ class Reservation:
         return f"Reservation({self._size} bytes)"
 
 
+class _Waiter:
+    __slots__ = ("cond", "size")
+
+    def __init__(self, size: int, lock: threading.Lock) -> None:
+        self.size = size
+        self.cond = threading.Condition(lock)  # every waiter's condition shares the budget's lock
+
+
 class ByteBudget:
     """A semaphore over bytes (see the module docstring); one instance is shared by every thread."""
 
@@ -87,8 +96,8 @@ class ByteBudget:
         self._clock = clock
         self._in_use = 0
         self._peak = 0
-        self._queue: deque[object] = deque()  # tickets of waiting callers, first come first served
-        self._cond = threading.Condition(threading.Lock())
+        self._queue: deque[_Waiter] = deque()  # waiting callers, first come first served
+        self._lock = threading.Lock()
 
     @property
     def capacity(self) -> int:
@@ -96,25 +105,25 @@ class ByteBudget:
 
     @property
     def in_use(self) -> int:
-        with self._cond:
+        with self._lock:
             return self._in_use
 
     @property
     def peak(self) -> int:
         """The most bytes ever reserved at once."""
-        with self._cond:
+        with self._lock:
             return self._peak
 
     @property
     def waiting(self) -> int:
         """Callers waiting for room now."""
-        with self._cond:
+        with self._lock:
             return len(self._queue)
 
     def try_acquire(self, size: int) -> Reservation | None:
         """A reservation at once if there is room and nobody is waiting ahead, else None."""
         self._check(size)
-        with self._cond:
+        with self._lock:
             return self._take(size) if not self._queue and self._fits(size) else None
 
     def acquire(
@@ -123,21 +132,23 @@ class ByteBudget:
         """``size`` bytes, waiting for room (see the module docstring for how the wait ends)."""
         self._check(size)
         deadline = None if timeout_s is None else self._clock() + timeout_s
-        ticket = object()
-        with self._cond:
+        with self._lock:
             if not self._queue and self._fits(size):
                 return self._take(size)
-            self._queue.append(ticket)
+            me = _Waiter(size, self._lock)
+            self._queue.append(me)
         try:
             while True:
-                # cancelled() is the caller's code: never run it under the budget's lock.
+                # cancelled() is the caller's code: never run it under the budget's lock. A wake-up sent
+                # meanwhile is not lost: the state is checked again under the lock before waiting.
                 if cancelled():
                     raise WaitCancelled(f"cancelled while waiting for {size} bytes of memory budget")
-                with self._cond:
-                    if self._queue[0] is ticket and self._fits(size):
+                with self._lock:
+                    if self._queue[0] is me and self._fits(size):
                         self._queue.popleft()
-                        self._cond.notify_all()  # the next in line may fit as well
-                        return self._take(size)
+                        reservation = self._take(size)
+                        self._wake_first()  # the next in line may fit as well
+                        return reservation
                     wait = self._poll_s
                     if deadline is not None:
                         left = deadline - self._clock()
@@ -147,15 +158,15 @@ class ByteBudget:
                                 f"({self._in_use} of {self._capacity} bytes in use)"
                             )
                         wait = min(wait, left)
-                    self._cond.wait(wait)
+                    me.cond.wait(wait)
         except BaseException:
-            with self._cond:
-                if ticket in self._queue:
-                    self._queue.remove(ticket)
-                    self._cond.notify_all()  # whoever was behind us may be first now
+            with self._lock:
+                if me in self._queue:
+                    self._queue.remove(me)
+                    self._wake_first()  # whoever was behind us may be first now
             raise
 
-    # -- internals (callers hold self._cond where noted) ---------------------------------------------
+    # -- internals (callers hold self._lock where noted) ---------------------------------------------
 
     def _check(self, size: int) -> None:
         if size < 0:
@@ -166,13 +177,17 @@ class ByteBudget:
     def _fits(self, size: int) -> bool:  # under the lock
         return self._in_use + size <= self._capacity
 
+    def _wake_first(self) -> None:  # under the lock
+        if self._queue and self._fits(self._queue[0].size):
+            self._queue[0].cond.notify()
+
     def _take(self, size: int) -> Reservation:  # under the lock
         self._in_use += size
         self._peak = max(self._peak, self._in_use)
         return Reservation(self, size)
 
     def _give_back(self, reservation: Reservation, keep: int) -> None:
-        with self._cond:
+        with self._lock:
             held = reservation._size
             if keep > held:
                 raise ValueError(f"a reservation of {held} bytes cannot grow to {keep}")
@@ -180,4 +195,4 @@ class ByteBudget:
                 return
             reservation._size = keep
             self._in_use -= held - keep
-            self._cond.notify_all()
+            self._wake_first()
