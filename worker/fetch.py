@@ -23,13 +23,16 @@ Contract of :meth:`ImageFetcher.fetch`:
   first, then counted while streaming).
 * The type comes from magic bytes (JPEG, PNG, BMP, WEBP, TIFF); the declared Content-Type is ignored.
 * No environment proxies, no ``.netrc``, no session cookies or auth are ever sent.
-* Memory: a body with a Content-Length is read straight into one buffer of that size (no chunks to join,
-  no second copy); only a body without one (chunked, close-delimited, content-encoded) grows a buffer
-  while streaming. With a ``budget`` (:class:`~worker.core.budget.ByteBudget`), ``fetch`` first reserves
-  ``max_bytes`` — waiting for room *before* it connects or starts its deadline, and ending the wait with
-  :class:`~worker.core.budget.WaitCancelled` when the caller's ``cancelled()`` says so — then keeps only
-  the declared length once the headers arrive and the real length once the body is in. A failed fetch
-  gives everything back; a successful one holds the image's bytes until :meth:`FetchedImage.release`.
+* Memory: the body is copied, as it streams in, into one buffer of its own: an anonymous memory mapping
+  of the declared length (``max_bytes`` + 1 when none is declared or the body is content-encoded; pages
+  never written are never resident). No chunks are joined and no second copy is made; ``data`` is a
+  read-only view of that mapping. The mapping is returned to the operating system as soon as the image is
+  released — malloc's arenas would keep the pages of freed images resident (measured: 40–60 MB above the
+  budget at in-flight 256). With a ``budget`` (:class:`~worker.core.budget.ByteBudget`), ``fetch`` first
+  reserves ``max_bytes`` — waiting for room *before* it connects or starts its deadline, and ending the
+  wait with :class:`~worker.core.budget.WaitCancelled` when the caller's ``cancelled()`` says so — then
+  keeps only the declared length once the headers arrive and the real length once the body is in. A failed
+  fetch gives everything back; a successful one holds the image until :meth:`FetchedImage.release`.
 
 Every failure is an :class:`~worker.api.errors.ApiError` whose code is a dead-letter key (``FETCH_CODES``):
 
@@ -56,6 +59,7 @@ import contextlib
 import heapq
 import ipaddress
 import itertools
+import mmap
 import socket
 import ssl
 import sys
@@ -297,8 +301,9 @@ def redact_url(url: str) -> str:
     return f"{parts.scheme}://{host}{f':{port}' if port is not None else ''}{path}"
 
 
-def sniff_image_type(data: bytes | bytearray) -> str | None:
+def sniff_image_type(data: bytes | bytearray | memoryview) -> str | None:
     """The MIME type the magic bytes show (``image/gif`` included, so callers can refuse it), else None."""
+    data = bytes(data[:26])  # every check below looks at the first 26 bytes at most
     if data.startswith(b"\xff\xd8\xff"):
         return "image/jpeg"
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -314,21 +319,66 @@ def sniff_image_type(data: bytes | bytearray) -> str | None:
     return None
 
 
+# Pre-faulting a mapping whose size is known in one call costs about half of taking its page faults one by
+# one as the body is copied in (0.7 vs 1.3 ms for 1.3 MB, measured on the 2-core benchmark VM).
+_POPULATE = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
+
+
+class _ImageBuffer:
+    """One image's bytes in an anonymous mapping of ``size`` bytes, filled as the body streams in.
+
+    ``exact``: the body will fill the mapping (its length was declared), so its pages are faulted in at once.
+    """
+
+    __slots__ = ("_map", "_view", "length")
+
+    def __init__(self, size: int, *, exact: bool) -> None:
+        # A zero-length mapping is not allowed; an empty body needs none.
+        self._map = (mmap.mmap(-1, size, flags=_POPULATE) if exact else mmap.mmap(-1, size)) if size else None
+        self._view = memoryview(self._map) if self._map is not None else memoryview(b"")
+        self.length = 0
+
+    def append(self, chunk: bytes) -> bool:
+        """Copy ``chunk`` in after what is there; False (nothing copied) when it does not fit."""
+        end = self.length + len(chunk)
+        if end > len(self._view):
+            return False
+        self._view[self.length : end] = chunk
+        self.length = end
+        return True
+
+    def data(self) -> memoryview:
+        return self._view[: self.length].toreadonly()
+
+    def close(self) -> None:
+        """Unmap now; if a view is still in use somewhere (an exception's traceback), when the last one goes."""
+        self._view.release()
+        if self._map is not None:
+            with contextlib.suppress(BufferError):
+                self._map.close()
+
+
 @dataclass(frozen=True)
 class FetchedImage:
     """A downloaded image. ``final_url`` is the last hop, query included: redact it before logging.
 
-    ``data`` is the one buffer the body was read into (``bytearray`` when the length was not declared),
-    handed on as it is; do not modify it. Call :meth:`release` when done with the image to give its bytes
-    back to the fetcher's budget (a no-op without a budget; idempotent).
+    ``data`` is a read-only view of the one buffer the body was copied into (see the module docstring).
+    Call :meth:`release` once done with the image: it unmaps the buffer (``data`` is unusable afterwards)
+    and gives its bytes back to the fetcher's budget. Idempotent.
     """
 
-    data: bytes | bytearray = field(repr=False)
+    data: bytes | memoryview = field(repr=False)
     content_type: str  # from the magic bytes, never from the server's header
     final_url: str
     reservation: Reservation | None = field(default=None, repr=False, compare=False)
+    buffer: _ImageBuffer | None = field(default=None, repr=False, compare=False)
 
     def release(self) -> None:
+        if isinstance(self.data, memoryview):
+            with contextlib.suppress(BufferError):  # exported elsewhere: close() below copes
+                self.data.release()
+        if self.buffer is not None:
+            self.buffer.close()
         if self.reservation is not None:
             self.reservation.release()
 
@@ -755,16 +805,18 @@ class ImageFetcher:
                     continue
                 if not 200 <= status < 300:
                     raise _http_error(status, where, response.headers.get("Retry-After"))
-                data = self._read_body(response, where, deadline, hold)
+                buffer = self._read_body(response, where, deadline, hold)
             finally:
                 response.close()
+            data = buffer.data()
             kind = sniff_image_type(data)
-            if kind == "image/gif":
-                raise ApiError.from_service(-1400, f"{where} is a GIF, which the API refuses (-1400)")
-            if kind is None:
+            if kind is None or kind == "image/gif":
+                buffer.close()
+                if kind == "image/gif":
+                    raise ApiError.from_service(-1400, f"{where} is a GIF, which the API refuses (-1400)")
                 what = "an empty body" if not data else f"{len(data)} bytes that are not an accepted image format"
                 raise _fail("fetch_not_image", f"{where} returned {what}")
-            return FetchedImage(data=data, content_type=kind, final_url=current, reservation=hold)
+            return FetchedImage(data=data, content_type=kind, final_url=current, reservation=hold, buffer=buffer)
         raise AssertionError("unreachable: the loop returns or raises")
 
     def _send(self, url: str, where: str, deadline: _Deadline) -> requests.Response:
@@ -798,40 +850,38 @@ class ImageFetcher:
 
     def _read_body(
         self, response: requests.Response, where: str, deadline: _Deadline, hold: Reservation | None
-    ) -> bytes | bytearray:
+    ) -> _ImageBuffer:
         raw = response.raw
         # urllib3's own reading of the framing: None when chunked, close-delimited or Content-Length invalid.
         length = raw.length_remaining if isinstance(raw.length_remaining, int) else None
         declared = response.headers.get("Content-Length")
-        if declared is not None and declared.strip().isdigit():
-            length_claimed: int | None = int(declared)
-        else:
-            length_claimed = length
-        if length_claimed is not None and length_claimed > self._max_bytes:
-            raise _fail("fetch_too_large", f"{where} declares {length_claimed} bytes (limit {self._max_bytes})")
-        encoded = response.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity")
+        claimed = int(declared) if declared is not None and declared.strip().isdigit() else length
+        if claimed is not None and claimed > self._max_bytes:
+            raise _fail("fetch_too_large", f"{where} declares {claimed} bytes (limit {self._max_bytes})")
         if length is not None and hold is not None:
             hold.shrink(length)
-        data: bytes | bytearray
+        encoded = response.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity")
+        exact = length is not None and not encoded
+        buffer = _ImageBuffer(length if exact and length is not None else self._max_bytes + 1, exact=exact)
         try:
-            if length is not None and not encoded:
-                # One read into one buffer of exactly that size (the socket fills it; nothing is joined).
-                data = raw.read(length, decode_content=False) if length else b""
-                if len(data) != length and not deadline.expired:
-                    raise _fail("fetch_connection", f"{where} sent {len(data)} of the {length} bytes it declared")
-            else:
-                data = bytearray()
+            try:
                 for chunk in response.iter_content(chunk_size=_CHUNK):
-                    data += chunk
-                    if len(data) > self._max_bytes:
+                    if not buffer.append(chunk) or buffer.length > self._max_bytes:
+                        if exact:  # http.client stops at the declared length: a decoder would be needed here
+                            raise _fail("fetch_connection", f"{where} sent more than the {length} bytes it declared")
                         raise _fail("fetch_too_large", f"{where} sent more than {self._max_bytes} bytes")
-        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise self._transport_error(exc, where, deadline) from None
-        if deadline.expired:  # the watchdog cut the body short
-            raise self._deadline_error(where)
+            except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+                raise self._transport_error(exc, where, deadline) from None
+            if deadline.expired:  # the watchdog cut the body short
+                raise self._deadline_error(where)
+            if exact and buffer.length != length:
+                raise _fail("fetch_connection", f"{where} sent {buffer.length} of the {length} bytes it declared")
+        except BaseException:
+            buffer.close()
+            raise
         if hold is not None:
-            hold.shrink(len(data))
-        return data
+            hold.shrink(buffer.length)
+        return buffer
 
     def _deadline_error(self, where: str) -> ApiError:
         return _fail("fetch_timeout", f"{where} did not finish within {self._total:g} s")

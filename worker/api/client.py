@@ -49,7 +49,7 @@ _MAGIC_TYPES = (
 )
 
 R = TypeVar("R")
-Image = bytes | bytearray  # an image as the caller holds it; sent from that buffer as it is
+Image = bytes | bytearray | memoryview  # an image as the caller holds it; sent from that buffer as it is
 _Fields = list[tuple[str, str]]
 _Files = list[tuple[str, tuple[str, Image, str]]]
 
@@ -395,7 +395,7 @@ def _one_of(name_a: str, a: object, name_b: str, b: object) -> None:
 def _image_part(image: Image, filename: str = "image.jpg") -> tuple[str, Image, str]:
     if not image:
         raise ApiError.refused(-1300, "empty image")
-    if image.startswith(_GIF_MAGIC):
+    if bytes(image[:6]).startswith(_GIF_MAGIC):
         raise ApiError.refused(-1400, "GIF images are not supported")
     if len(image) > MAX_BODY_BYTES:
         raise _too_large()
@@ -404,10 +404,11 @@ def _image_part(image: Image, filename: str = "image.jpg") -> tuple[str, Image, 
 
 def content_type_of(image: Image) -> str:
     """MIME type from the magic bytes (JPEG, PNG, BMP, WebP), else ``application/octet-stream``."""
+    head = bytes(image[:12])  # the longest signature checked; never a copy of the whole image
     for magic, mime in _MAGIC_TYPES:
-        if image.startswith(magic):
+        if head.startswith(magic):
             return mime
-    if image[:4] == b"RIFF" and image[8:12] == b"WEBP":
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "image/webp"
     return "application/octet-stream"
 

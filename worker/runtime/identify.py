@@ -72,13 +72,13 @@ class FaceApi(Protocol):
     def multidentify_url(self, url: str, group_ids: Sequence[str], session_id: str | None = None) -> IdentifyResult: ...
 
     def multidentify_image(
-        self, image: bytes | bytearray, group_ids: Sequence[str], session_id: str | None = None
+        self, image: bytes | bytearray | memoryview, group_ids: Sequence[str], session_id: str | None = None
     ) -> IdentifyResult: ...
 
 
 class HeldImage(Protocol):
     @property
-    def data(self) -> bytes | bytearray: ...
+    def data(self) -> bytes | bytearray | memoryview: ...
 
     def release(self) -> None: ...  # gives its memory back to the fetch budget
 
@@ -274,7 +274,7 @@ class Identifier:
 
     # -- fetch mode: one download per event ------------------------------------------------------
 
-    def _image(self, task: Task, cancelled: Callable[[], bool]) -> bytes | bytearray:
+    def _image(self, task: Task, cancelled: Callable[[], bool]) -> bytes | bytearray | memoryview:
         """The event's image bytes, downloaded on its first attempt only: API retries and held rounds
         reuse them. They count against the fetch memory budget until run() ends (_drop_image)."""
         assert self._fetcher is not None
