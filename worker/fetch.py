@@ -23,10 +23,11 @@ Contract of :meth:`ImageFetcher.fetch`:
   first, then counted while streaming).
 * The type comes from magic bytes (JPEG, PNG, BMP, WEBP, TIFF); the declared Content-Type is ignored.
 * No environment proxies, no ``.netrc``, no session cookies or auth are ever sent.
-* Memory: the body is copied, as it streams in, into one buffer of its own: an anonymous memory mapping
-  of the declared length (``max_bytes`` + 1 when none is declared or the body is content-encoded; pages
-  never written are never resident). No chunks are joined and no second copy is made; ``data`` is a
-  read-only view of that mapping. The mapping is returned to the operating system as soon as the image is
+* Memory: the body goes into one buffer of its own, an anonymous memory mapping. With a declared length
+  (and no content encoding) the socket reads straight into a mapping of exactly that size: no chunks, no
+  copy. Otherwise (chunked, close-delimited, encoded) the chunks are copied into a mapping of
+  ``max_bytes`` + 1 as they arrive (pages never written are never resident). ``data`` is a read-only
+  view of that mapping. The mapping is returned to the operating system as soon as the image is
   released — malloc's arenas would keep the pages of freed images resident (measured: 40–60 MB above the
   budget at in-flight 256). With a ``budget`` (:class:`~worker.core.budget.ByteBudget`), ``fetch`` first
   reserves ``max_bytes`` — waiting for room *before* it connects or starts its deadline, and ending the
@@ -57,6 +58,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import http.client
 import ipaddress
 import itertools
 import mmap
@@ -346,6 +348,18 @@ class _ImageBuffer:
         self._view[self.length : end] = chunk
         self.length = end
         return True
+
+    def fill_from(self, source: Any) -> None:
+        """Read from ``source`` (``readinto``) straight into the free part, until it is full or the source ends."""
+        while self.length < len(self._view):
+            n = source.readinto(self._view[self.length :])
+            if not n:
+                return
+            self.length += n
+
+    def head(self) -> bytes:
+        """The first bytes (where every format's signature is), copied."""
+        return bytes(self._view[: min(self.length, 32)])
 
     def data(self) -> memoryview:
         return self._view[: self.length].toreadonly()
@@ -808,15 +822,17 @@ class ImageFetcher:
                 buffer = self._read_body(response, where, deadline, hold)
             finally:
                 response.close()
-            data = buffer.data()
-            kind = sniff_image_type(data)
+            kind = sniff_image_type(buffer.head())
             if kind is None or kind == "image/gif":
-                buffer.close()
+                size = buffer.length
+                buffer.close()  # before raising: no view of it may ride along in the exception's traceback
                 if kind == "image/gif":
                     raise ApiError.from_service(-1400, f"{where} is a GIF, which the API refuses (-1400)")
-                what = "an empty body" if not data else f"{len(data)} bytes that are not an accepted image format"
+                what = f"{size} bytes that are not an accepted image format" if size else "an empty body"
                 raise _fail("fetch_not_image", f"{where} returned {what}")
-            return FetchedImage(data=data, content_type=kind, final_url=current, reservation=hold, buffer=buffer)
+            return FetchedImage(
+                data=buffer.data(), content_type=kind, final_url=current, reservation=hold, buffer=buffer
+            )
         raise AssertionError("unreachable: the loop returns or raises")
 
     def _send(self, url: str, where: str, deadline: _Deadline) -> requests.Response:
@@ -863,14 +879,25 @@ class ImageFetcher:
         encoded = response.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity")
         exact = length is not None and not encoded
         buffer = _ImageBuffer(length if exact and length is not None else self._max_bytes + 1, exact=exact)
+        # http.client's response under urllib3's (requests reads it too, for cookies): its readinto() lets the
+        # socket fill our buffer directly, where urllib3's own readinto() would read into a temporary first.
+        direct = getattr(raw, "_original_response", None) if exact else None
         try:
             try:
-                for chunk in response.iter_content(chunk_size=_CHUNK):
-                    if not buffer.append(chunk) or buffer.length > self._max_bytes:
-                        if exact:  # http.client stops at the declared length: a decoder would be needed here
-                            raise _fail("fetch_connection", f"{where} sent more than the {length} bytes it declared")
-                        raise _fail("fetch_too_large", f"{where} sent more than {self._max_bytes} bytes")
-            except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+                if direct is not None:
+                    buffer.fill_from(direct)
+                else:
+                    for chunk in response.iter_content(chunk_size=_CHUNK):
+                        if not buffer.append(chunk) or buffer.length > self._max_bytes:
+                            if exact:  # defensive: http.client stops reading at the declared length
+                                raise _fail("fetch_connection", f"{where} sent more than the {length} bytes declared")
+                            raise _fail("fetch_too_large", f"{where} sent more than {self._max_bytes} bytes")
+            except (
+                requests.exceptions.RequestException,
+                urllib3.exceptions.HTTPError,
+                http.client.HTTPException,
+                OSError,
+            ) as exc:
                 raise self._transport_error(exc, where, deadline) from None
             if deadline.expired:  # the watchdog cut the body short
                 raise self._deadline_error(where)
@@ -879,6 +906,8 @@ class ImageFetcher:
         except BaseException:
             buffer.close()
             raise
+        if direct is not None:
+            raw.release_conn()  # read to the end behind urllib3's back: the connection may be pooled again
         if hold is not None:
             hold.shrink(buffer.length)
         return buffer
