@@ -224,3 +224,44 @@ def test_giving_bytes_back_wakes_only_the_first_waiter() -> None:
     first.release()
     assert waiters[1].reservation().size == 100
     assert checks[2:] == [1] * 18
+
+
+def test_try_grow_takes_free_room_without_waiting_or_overtaking() -> None:
+    budget = ByteBudget(100, poll_s=0.01)
+    r = budget.acquire(30)
+    assert r.try_grow(20) and r.size == 30  # not a shrink: already holds more
+    assert r.try_grow(80) and (r.size, budget.in_use) == (80, 80)
+    assert not r.try_grow(101) and r.size == 80  # no room: nothing changes, nothing waits
+    other = budget.acquire(20)
+    waiter = Waiter(budget, 10)
+    eventually(lambda: budget.waiting == 1, "a caller queues")
+    other.shrink(5)  # room for the waiter, who is first in line: a grow must not take it
+    assert not r.try_grow(85)
+    assert waiter.reservation().size == 10
+    assert r.size == 80 and budget.in_use == 95
+
+
+def test_a_waiter_reclaims_cached_memory_before_it_waits() -> None:
+    budget = ByteBudget(100, poll_s=60.0)  # only reclaiming can make room within the test
+    cache = [budget.acquire(60)]  # memory someone keeps as a cache
+    busy = budget.acquire(10)
+    calls = 0
+
+    def reclaim() -> None:
+        nonlocal calls
+        calls += 1
+        while cache:
+            cache.pop().release()
+
+    budget.add_reclaimer(reclaim)
+    first = budget.acquire(30)
+    assert calls == 0  # it fitted: the cache is left alone
+    second = budget.acquire(30)  # 100 of 100 in use: only the cache can make room
+    assert second.size == 30 and cache == [] and calls == 1 and budget.in_use == 70
+    budget.remove_reclaimer(reclaim)
+    for r in (busy, first, second):
+        r.release()
+    cache.append(budget.acquire(100))
+    with pytest.raises(BudgetTimeout):
+        budget.acquire(1, timeout_s=0.05)  # no reclaimer any more: the cache stays
+    assert calls == 1

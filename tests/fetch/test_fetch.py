@@ -29,6 +29,7 @@ import requests
 from netguard import Tripwire, install_tripwire
 from PIL import Image
 
+from worker import fetch as fetch_module
 from worker.api.errors import ApiError, ErrorClass
 from worker.core.budget import ByteBudget, WaitCancelled
 from worker.fetch import FetchedImage, ImageFetcher
@@ -691,19 +692,81 @@ def test_a_download_holds_one_copy_of_the_image(
     assert peak < 0.2 * len(LARGE), f"the download allocated {peak / len(LARGE):.2f} × the image size on the heap"
 
 
-def test_release_unmaps_the_image_even_while_a_view_of_it_lives_on(
+def test_a_buffer_with_a_view_still_alive_is_never_reused(
     make_fetcher: Callable[..., ImageFetcher], server: ImageServer
 ) -> None:
     budget = ByteBudget(1_400_000)
-    image = make_fetcher(budget=budget).fetch(server.url("/large.jpg"))
+    fetcher = make_fetcher(budget=budget)
+    image = fetcher.fetch(server.url("/large.jpg"))
     lingering = memoryview(image.data)[:4]  # e.g. held by an exception's traceback after a failed upload
     image.release()
-    assert budget.in_use == 0
     with pytest.raises(ValueError):
         len(image.data)  # released: no use after release goes unnoticed
-    assert bytes(lingering) == LARGE[:4]  # the view that lives on still reads valid memory (unmapped later)
+    assert fetcher.idle_bytes == 0 and budget.in_use == 0  # not kept: the next image must not show through
+    assert fetcher.fetch(server.url("/img.png")).data == PNG
+    assert bytes(lingering) == LARGE[:4]  # still the old image, still valid memory (unmapped when it goes)
     lingering.release()
+
+
+def test_a_released_buffer_is_reused_for_the_next_download(
+    make_fetcher: Callable[..., ImageFetcher], server: ImageServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[object] = []
+
+    class Counted(fetch_module._ImageBuffer):
+        def __init__(self, capacity: int, **kwargs: Any) -> None:
+            made.append(self)
+            super().__init__(capacity, **kwargs)
+
+    monkeypatch.setattr(fetch_module, "_ImageBuffer", Counted)
+    budget = ByteBudget(4 * 1_400_000)
+    fetcher = make_fetcher(budget=budget)
+    for path, body in [("/large.jpg", LARGE), ("/img.jpg", JPEG), ("/img.png", PNG), ("/large.jpg", LARGE)]:
+        image = fetcher.fetch(server.url(path))
+        assert image.data == body
+        # Reserved: what this image needs or what the reused buffer ever held, whichever is more.
+        assert budget.in_use == len(LARGE)
+        image.release()
+        assert fetcher.idle_bytes == budget.in_use == len(LARGE)  # kept, still counted
+    assert len(made) == 1  # one mapping served all four downloads
+    image = fetcher.fetch(server.url("/large-chunked"))  # length unknown: room for max_bytes is needed
+    assert image.data == LARGE and len(made) == 2
     image.release()
+    fetcher.close()
+    assert budget.in_use == 0
+
+
+def test_closing_the_fetcher_gives_back_idle_buffers_and_those_released_later(
+    make_fetcher: Callable[..., ImageFetcher], server: ImageServer
+) -> None:
+    budget = ByteBudget(4 * 1_400_000)
+    fetcher = make_fetcher(budget=budget)
+    fetcher.fetch(server.url("/img.jpg")).release()
+    still_out = fetcher.fetch(server.url("/img.png"))
+    fetcher.close()
+    assert budget.in_use == len(JPEG)  # only the image still out, in the buffer the first one left
+    still_out.release()
+    assert budget.in_use == 0 and fetcher.idle_bytes == 0
+
+
+def test_idle_buffers_are_not_kept_while_a_download_waits_and_are_reclaimed_by_one(
+    make_fetcher: Callable[..., ImageFetcher], server: ImageServer
+) -> None:
+    budget = ByteBudget(1_400_000)  # room for one image of fetch_max_bytes
+    a, b = make_fetcher(budget=budget), make_fetcher(budget=budget)
+    a.fetch(server.url("/img.jpg")).release()
+    assert a.idle_bytes == len(JPEG) == budget.in_use  # kept by a: b's download can only get it back
+    image = b.fetch(server.url("/img.png"))  # waits, reclaims a's idle buffer, proceeds
+    assert image.data == PNG and a.idle_bytes == 0
+    box: list[object] = []
+    waiter = threading.Thread(target=lambda: box.append(_outcome(lambda: a.fetch(server.url("/img.jpg")))), daemon=True)
+    waiter.start()
+    _eventually(lambda: budget.waiting == 1, "a's download waits for b's image")
+    image.release()  # someone is waiting: b keeps nothing
+    waiter.join(BOUND)
+    assert isinstance(box[0], FetchedImage) and box[0].data == JPEG
+    assert b.idle_bytes == 0
+    box[0].release()
 
 
 @pytest.mark.parametrize("path", ["/large.jpg", "/large-chunked"])
@@ -718,6 +781,8 @@ def test_the_reservation_shrinks_to_the_image_and_release_gives_it_back(
     assert budget.peak == 1_400_000
     image.release()
     image.release()
+    assert budget.in_use == fetcher.idle_bytes == len(LARGE)  # the buffer is kept for the next download
+    fetcher.close()
     assert budget.in_use == 0
 
 
@@ -776,7 +841,7 @@ def test_the_fetch_deadline_starts_after_the_wait_for_room(
     image = box[0]
     assert isinstance(image, FetchedImage) and image.data == JPEG
     image.release()
-    assert budget.in_use == 0
+    assert budget.in_use == fetcher.idle_bytes == len(JPEG)
 
 
 def _outcome(call: Callable[[], object]) -> object:

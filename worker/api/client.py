@@ -88,7 +88,9 @@ class MultipartBody:
             else:
                 pieces.append(bytes(head))
                 head.clear()
-                pieces.append(memoryview(data).toreadonly())
+                # A read-only view is sent as it is: releasing it (the fetcher does) then leaves no view behind.
+                view = data if isinstance(data, memoryview) and data.readonly else memoryview(data).toreadonly()
+                pieces.append(view)
             head += b"\r\n"
         head += f"--{boundary}--\r\n".encode("latin-1")
         pieces.append(bytes(head))

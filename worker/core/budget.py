@@ -14,7 +14,11 @@ Contract of :class:`ByteBudget`:
 * A size the budget can never hold (``size > capacity``) or a negative size is a programming error:
   ``ValueError`` at once, never a wait that cannot end.
 * A reservation may be given back in part (``shrink``: reserve the largest size before a download,
-  keep only what arrived) and is released exactly once, however often ``release`` is called.
+  keep only what arrived) and is released exactly once, however often ``release`` is called. It grows
+  only without waiting (``try_grow``: when the room is free and nobody waits for it).
+* Reclaimers: memory kept only as a cache (still reserved, so still counted) is given up when someone needs
+  the room. Whoever keeps such a cache registers a callable (``add_reclaimer``) that releases it; a caller
+  about to wait, and each time it checks again, calls every one of them (without the lock).
 
 Liveness, when every holder follows the rule "never acquire while holding": room always comes back,
 because each holder finishes without waiting for another reservation.
@@ -66,6 +70,10 @@ class Reservation:
         """Give everything back; later calls do nothing."""
         self._budget._give_back(self, 0)
 
+    def try_grow(self, size: int) -> bool:
+        """Hold ``size`` bytes if that needs no waiting (room free, nobody queued for it); else change nothing."""
+        return self._budget._try_grow(self, size)
+
     def __enter__(self) -> Reservation:
         return self
 
@@ -99,6 +107,7 @@ class ByteBudget:
         self._peak = 0
         self._queue: deque[_Waiter] = deque()  # waiting callers, first come first served
         self._lock = threading.Lock()
+        self._reclaimers: tuple[Callable[[], object], ...] = ()
 
     @property
     def capacity(self) -> int:
@@ -121,6 +130,15 @@ class ByteBudget:
         with self._lock:
             return len(self._queue)
 
+    def add_reclaimer(self, reclaim: Callable[[], object]) -> None:
+        """``reclaim()`` releases reservations kept only as a cache; waiters call it before waiting."""
+        with self._lock:
+            self._reclaimers = (*self._reclaimers, reclaim)
+
+    def remove_reclaimer(self, reclaim: Callable[[], object]) -> None:
+        with self._lock:
+            self._reclaimers = tuple(r for r in self._reclaimers if r is not reclaim)
+
     def try_acquire(self, size: int) -> Reservation | None:
         """A reservation at once if there is room and nobody is waiting ahead, else None."""
         self._check(size)
@@ -128,7 +146,11 @@ class ByteBudget:
             return self._take(size) if not self._queue and self._fits(size) else None
 
     def acquire(
-        self, size: int, *, cancelled: Callable[[], bool] = _never, timeout_s: float | None = None
+        self,
+        size: int,
+        *,
+        cancelled: Callable[[], bool] = _never,
+        timeout_s: float | None = None,
     ) -> Reservation:
         """``size`` bytes, waiting for room (see the module docstring for how the wait ends)."""
         self._check(size)
@@ -144,6 +166,8 @@ class ByteBudget:
                 # meanwhile is not lost: the state is checked again under the lock before waiting.
                 if cancelled():
                     raise WaitCancelled(f"cancelled while waiting for {size} bytes of memory budget")
+                for reclaim in self._reclaimers:  # a tuple: registering meanwhile does not disturb this loop
+                    reclaim()
                 with self._lock:
                     if self._queue[0] is me and self._fits(size):
                         self._queue.popleft()
@@ -186,6 +210,18 @@ class ByteBudget:
         self._in_use += size
         self._peak = max(self._peak, self._in_use)
         return Reservation(self, size)
+
+    def _try_grow(self, reservation: Reservation, size: int) -> bool:
+        with self._lock:
+            extra = size - reservation._size
+            if extra <= 0:
+                return True
+            if self._queue or not self._fits(extra):
+                return False
+            self._in_use += extra
+            self._peak = max(self._peak, self._in_use)
+            reservation._size = size
+            return True
 
     def _give_back(self, reservation: Reservation, keep: int) -> None:
         with self._lock:
