@@ -23,11 +23,12 @@ Contract of :meth:`ImageFetcher.fetch`:
   first, then counted while streaming).
 * The type comes from magic bytes (JPEG, PNG, BMP, WEBP, TIFF); the declared Content-Type is ignored.
 * No environment proxies, no ``.netrc``, no session cookies or auth are ever sent.
-* Memory: the body goes into one buffer of its own, an anonymous memory mapping of ``max_bytes`` + 1
-  bytes (pages never written are never resident). With a declared length (and no content encoding) the
-  socket reads straight into it: no chunks, no copy; otherwise the chunks are copied in as they arrive.
-  ``data`` is a read-only view of the mapping. With a ``budget`` (:class:`~worker.core.budget.ByteBudget`)
-  every resident byte of every buffer is reserved in it: ``fetch`` first reserves ``max_bytes`` — waiting
+* Memory: the body goes into one buffer of its own, an anonymous memory mapping. With a declared length
+  (and no content encoding) it is a mapping of that size, faulted in at once, and the socket reads
+  straight into it: no chunks, no copy. Otherwise it has room for ``max_bytes`` + 1 (pages never written
+  are never resident) and the chunks are copied in as they arrive. ``data`` is a read-only view of it.
+  With a ``budget`` (:class:`~worker.core.budget.ByteBudget`) every resident byte of every buffer is
+  reserved in it: ``fetch`` first reserves ``max_bytes`` — waiting
   for room *before* it connects or starts its deadline, and ending the wait with
   :class:`~worker.core.budget.WaitCancelled` when the caller's ``cancelled()`` says so — then keeps only
   what the declared length and then the body need. A failed fetch unmaps its buffer and gives everything

@@ -676,9 +676,9 @@ def test_a_body_shorter_than_declared_is_a_broken_transfer(
 def test_a_download_holds_one_copy_of_the_image(
     make_fetcher: Callable[..., ImageFetcher], server: ImageServer, path: str
 ) -> None:
-    # The body is copied chunk by chunk into the image's own mapping (which tracemalloc does not see):
-    # the Python heap only ever holds one chunk in flight, never a second copy of the image (a bytearray
-    # plus bytes(bytearray) held it twice, 2.18 × the image size).
+    # The body goes into the image's own mapping (which tracemalloc does not see), straight from the socket
+    # or, without a Content-Length, one chunk at a time: the Python heap never holds a copy of the image (a
+    # bytearray plus bytes(bytearray) held it twice, 2.18 × the image size).
     fetcher = make_fetcher()
     assert fetcher.fetch(server.url("/img.jpg")).data == JPEG  # connection pool and watchdog warmed up
     tracemalloc.start()
