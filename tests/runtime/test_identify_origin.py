@@ -21,7 +21,7 @@ class FailingFetcher:
         self.error = error
         self.calls = 0
 
-    def fetch(self, url: str) -> Any:
+    def fetch(self, url: str, cancelled: Any = None) -> Any:
         self.calls += 1
         raise self.error
 
