@@ -4,9 +4,9 @@ What must hold (README "Commit contract", "Delivery is therefore at-least-once")
 
 * every event id gets at least one output; a dead letter with a transient code only when its retries
   were exhausted (none is expected at 5%: five attempts in a row fail with p ≈ 3e-7);
-* duplicates stay within the killed workers' uncommitted windows, each max(4 × max_in_flight, 64) (the
-  bound the worker keeps on consumed-but-unconfirmed events), plus the events of revoked partitions still in
-  a call after revoke_timeout_s (at most max_in_flight per kill);
+* duplicates stay within the killed workers' uncommitted windows, each 2 × max(4 × max_in_flight, 64) +
+  max_in_flight (the bound the worker keeps on consumed-but-unconfirmed events), plus the events of revoked
+  partitions still in a call after revoke_timeout_s (at most max_in_flight per kill);
 * nothing is committed without an output: for the group's committed positions, read at each kill and at
   the end, every input offset below the position has an output naming it (source / original coordinates)
   that was written before the positions were read.
@@ -177,7 +177,7 @@ def test_chaos_five_sigkills_lose_nothing_and_commit_only_outputs(
     # rebalance revoked in the middle of a call.
     duplicates = len(outputs) - len(counts)
     throughput = EVENTS / elapsed
-    window = max(4 * MAX_IN_FLIGHT, 64) + MAX_IN_FLIGHT
+    window = 2 * max(4 * MAX_IN_FLIGHT, 64) + 2 * MAX_IN_FLIGHT  # held back + unconfirmed + margin; a revoke
     bound = KILLS * window
 
     # Nothing committed without an output, at every kill and at the end.
@@ -203,7 +203,7 @@ def test_chaos_five_sigkills_lose_nothing_and_commit_only_outputs(
         f"\n  API calls {calls}; faults injected {faults}; answers {dict(codes)}"
         f"\n  outputs {len(outputs)}: results {len(outputs) - len(dead)}, dead letters {len(dead)} "
         f"{dict(Counter(o.code for o in dead))}"
-        f"\n  duplicates {duplicates} (bound {bound} = {KILLS} × (max(4×{MAX_IN_FLIGHT}, 64) + {MAX_IN_FLIGHT}))"
+        f"\n  duplicates {duplicates} (bound {bound} = {KILLS} × (2 × max(4×{MAX_IN_FLIGHT}, 64) + 2×{MAX_IN_FLIGHT}))"
         ", lost 0"
         f"\n  committed {sum(final_positions.values())} offsets, each with an output; "
         f"{len(snapshots)} mid-run commit snapshots checked"

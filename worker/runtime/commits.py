@@ -1,6 +1,6 @@
 """Commits: what the offset tracker says is done goes to the group coordinator, and counts only once confirmed.
 
-- Asynchronously every ``interval_s``, and sooner when half of the uncommitted window is used (rule 2 of the
+- Asynchronously every ``interval_s``, and sooner when a quarter of the uncommitted window is used (rule 2 of the
   commit contract: the window is bounded, so commits must keep up). A position sent and not confirmed is
   sent again only after ``_RESEND_S``.
 - ``on_commit`` (librdkafka's callback, served by consume/poll) confirms partition by partition; a refused
@@ -66,7 +66,7 @@ class Committer:
 
     def maybe(self, now: float) -> None:
         """Commit asynchronously when the interval passed or half the uncommitted window is used."""
-        if now - self._last >= self._interval_s or self._tracker.unconfirmed() >= self._max_uncommitted // 2:
+        if now - self._last >= self._interval_s or self._tracker.unconfirmed() >= self._max_uncommitted // 4:
             self._send(now)
             self._last = now
 

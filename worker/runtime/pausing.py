@@ -28,7 +28,7 @@ from worker.runtime.kafka import ConsumerLike, Partition
 log = logging.getLogger("worker.pausing")
 
 PAUSE_AFTER_S = 1.0  # a loop that took nothing for this long pauses every partition
-STARVE_S = 1.0  # a partition with a backlog that delivered nothing for this long gets a look
+STARVE_S = 5.0  # a partition with a backlog that delivered nothing for this long gets a look (once per stats interval)
 LOOK_S = 0.05  # how long the others stay paused for one look
 
 

@@ -5,13 +5,16 @@ end on a real broker in tests/pipeline/):
 
 1. For partition P, offset N+1 is committed only when every consumed offset ≤ N of P has its output
    (result or dead letter) acknowledged by the broker (idempotent producer, acks=all). Commits are
-   asynchronous every ``commit_interval_s`` (sooner when the uncommitted window is half full), synchronous
+   asynchronous every ``commit_interval_s`` (sooner when a quarter of the uncommitted window is used), synchronous
    on revoke and on shutdown. A commit counts as done only when the broker confirmed it, partition by
    partition; a refused one is offered again (worker.runtime.commits).
 2. The uncommitted window is bounded: consumed events whose commit is not confirmed yet (in flight, waiting
-   for an acknowledgement, done behind a slower one, or done but not committed) never exceed
-   ``max(4 × max_in_flight, 64)``; at the bound the worker takes no new events until commits land. This is
-   also the bound on what a crash makes the next owner process again.
+   for an acknowledgement, or done behind a slower one: "held back"; or done and committable but not confirmed
+   yet) never exceed ``2 × max(4 × max_in_flight, 64) + max_in_flight``. Held back events are bounded by
+   W = ``max(4 × max_in_flight, 64)``: at W the worker takes nothing new. Unconfirmed ones too: at W it stops
+   taking batches and polls for the commit results (at most one record per turn), and at W + ``max_in_flight``
+   it pauses every partition until commits land. This is also the bound on what a crash makes the next owner
+   process again.
 3. Revoke: stop dispatching the revoked partitions, cancel their held events, wait up to
    ``revoke_timeout_s`` for their calls in progress, commit what is contiguous, forget the rest (it is
    redelivered to the new owner). Completions that arrive later for a revoked partition are discarded, never
@@ -204,6 +207,8 @@ class Pipeline:
         self._last_snapshot = 0.0
         self._full_since: float | None = None
         self._last_poll = 0.0
+        self._waiting_for_commits = False  # the uncommitted window is full: commit results are awaited
+        self._over_margin = False  # ... and the records taken meanwhile used the margin: every partition pauses
 
     # -- public ------------------------------------------------------------------------------
 
@@ -265,7 +270,13 @@ class Pipeline:
                 self._wait_for_completion(0.005)  # wakes at the first completion; new input is seen within 5 ms
             return
         # Taking nothing: keep serving the group (rebalances, commit results) without fetching more than one.
-        if len(self._pauses.paused) == len(self._assigned) or now - self._last_poll >= PAUSE_AFTER_S:
+        # Waiting for commits to be confirmed: their results come through poll(), so poll on every turn (at most
+        # one record each, and none once the window's hard margin is used: then every partition is paused).
+        if (
+            self._waiting_for_commits
+            or len(self._pauses.paused) == len(self._assigned)
+            or now - self._last_poll >= PAUSE_AFTER_S
+        ):
             self._last_poll = now
             msg = self._consumer.poll(0)
             if msg is not None:
@@ -277,9 +288,18 @@ class Pipeline:
         """How many new records the loop may take now (0: none, and why decides the pausing)."""
         if not self._admitting():
             return 0
-        uncommitted = self._tracker.buffered() + self._tracker.unconfirmed()
+        # Two bounds of max(4 × max_in_flight, 64) each: events held back behind a slower one (not committable
+        # yet), and events committable but not confirmed (commits must keep up, also through a rebalance).
+        held_back = self._tracker.buffered()
+        unconfirmed = self._tracker.unconfirmed()
         queued = self._dispatch.in_flight + self._gate.queued() + self._dispatch.ready_count
-        room = min(2 * self._max_in_flight - queued, self._max_uncommitted - uncommitted)
+        self._waiting_for_commits = unconfirmed >= self._max_uncommitted
+        self._over_margin = unconfirmed >= self._max_uncommitted + self._max_in_flight
+        room = min(
+            2 * self._max_in_flight - queued,
+            self._max_uncommitted - held_back,
+            self._max_uncommitted - unconfirmed,
+        )
         if room <= 0:
             if self._full_since is None:
                 self._full_since = now
@@ -294,7 +314,7 @@ class Pipeline:
     def _reconcile_pauses(self, now: float, room: int) -> None:
         if room <= 0:
             stuck = self._full_since is not None and now - self._full_since >= PAUSE_AFTER_S
-            if not stuck and self._admitting():
+            if not stuck and not self._over_margin and self._admitting():
                 return  # briefly full: skipping consume() is cheaper than a pause (it drops the prefetch)
         self._pauses.reconcile(self._assigned, now, hold_all=room <= 0)
 
