@@ -8,7 +8,7 @@ import uuid
 from confluent_kafka import Consumer
 from kafkatest import GROUP_TIMEOUTS, consume_n, produce_all, wait_until
 
-from worker import devstack
+from worker.dev import devstack
 
 
 def test_produce_and_consume_round_trip_with_headers(kafka_bootstrap: str, make_topic) -> None:

@@ -30,9 +30,9 @@ if _PIPELINE not in sys.path:
 
 from pipeline_helpers import ROOT, Topics, settings_env  # noqa: E402
 
-from worker import devstack  # noqa: E402
+from worker.dev import devstack  # noqa: E402
+from worker.dev.processes import stop_process  # noqa: E402
 from worker.emulator import EmulatorHandle, start_in_thread  # noqa: E402
-from worker.processes import stop_process  # noqa: E402
 from worker.runtime.exits import ExitCode  # noqa: E402
 from worker.runtime.stopping import (  # noqa: E402
     StopRequest,

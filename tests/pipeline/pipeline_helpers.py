@@ -21,10 +21,10 @@ from kafkatest import read_all
 
 from worker import config, schemas
 from worker.api.client import MultidentifyClient
+from worker.dev.scenario import Scenario
 from worker.emulator import DEV_ACCOUNT, start_in_thread
 from worker.runtime.app import build_pipeline
 from worker.runtime.pipeline import Pipeline
-from worker.scenario import Scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 

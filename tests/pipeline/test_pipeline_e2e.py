@@ -19,8 +19,8 @@ from pipeline_helpers import (
     validate_all,
 )
 
+from worker.dev.scenario import Scenario
 from worker.runtime.exits import ExitCode
-from worker.scenario import Scenario
 
 pytestmark = pytest.mark.broker
 

@@ -11,7 +11,7 @@ import pytest
 from kafkatest import TopicReader, produce_all, read_all, wait_until
 from pipeline_helpers import ProcessWorker, Topics, enrolled_emulator, settings_env, thread_worker
 
-from worker.scenario import Scenario
+from worker.dev.scenario import Scenario
 
 pytestmark = pytest.mark.broker
 

@@ -25,10 +25,10 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from worker import devstack
 from worker.api.client import MultidentifyClient
+from worker.dev import devstack
+from worker.dev.scenario import Scenario
 from worker.emulator import DEV_ACCOUNT
-from worker.scenario import Scenario
 
 Headers = list[tuple[str, bytes | None]]
 

@@ -28,7 +28,7 @@ from reliability_helpers import (
     uncovered_commits,
 )
 
-from worker import devstack
+from worker.dev import devstack
 from worker.emulator import EmulatorHandle, start_in_thread
 
 pytestmark = [pytest.mark.broker, pytest.mark.heavy]

@@ -39,7 +39,7 @@ from reliability_helpers import (
     uncovered_commits,
 )
 
-from worker.devstack import free_port
+from worker.dev.devstack import free_port
 from worker.emulator import EmulatorProcess, spawn_process
 
 pytestmark = [pytest.mark.broker, pytest.mark.heavy, pytest.mark.timeout(1800)]

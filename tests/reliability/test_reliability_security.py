@@ -32,13 +32,14 @@ from netguard import Tripwire, install_tripwire
 from pipeline_helpers import ROOT, ProcessWorker, ThreadWorker, Topics, settings_env
 from reliability_helpers import OutputCollector, Record, event_value, http_get, produce_records
 
-from worker import config, devstack
+from worker import config
 from worker.api.client import MultidentifyClient
 from worker.api.errors import ApiError
 from worker.api.signature import sign
+from worker.dev import devstack
+from worker.dev.scenario import Scenario
 from worker.emulator import DEV_ACCOUNT, Account, EmulatorHandle, start_in_thread
 from worker.fetch import ImageFetcher
-from worker.scenario import Scenario
 
 # --- a tripwire on this process's sockets ------------------------------------------------------------------------
 

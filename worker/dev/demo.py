@@ -28,13 +28,14 @@ from typing import IO, Any
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 
-from worker import config, devstack
+from worker import config
 from worker.api.client import MultidentifyClient
 from worker.api.errors import meaning
+from worker.dev import devstack
+from worker.dev.processes import stop_process
+from worker.dev.scenario import Scenario
 from worker.emulator import DEV_ACCOUNT
-from worker.processes import stop_process
 from worker.runtime.stopping import spawn_with_stop_signals_blocked
-from worker.scenario import Scenario
 
 PEOPLE = ["alice", "bob", "carol", "dave"]
 TOPICS = ("images", "face-results", "face-dlq")

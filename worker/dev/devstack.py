@@ -24,7 +24,7 @@ from typing import Any
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from worker.processes import stop_process
+from worker.dev.processes import stop_process
 
 _LIVE: weakref.WeakSet[ManagedProcess] = weakref.WeakSet()
 
