@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import orjson
 import pytest
 import requests
-from emulator_helpers import APPID, dev_auth
 
+from tests.support.emulator import APPID, dev_auth
 from worker.emulator import EmulatorHandle, start_in_thread
 
 BODY = orjson.dumps({"appid": APPID, "group_id": "nobody-here", "url": "http://127.0.0.1:9/x.jpg"})

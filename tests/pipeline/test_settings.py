@@ -16,10 +16,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-from kafkatest import TopicReader, produce_all, wait_until
 from PIL import Image
-from pipeline_helpers import Topics, enrolled_emulator, read_outputs, settings_env, thread_worker, validate_all
 
+from tests.support.kafkatest import TopicReader, produce_all, wait_until
+from tests.support.pipeline import Topics, enrolled_emulator, read_outputs, settings_env, thread_worker, validate_all
 from worker import config
 from worker.runtime import kafka
 

@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from kafkatest import wait_until
-from pipeline_helpers import Outputs, ThreadWorker, Topics, settings_env, validate_all
-from reliability_helpers import (
+
+from tests.support.kafkatest import wait_until
+from tests.support.pipeline import Outputs, ThreadWorker, Topics, settings_env, validate_all
+from tests.support.reliability import (
     OutputCollector,
     Record,
     committed_positions,
@@ -32,7 +33,6 @@ from reliability_helpers import (
     produce_records,
     uncovered_commits,
 )
-
 from worker.emulator import EmulatorHandle, start_in_thread
 from worker.runtime.exits import ExitCode
 

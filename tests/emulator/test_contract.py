@@ -9,8 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 import requests
-from emulator_helpers import APPID, Caller, dev_auth
 
+from tests.support.emulator import APPID, Caller, dev_auth
 from worker.api.signature import sign, sign_plain
 from worker.emulator import DEV_ACCOUNT, Account, EmulatorHandle, start_in_thread, synth
 from worker.emulator.imageserver import ImageServerHandle

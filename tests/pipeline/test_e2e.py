@@ -8,8 +8,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from kafkatest import produce_all, wait_until
-from pipeline_helpers import (
+
+from tests.support.kafkatest import produce_all, wait_until
+from tests.support.pipeline import (
     Topics,
     committed,
     enrolled_emulator,
@@ -18,7 +19,6 @@ from pipeline_helpers import (
     thread_worker,
     validate_all,
 )
-
 from worker.dev.scenario import Scenario
 from worker.runtime.exits import ExitCode
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import orjson
 from confluent_kafka import Consumer, TopicPartition
-from kafkatest import read_all
 
+from tests.support.kafkatest import read_all
 from worker import config, schemas
 from worker.api.client import MultidentifyClient
 from worker.dev.scenario import Scenario

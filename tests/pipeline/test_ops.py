@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from kafkatest import produce_all, wait_until
-from pipeline_helpers import Topics, enrolled_emulator, settings_env
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.kafkatest import produce_all, wait_until
+from tests.support.pipeline import Topics, enrolled_emulator, settings_env
 from worker import config
 from worker.ops import HealthState, OpsServer, PrometheusObserver
 from worker.runtime.app import build_pipeline

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import KafkaError, Producer
-from pipeline_helpers import ProcessWorker, Topics, settings_env
-from reliability_helpers import (
+
+from tests.support.pipeline import ProcessWorker, Topics, settings_env
+from tests.support.reliability import (
     OutputCollector,
     TansuProxy,
     committed_positions,
@@ -27,7 +28,6 @@ from reliability_helpers import (
     readiness,
     uncovered_commits,
 )
-
 from worker.dev import devstack
 from worker.emulator import EmulatorHandle, start_in_thread
 

@@ -1,7 +1,7 @@
 """AimdRateLimiter with a fake clock: spacing, AIMD feedback and convergence on a throttling server.
 
 Long simulated faults (many callers, refusal spells, idle spells, a day of traffic) are in
-``test_core_ratelimit_longfaults.py``.
+``test_ratelimit_longfaults.py``.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ import threading
 import uuid
 
 from confluent_kafka import Consumer
-from kafkatest import GROUP_TIMEOUTS, consume_n, produce_all, wait_until
 
+from tests.support.kafkatest import GROUP_TIMEOUTS, consume_n, produce_all, wait_until
 from worker.dev import devstack
 
 

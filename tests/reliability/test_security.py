@@ -27,11 +27,11 @@ from pathlib import Path
 import orjson
 import pytest
 import requests
-from kafkatest import wait_until
-from netguard import Tripwire, install_tripwire
-from pipeline_helpers import ROOT, ProcessWorker, ThreadWorker, Topics, settings_env
-from reliability_helpers import OutputCollector, Record, event_value, http_get, produce_records
 
+from tests.support.kafkatest import wait_until
+from tests.support.netguard import Tripwire, install_tripwire
+from tests.support.pipeline import ROOT, ProcessWorker, ThreadWorker, Topics, settings_env
+from tests.support.reliability import OutputCollector, Record, event_value, http_get, produce_records
 from worker import config
 from worker.api.client import MultidentifyClient
 from worker.api.errors import ApiError

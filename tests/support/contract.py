@@ -1,8 +1,8 @@
 """A whole pipeline on the in-memory Kafka and virtual time, for the deterministic contract tests.
 
 The real ``Pipeline``, ``Identifier``, ``CircuitBreaker``, ``AimdRateLimiter``, ``OffsetTracker`` and
-``DeadLetterGuard`` run; only Kafka (tests/memkafka.py), the face API (:class:`FakeApi`) and the clock
-(tests/simclock.py) are stand-ins. The test thread drives the loop turn by turn; time moves only when the
+``DeadLetterGuard`` run; only Kafka (tests/support/memkafka.py), the face API (:class:`FakeApi`) and the clock
+(tests/support/simclock.py) are stand-ins. The test thread drives the loop turn by turn; time moves only when the
 loop waits, so "40 seconds of outage" takes milliseconds and the same turns happen on any machine.
 """
 
@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from memkafka import MemBroker, MemConsumer, MemMessage, MemProducer
-from simclock import VirtualClock
 
+from tests.support.memkafka import MemBroker, MemConsumer, MemMessage, MemProducer
+from tests.support.simclock import VirtualClock
 from worker import config
 from worker.api.errors import ApiError
 from worker.api.models import Candidate, Face, FaceRect, IdentifyResult

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import orjson
 import requests
-from emulator_helpers import APPID, Caller
 
+from tests.support.emulator import APPID, Caller
 from worker.api.signature import sign
 from worker.emulator import spawn_process, start_in_thread, synth
 from worker.emulator.imageserver import spawn_image_server

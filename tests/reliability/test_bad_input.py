@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import orjson
 import pytest
-from pipeline_helpers import Outputs, ThreadWorker, Topics, settings_env, validate_all
-from reliability_helpers import Headers, OutputCollector, Record, enroll, event_value, image_urls, produce_records
 
+from tests.support.pipeline import Outputs, ThreadWorker, Topics, settings_env, validate_all
+from tests.support.reliability import Headers, OutputCollector, Record, enroll, event_value, image_urls, produce_records
 from worker.core import records
 from worker.emulator import EmulatorHandle, start_in_thread
 

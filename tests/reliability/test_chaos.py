@@ -25,8 +25,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from pipeline_helpers import Outputs, ProcessWorker, Topics, settings_env, validate_all
-from reliability_helpers import (
+
+from tests.support.pipeline import Outputs, ProcessWorker, Topics, settings_env, validate_all
+from tests.support.reliability import (
     TRANSIENT_CODES,
     OutputCollector,
     Record,
@@ -38,7 +39,6 @@ from reliability_helpers import (
     produce_records,
     uncovered_commits,
 )
-
 from worker.dev.devstack import free_port
 from worker.emulator import EmulatorProcess, spawn_process
 

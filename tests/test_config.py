@@ -13,7 +13,7 @@ import pytest
 
 from worker import config
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_defaults_are_valid() -> None:

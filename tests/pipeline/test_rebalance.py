@@ -8,9 +8,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-from kafkatest import TopicReader, produce_all, read_all, wait_until
-from pipeline_helpers import ProcessWorker, Topics, enrolled_emulator, settings_env, thread_worker
 
+from tests.support.kafkatest import TopicReader, produce_all, read_all, wait_until
+from tests.support.pipeline import ProcessWorker, Topics, enrolled_emulator, settings_env, thread_worker
 from worker.dev.scenario import Scenario
 
 pytestmark = pytest.mark.broker

@@ -10,7 +10,7 @@ Behaviours copied from librdkafka on purpose, because the pipeline must cope wit
 - a partition paused before it was revoked comes back *paused* when it is assigned again;
 - async commit results and delivery reports are served by ``consume``/``poll`` (and ``flush``).
 
-Waiting (a ``timeout`` with nothing to return) lets virtual time pass (tests/simclock.py).
+Waiting (a ``timeout`` with nothing to return) lets virtual time pass (tests/support/simclock.py).
 This is a test double: the real-broker suites stay the integration tests.
 """
 
@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
-from simclock import VirtualClock
+
+from tests.support.simclock import VirtualClock
 
 TP = tuple[str, int]
 
