@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 ENV_PREFIX = "MDW_"
+MIB = 1024 * 1024
 _ID_RE = re.compile(r"^[^\s/]{1,64}$")
 
 T = TypeVar("T")
@@ -207,6 +208,13 @@ class Settings:
     )
     fetch_max_bytes: int = setting(
         1_400_000, "largest image fetched in fetch mode", "api", minimum=1024, maximum=1_500_000
+    )
+    fetch_memory_mb: int = setting(
+        128,
+        "MiB of image bytes fetch mode holds in memory at once (downloads wait for room); at least fetch_max_bytes",
+        "api",
+        minimum=1,
+        maximum=65536,
     )
     fetch_timeout_s: float = setting(5.0, "total time allowed for one image download", "api", minimum=0.1, maximum=120)
     fetch_tls_verify: bool = setting(
@@ -462,6 +470,11 @@ def _check_combinations(s: Settings) -> None:
     """Limits that involve several settings; each message names all of them."""
     if s.backoff_initial_s > s.backoff_max_s:
         raise ConfigError("backoff_initial_s must not exceed backoff_max_s")
+    if s.fetch_memory_mb * MIB < s.fetch_max_bytes:
+        raise ConfigError(
+            f"fetch_memory_mb ({s.fetch_memory_mb} MiB = {s.fetch_memory_mb * MIB:,} bytes) must "
+            f"hold at least one image of fetch_max_bytes ({s.fetch_max_bytes:,} bytes)"
+        )
     poll_ms = s.max_poll_interval_ms
     if poll_ms < s.session_timeout_ms:
         raise ConfigError(

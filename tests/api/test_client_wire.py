@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import socket
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,6 +16,7 @@ from typing import Any
 import orjson
 import pytest
 import requests
+import urllib3.filepost
 
 from worker import __version__
 from worker.api import (
@@ -316,6 +319,137 @@ def test_image_just_under_the_limit_is_sent(client: MultidentifyClient, server: 
     (recorded,) = server.requests
     assert len(recorded.body) <= MAX_BODY_BYTES
     assert multipart_parts(recorded)[-1][1] == image
+
+
+FIXED_BOUNDARY = "0123456789abcdef0123456789abcdef"
+PNG_SMALL = b"\x89PNG\r\n\x1a\n" + b"\x01" * 10
+
+
+def requests_encoding(fields: list[tuple[str, str]], files: list[tuple[str, tuple[str, bytes, str]]]) -> bytes:
+    """The body requests itself encodes for these fields and files (the reference the client must match)."""
+    body = requests.Request("POST", "http://x.test/", data=fields, files=files).prepare().body
+    assert isinstance(body, bytes)
+    return body
+
+
+@pytest.mark.parametrize(
+    ("call", "fields", "files"),
+    [
+        (
+            lambda c: c.multidentify_image(JPEG, ["tencent"], filename="test.jpg"),
+            [("appid", APPID), ("group_id", "tencent")],
+            [("image", ("test.jpg", JPEG, "image/jpeg"))],
+        ),
+        (
+            lambda c: c.multidentify_image(PNG_SMALL, ["tencent", "qq"], session_id="evt-7"),
+            [("appid", APPID), ("group_ids[0]", "tencent"), ("group_ids[1]", "qq"), ("session_id", "evt-7")],
+            [("image", ("image.jpg", PNG_SMALL, "image/png"))],
+        ),
+        (
+            lambda c: c.newperson("p1", ["g1"], image=JPEG, person_name='Ann "Q" 张', tag="t\\x"),
+            [("appid", APPID), ("group_ids[0]", "g1"), ("person_id", "p1"), ("person_name", 'Ann "Q" 张'),
+             ("tag", "t\\x")],
+            [("image", ("image.jpg", JPEG, "image/jpeg"))],
+        ),
+        (
+            lambda c: c.addface("p1", images=[JPEG, PNG_SMALL, b"\x00\x01"], tag="x"),
+            [("appid", APPID), ("person_id", "p1"), ("tag", "x")],
+            [("images[0]", ("image0.jpg", JPEG, "image/jpeg")), ("images[1]", ("image1.jpg", PNG_SMALL, "image/png")),
+             ("images[2]", ("image2.jpg", b"\x00\x01", "application/octet-stream"))],
+        ),
+    ],
+)  # fmt: skip
+def test_multipart_body_is_byte_identical_to_what_requests_encodes(
+    call: Callable[[MultidentifyClient], object],
+    fields: list[tuple[str, str]],
+    files: list[tuple[str, tuple[str, bytes, str]]],
+    client: MultidentifyClient,
+    server: RecordingServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server.answer(Canned(body=orjson.dumps({"data": {"results": [], "session_id": ""}, "code": 0, "message": "OK"})))
+    monkeypatch.setattr(urllib3.filepost, "choose_boundary", lambda: FIXED_BOUNDARY)
+    call(client)
+    (recorded,) = server.requests
+    assert recorded.headers["content-type"] == f"multipart/form-data; boundary={FIXED_BOUNDARY}"
+    assert recorded.body == requests_encoding(fields, files)
+    # Framed by Content-Length (the service does not take chunked uploads), never chunked.
+    assert int(recorded.headers["content-length"]) == len(recorded.body)
+    assert "transfer-encoding" not in recorded.headers
+
+
+class SinkServer:
+    """127.0.0.1, port 0: reads each POST body in 16 KB pieces without keeping it; records (length, sha256)."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[int, str]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                left = int(self.headers.get("Content-Length", "0"))
+                digest = hashlib.sha256()
+                total = 0
+                while left > 0:
+                    piece = self.rfile.read(min(left, 16384))
+                    if not piece:
+                        break
+                    digest.update(piece)
+                    total += len(piece)
+                    left -= len(piece)
+                server.received.append((total, digest.hexdigest()))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(OK_BODY)))
+                self.end_headers()
+                self.wfile.write(OK_BODY)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+        self._httpd = Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+
+def test_an_upload_makes_no_full_copy_of_the_image(
+    make_client: Callable[..., MultidentifyClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A 1.3 MB image goes out as prefix + the image itself + suffix: the only large allocation in this
+    # process is the image. Encoding the body in one piece (requests' way) holds it at least twice.
+    monkeypatch.setattr(urllib3.filepost, "choose_boundary", lambda: FIXED_BOUNDARY)
+    sink = SinkServer()
+    try:
+        client = make_client(base_url=sink.url)
+        client.multidentify_image(JPEG, ["g"])  # connection and signature ready before measuring
+        size = 1_300_000
+        tracemalloc.start()
+        try:
+            baseline = tracemalloc.get_traced_memory()[0]
+            image = b"\xff\xd8\xff".ljust(size, b"\0")  # one allocation: the image itself
+            client.multidentify_image(image, ["g"], session_id="evt-1")
+            peak = tracemalloc.get_traced_memory()[1] - baseline
+        finally:
+            tracemalloc.stop()
+        assert peak < 1.2 * size, f"the upload allocated {peak / size:.2f} × the image size"
+        expected = requests_encoding(
+            [("appid", APPID), ("group_id", "g"), ("session_id", "evt-1")],
+            [("image", ("image.jpg", image, "image/jpeg"))],
+        )
+        assert sink.received[-1] == (len(expected), hashlib.sha256(expected).hexdigest())
+    finally:
+        sink.close()
 
 
 # -- service errors ---------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The documented error classes (docs/api-notes.md), written out independently of worker.api.errors, row by row."""
+"""The documented error classes (docs/api-notes.md), written out independently of the registry, row by row."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import pickle
 
 import pytest
 
-from worker.api.errors import CODES, ApiError, ErrorClass, class_of_code, class_of_http_status, meaning
+from worker.api.codes import CODES, ErrorClass, Origin, class_of_code, class_of_http_status, meaning
+from worker.api.errors import ApiError
 
 T, P, C = ErrorClass.TRANSIENT, ErrorClass.PERMANENT, ErrorClass.CONFIG
 
@@ -129,6 +130,10 @@ def test_rate_limited_by_code_15_or_http_429() -> None:
         ("http_503", "the API answered HTTP 503 without a JSON code"),
         ("invalid_event", "the event does not match schemas/event.schema.json"),
         ("fetch_http_404", "the image server answered HTTP 404"),
+        ("fetch_timeout", "the image server did not answer or finish in time"),
+        ("internal_error", "the worker failed on this event (a bug): see the message"),
+        ("invalid_request", "the request was refused locally before sending"),
+        ("+15", "rate limited"),
         ("some_new_code", "some new code"),
     ],
 )
@@ -139,11 +144,12 @@ def test_meaning(code: str, expected: str) -> None:
 def test_api_error_pickles_with_all_fields() -> None:
     error = ApiError("15", T, "slow down", http_status=200, resign=False, retry_after=2.5)
     clone = pickle.loads(pickle.dumps(error))
-    assert (clone.code, clone.error_class, clone.message, clone.http_status, clone.retry_after) == (
+    assert (clone.code, clone.error_class, clone.message, clone.http_status, clone.retry_after, clone.origin) == (
         "15",
         T,
         "slow down",
         200,
         2.5,
+        Origin.SERVICE,
     )
     assert str(clone) == "[15] slow down"

@@ -15,7 +15,9 @@ import socket
 import socketserver
 import ssl
 import threading
+import time
 import traceback
+import tracemalloc
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -27,7 +29,9 @@ import requests
 from PIL import Image
 
 from tests.support.netguard import Tripwire, install_tripwire
+from worker import fetch as fetch_module
 from worker.api.errors import ApiError, ErrorClass
+from worker.core.budget import ByteBudget, WaitCancelled
 from worker.fetch import FetchedImage, ImageFetcher
 
 BOUND = 10.0  # seconds any single fetch in these tests may take before we call it hung
@@ -40,6 +44,7 @@ def _image(fmt: str, size: tuple[int, int] = (32, 24)) -> bytes:
 
 
 JPEG, PNG, GIF = _image("JPEG"), _image("PNG"), _image("GIF")
+LARGE = JPEG.ljust(1_300_000, b"\0")  # a camera-sized image, built once so serving it allocates nothing
 
 
 # --- tripwire ---------------------------------------------------------------------------------------------
@@ -226,6 +231,32 @@ def _default_routes(stop: threading.Event) -> dict[str, Route]:
     def loop(h: _Handler, q: dict[str, str]) -> None:
         h.reply(302, b"", "text/plain", {"Location": "/loop"})
 
+    def large_chunked(h: _Handler, q: dict[str, str]) -> None:  # LARGE without a Content-Length
+        h.protocol_version = "HTTP/1.1"
+        h.send_response(200)
+        h.send_header("Transfer-Encoding", "chunked")
+        h.send_header("Connection", "close")
+        h.end_headers()
+        view = memoryview(LARGE)
+        for start in range(0, len(LARGE), 65536):
+            piece = view[start : start + 65536]
+            h.wfile.write(b"%x\r\n" % len(piece))
+            h.wfile.write(piece)
+            h.wfile.write(b"\r\n")
+        h.wfile.write(b"0\r\n\r\n")
+
+    def declared_huge_twice(h: _Handler, q: dict[str, str]) -> None:  # a list form urllib3 accepts
+        h.send_response(200)
+        h.send_header("Content-Length", "2000000, 2000000")
+        h.end_headers()
+        h.wfile.write(JPEG)
+
+    def short(h: _Handler, q: dict[str, str]) -> None:  # declares more than it sends, then hangs up
+        h.send_response(200)
+        h.send_header("Content-Length", "5000")
+        h.end_headers()
+        h.wfile.write(JPEG[:100])
+
     def silent(h: _Handler, q: dict[str, str]) -> None:
         stop.wait(BOUND)
 
@@ -251,6 +282,10 @@ def _default_routes(stop: threading.Event) -> dict[str, Route]:
         "/trickle-body": trickle_body,
         "/trickle-headers": trickle_headers,
         "/silent": silent,
+        "/large.jpg": image(LARGE, "image/jpeg"),
+        "/large-chunked": large_chunked,
+        "/short": short,
+        "/declared-huge-twice": declared_huge_twice,
     }
 
 
@@ -625,6 +660,202 @@ def test_undeclared_body_is_cut_at_the_cap(
 ) -> None:
     err = failure(make_fetcher(), server.url(path))
     assert err.code == "fetch_too_large" and "more than 1400000" in err.message
+
+
+def test_a_body_shorter_than_declared_is_a_broken_transfer(
+    make_fetcher: Callable[..., ImageFetcher], server: ImageServer
+) -> None:
+    err = failure(make_fetcher(), server.url("/short"))
+    assert (err.code, err.error_class) == ("fetch_connection", ErrorClass.TRANSIENT)
+
+
+# --- memory: one copy per image, within the byte budget ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/large.jpg", "/large-chunked"])
+def test_a_download_holds_one_copy_of_the_image(
+    make_fetcher: Callable[..., ImageFetcher], server: ImageServer, path: str
+) -> None:
+    # The body goes into the image's own mapping (which tracemalloc does not see), straight from the socket
+    # or, without a Content-Length, one chunk at a time: the Python heap never holds a copy of the image (a
+    # bytearray plus bytes(bytearray) held it twice, 2.18 × the image size).
+    fetcher = make_fetcher()
+    assert fetcher.fetch(server.url("/img.jpg")).data == JPEG  # connection pool and watchdog warmed up
+    tracemalloc.start()
+    try:
+        baseline = tracemalloc.get_traced_memory()[0]
+        image = fetcher.fetch(server.url(path))
+        peak = tracemalloc.get_traced_memory()[1] - baseline
+    finally:
+        tracemalloc.stop()
+    assert image.data == LARGE and isinstance(image.data, memoryview) and image.data.readonly
+    assert peak < 0.2 * len(LARGE), f"the download allocated {peak / len(LARGE):.2f} × the image size on the heap"
+
+
+def test_a_buffer_with_a_view_still_alive_is_never_reused(
+    make_fetcher: Callable[..., ImageFetcher], server: ImageServer
+) -> None:
+    budget = ByteBudget(1_400_000)
+    fetcher = make_fetcher(budget=budget)
+    image = fetcher.fetch(server.url("/large.jpg"))
+    lingering = memoryview(image.data)[:4]  # e.g. held by an exception's traceback after a failed upload
+    image.release()
+    with pytest.raises(ValueError):
+        len(image.data)  # released: no use after release goes unnoticed
+    assert fetcher.idle_bytes == 0 and budget.in_use == 0  # not kept: the next image must not show through
+    assert fetcher.fetch(server.url("/img.png")).data == PNG
+    assert bytes(lingering) == LARGE[:4]  # still the old image, still valid memory (unmapped when it goes)
+    lingering.release()
+
+
+def test_a_released_buffer_is_reused_for_the_next_download(
+    make_fetcher: Callable[..., ImageFetcher], server: ImageServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[object] = []
+
+    class Counted(fetch_module._ImageBuffer):
+        def __init__(self, capacity: int, **kwargs: Any) -> None:
+            made.append(self)
+            super().__init__(capacity, **kwargs)
+
+    monkeypatch.setattr(fetch_module, "_ImageBuffer", Counted)
+    budget = ByteBudget(4 * 1_400_000)
+    fetcher = make_fetcher(budget=budget)
+    for path, body in [("/large.jpg", LARGE), ("/img.jpg", JPEG), ("/img.png", PNG), ("/large.jpg", LARGE)]:
+        image = fetcher.fetch(server.url(path))
+        assert image.data == body
+        # Reserved: what this image needs or what the reused buffer ever held, whichever is more.
+        assert budget.in_use == len(LARGE)
+        image.release()
+        assert fetcher.idle_bytes == budget.in_use == len(LARGE)  # kept, still counted
+    assert len(made) == 1  # one mapping served all four downloads
+    image = fetcher.fetch(server.url("/large-chunked"))  # length unknown: room for max_bytes is needed
+    assert image.data == LARGE and len(made) == 2
+    image.release()
+    fetcher.close()
+    assert budget.in_use == 0
+
+
+def test_closing_the_fetcher_gives_back_idle_buffers_and_those_released_later(
+    make_fetcher: Callable[..., ImageFetcher], server: ImageServer
+) -> None:
+    budget = ByteBudget(4 * 1_400_000)
+    fetcher = make_fetcher(budget=budget)
+    fetcher.fetch(server.url("/img.jpg")).release()
+    still_out = fetcher.fetch(server.url("/img.png"))
+    fetcher.close()
+    assert budget.in_use == len(JPEG)  # only the image still out, in the buffer the first one left
+    still_out.release()
+    assert budget.in_use == 0 and fetcher.idle_bytes == 0
+
+
+def test_idle_buffers_are_not_kept_while_a_download_waits_and_are_reclaimed_by_one(
+    make_fetcher: Callable[..., ImageFetcher], server: ImageServer
+) -> None:
+    budget = ByteBudget(1_400_000)  # room for one image of fetch_max_bytes
+    a, b = make_fetcher(budget=budget), make_fetcher(budget=budget)
+    a.fetch(server.url("/img.jpg")).release()
+    assert a.idle_bytes == len(JPEG) == budget.in_use  # kept by a: b's download can only get it back
+    image = b.fetch(server.url("/img.png"))  # waits, reclaims a's idle buffer, proceeds
+    assert image.data == PNG and a.idle_bytes == 0
+    box: list[object] = []
+    waiter = threading.Thread(target=lambda: box.append(_outcome(lambda: a.fetch(server.url("/img.jpg")))), daemon=True)
+    waiter.start()
+    _eventually(lambda: budget.waiting == 1, "a's download waits for b's image")
+    image.release()  # someone is waiting: b keeps nothing
+    waiter.join(BOUND)
+    assert isinstance(box[0], FetchedImage) and box[0].data == JPEG
+    assert b.idle_bytes == 0
+    box[0].release()
+
+
+@pytest.mark.parametrize("path", ["/large.jpg", "/large-chunked"])
+def test_the_reservation_shrinks_to_the_image_and_release_gives_it_back(
+    make_fetcher: Callable[..., ImageFetcher], server: ImageServer, path: str
+) -> None:
+    budget = ByteBudget(4 * 1_400_000)
+    fetcher = make_fetcher(budget=budget)
+    image = fetcher.fetch(server.url(path))
+    assert image.data == LARGE
+    assert budget.in_use == len(LARGE)  # fetch_max_bytes was reserved, the unused part given back
+    assert budget.peak == 1_400_000
+    image.release()
+    image.release()
+    assert budget.in_use == fetcher.idle_bytes == len(LARGE)  # the buffer is kept for the next download
+    fetcher.close()
+    assert budget.in_use == 0
+
+
+@pytest.mark.parametrize(
+    "path", ["/missing", "/anim.gif", "/html-as-jpeg", "/declared-huge", "/declared-huge-twice", "/stream", "/short"]
+)
+def test_a_failed_download_gives_its_reservation_back(
+    make_fetcher: Callable[..., ImageFetcher], server: ImageServer, path: str
+) -> None:
+    budget = ByteBudget(1_400_000)
+    err = failure(make_fetcher(budget=budget), server.url(path))
+    assert err.code
+    assert budget.in_use == 0 and budget.peak == 1_400_000
+
+
+def test_a_refused_url_gives_its_reservation_back(make_fetcher: Callable[..., ImageFetcher]) -> None:
+    budget = ByteBudget(1_400_000)
+    assert failure(make_fetcher(budget=budget), "http://meta.test/latest/meta-data/").code == "fetch_refused"
+    assert budget.in_use == 0
+
+
+def test_a_download_waits_for_room_before_connecting_and_can_be_cancelled(
+    make_fetcher: Callable[..., ImageFetcher], server: ImageServer, tripwire: Tripwire
+) -> None:
+    budget = ByteBudget(1_400_000)
+    fetcher = make_fetcher(budget=budget)
+    held = budget.acquire(1_000_000)  # another event's image: no room for one more of fetch_max_bytes
+    stop = threading.Event()
+    box: list[object] = []
+    waiter = threading.Thread(
+        target=lambda: box.append(_outcome(lambda: fetcher.fetch(server.url("/img.jpg"), cancelled=stop.is_set)))
+    )
+    waiter.start()
+    _eventually(lambda: budget.waiting == 1, "the download waits for room")
+    assert tripwire.connects == []  # it waits before connecting: no idle connection held open meanwhile
+    stop.set()
+    waiter.join(BOUND)
+    assert isinstance(box[0], WaitCancelled)
+    assert budget.waiting == 0 and budget.in_use == 1_000_000 and tripwire.connects == []
+    held.release()
+
+
+def test_the_fetch_deadline_starts_after_the_wait_for_room(
+    make_fetcher: Callable[..., ImageFetcher], server: ImageServer
+) -> None:
+    budget = ByteBudget(1_400_000)
+    fetcher = make_fetcher(budget=budget, total_timeout=0.5)
+    held = budget.acquire(1_400_000)
+    box: list[object] = []
+    waiter = threading.Thread(target=lambda: box.append(_outcome(lambda: fetcher.fetch(server.url("/img.jpg")))))
+    waiter.start()
+    _eventually(lambda: budget.waiting == 1, "the download waits for room")
+    time.sleep(0.7)  # longer than the whole fetch may take: the wait must not count against it
+    held.release()
+    waiter.join(BOUND)
+    image = box[0]
+    assert isinstance(image, FetchedImage) and image.data == JPEG
+    image.release()
+    assert budget.in_use == fetcher.idle_bytes == len(JPEG)
+
+
+def _outcome(call: Callable[[], object]) -> object:
+    try:
+        return call()
+    except BaseException as exc:
+        return exc
+
+
+def _eventually(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + BOUND
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {BOUND} s: {what}"
+        time.sleep(0.005)
 
 
 # --- time -----------------------------------------------------------------------------------------------------

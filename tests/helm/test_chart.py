@@ -33,15 +33,7 @@ CRD_KINDS = {"ServiceMonitor", "ScaledObject", "TriggerAuthentication"}
 # Settings the chart owns or that are secrets: never in `config:` nor rendered from it.
 CHART_OWNED = {"drain_timeout_s", "metrics_port"}
 
-# `fetch_memory_mb` (MiB of image bytes a fetch-mode worker may hold) comes to worker/config.py with a change merged
-# on its own; until then this stand-in keeps the checks below whole. Once worker/config.py defines it, that
-# definition is used and this one is ignored.
-_PENDING = (
-    worker_config.Setting(
-        "fetch_memory_mb", "int", 128, "MiB of image bytes held in fetch mode", "api", minimum=16, maximum=65536
-    ),
-)
-SETTINGS = (*worker_config.SETTINGS, *(s for s in _PENDING if s.name not in worker_config.BY_NAME))
+SETTINGS = worker_config.SETTINGS
 BY_NAME = {s.name: s for s in SETTINGS}
 
 # After the drain the worker flushes (≤ 1 s each, three times), commits and closes the consumer; its watchdog ends

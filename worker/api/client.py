@@ -2,7 +2,10 @@
 
 Wire format (docs/api-notes.md#transport-and-envelope): ``POST {base_url}/face/<action>`` with
 ``Host``, ``Authorization`` (multi-use v1 signature) and ``User-Agent``; a JSON body when the image is
-a ``url``, a multipart body (encoded by requests, boundary included) when it is binary ``image``.
+a ``url``, a multipart body when it is binary ``image``. The multipart body is byte-for-byte what
+requests would encode (urllib3's part headers and boundary), but streamed (:class:`MultipartBody`):
+each image goes out from the caller's own buffer, never copied into a second full-size body, with a
+``Content-Length``.
 
 Contract:
 - every failure is an :class:`ApiError` (service code, or ``timeout`` / ``connection`` /
@@ -18,13 +21,15 @@ from __future__ import annotations
 import re
 import time
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import orjson
 import requests
 import urllib3
+import urllib3.filepost
 from requests.adapters import HTTPAdapter
+from urllib3.fields import RequestField
 
 from worker import __version__
 from worker.api.errors import ApiError
@@ -44,8 +49,64 @@ _MAGIC_TYPES = (
 )
 
 R = TypeVar("R")
+Image = bytes | bytearray | memoryview  # an image as the caller holds it; sent from that buffer as it is
 _Fields = list[tuple[str, str]]
-_Files = list[tuple[str, tuple[str, bytes, str]]]
+_Files = list[tuple[str, tuple[str, Image, str]]]
+
+
+class MultipartBody:
+    """A ``multipart/form-data`` body sent in pieces: each image is a memoryview of the caller's buffer.
+
+    The bytes are exactly those of ``requests.Request(data=fields, files=files)`` for the same boundary
+    (urllib3's ``RequestField`` renders every part header; text values are UTF-8). ``len()`` is known,
+    so requests frames it with ``Content-Length``; iterating yields the pieces and may be repeated
+    (the client re-sends the same body after a re-signed retry). The caller must not change an image
+    buffer while a call that sends it is running.
+    """
+
+    __slots__ = ("_length", "_pieces", "content_type")
+
+    def __init__(self, fields: _Fields, files: _Files, boundary: str | None = None) -> None:
+        boundary = boundary or urllib3.filepost.choose_boundary()
+        pieces: list[bytes | memoryview] = []
+        head = bytearray()  # small runs of delimiters, part headers and text values, joined
+        parts: list[tuple[RequestField, Image]] = []
+        for name, value in fields:
+            text = value.encode("utf-8")
+            field = RequestField(name=name, data=text)
+            field.make_multipart()
+            parts.append((field, text))
+        for name, (filename, image, content_type) in files:
+            field = RequestField(name=name, data=b"", filename=filename)
+            field.make_multipart(content_type=content_type)
+            parts.append((field, image))
+        for field, data in parts:
+            head += f"--{boundary}\r\n".encode("latin-1")
+            head += field.render_headers().encode("utf-8")
+            if isinstance(data, bytes) and len(data) <= 4096:
+                head += data
+            else:
+                pieces.append(bytes(head))
+                head.clear()
+                # A read-only view is sent as it is: releasing it (the fetcher does) then leaves no view behind.
+                view = data if isinstance(data, memoryview) and data.readonly else memoryview(data).toreadonly()
+                pieces.append(view)
+            head += b"\r\n"
+        head += f"--{boundary}--\r\n".encode("latin-1")
+        pieces.append(bytes(head))
+        self._pieces = tuple(pieces)
+        self._length = sum(len(p) for p in pieces)
+        self.content_type = f"multipart/form-data; boundary={boundary}"
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __iter__(self) -> Iterator[bytes | memoryview]:
+        return iter(self._pieces)
+
+    def getvalue(self) -> bytes:
+        """The whole body in one piece (a full copy: for tests and debugging, never on the send path)."""
+        return b"".join(self._pieces)
 
 
 class MultidentifyClient:
@@ -124,7 +185,7 @@ class MultidentifyClient:
 
     def multidentify_image(
         self,
-        image: bytes,
+        image: Image,
         group_ids: Sequence[str],
         session_id: str | None = None,
         filename: str = "image.jpg",
@@ -132,7 +193,7 @@ class MultidentifyClient:
         """Identify every face of ``image`` (binary) in ``group_ids``.
 
         Multipart body: ``appid``, ``group_id`` or ``group_ids[i]``, ``session_id`` when non-empty, and
-        the ``image`` part. Raises :class:`ApiError`.
+        the ``image`` part, sent from ``image`` itself (not copied). Raises :class:`ApiError`.
         """
         groups = _checked_ids("group id", group_ids)
         fields = self._envelope_fields()
@@ -254,7 +315,9 @@ class MultidentifyClient:
         # Cheap early refusal before encoding a huge image; the exact check runs on the encoded body.
         if sum(len(content) for _, (_, content, _) in files) > MAX_BODY_BYTES:
             raise _too_large()
-        request = requests.Request("POST", self._base_url + path, headers=self._headers, data=fields, files=files)
+        body = MultipartBody(fields, files)
+        headers = {**self._headers, "Content-Type": body.content_type}
+        request = requests.Request("POST", self._base_url + path, headers=headers, data=body)
         return self._call(request, parse)
 
     def _call(self, request: requests.Request, parse: Callable[[bytes, int], R]) -> R:
@@ -344,22 +407,23 @@ def _one_of(name_a: str, a: object, name_b: str, b: object) -> None:
         raise ValueError(f"give {name_a} or {name_b}, not both")
 
 
-def _image_part(image: bytes, filename: str = "image.jpg") -> tuple[str, bytes, str]:
+def _image_part(image: Image, filename: str = "image.jpg") -> tuple[str, Image, str]:
     if not image:
         raise ApiError.refused(-1300, "empty image")
-    if image.startswith(_GIF_MAGIC):
+    if bytes(image[:6]).startswith(_GIF_MAGIC):
         raise ApiError.refused(-1400, "GIF images are not supported")
     if len(image) > MAX_BODY_BYTES:
         raise _too_large()
     return filename, image, content_type_of(image)
 
 
-def content_type_of(image: bytes) -> str:
+def content_type_of(image: Image) -> str:
     """MIME type from the magic bytes (JPEG, PNG, BMP, WebP), else ``application/octet-stream``."""
+    head = bytes(image[:12])  # the longest signature checked; never a copy of the whole image
     for magic, mime in _MAGIC_TYPES:
-        if image.startswith(magic):
+        if head.startswith(magic):
             return mime
-    if image[:4] == b"RIFF" and image[8:12] == b"WEBP":
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "image/webp"
     return "application/octet-stream"
 

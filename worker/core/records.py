@@ -35,6 +35,7 @@ import orjson
 from jsonschema import ValidationError
 
 from worker import schemas
+from worker.api import codes
 from worker.api.errors import ApiError, ErrorClass, meaning
 from worker.api.models import Candidate, IdentifyResult
 
@@ -62,9 +63,7 @@ INVALID_JSON = "invalid_json"
 UNSUPPORTED_VERSION = "unsupported_version"
 INVALID_URL = "invalid_url"
 INVALID_EVENT = "invalid_event"
-INVALID_CODES = frozenset(
-    {EMPTY_VALUE, EVENT_TOO_LARGE, INVALID_UTF8, INVALID_JSON, UNSUPPORTED_VERSION, INVALID_URL, INVALID_EVENT}
-)
+INVALID_CODES = codes.INVALID_CODES  # the registry's event keys (their meanings live there too)
 
 # Error classes of a dead letter: the API's transient/permanent, plus "invalid" for refused events.
 # Config errors never reach the DLQ (the worker stops), so they are not accepted here.

@@ -52,6 +52,8 @@ def build_pipeline(
     )
     fetcher: ImageSource | None = None
     if settings.image_mode == "fetch":
+        from worker.config import MIB
+        from worker.core.budget import ByteBudget
         from worker.fetch import ImageFetcher
 
         fetcher = ImageFetcher(
@@ -62,6 +64,7 @@ def build_pipeline(
             allowed_networks=settings.fetch_allowed_networks,
             verify=settings.fetch_tls_verify,
             pool_size=pool,
+            budget=ByteBudget(settings.fetch_memory_mb * MIB),  # images held at once, API retries included
         )
     breaker = CircuitBreaker(failure_ratio=settings.breaker_failure_ratio, open_s=settings.breaker_open_s)
     rate = settings.rate_limit_qps

@@ -23,13 +23,15 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
-from worker.api.errors import ApiError, ErrorClass
+from worker.api.codes import GROUP_CODES
+from worker.api.errors import ApiError, ErrorClass, Origin
 from worker.api.models import IdentifyResult
 from worker.core.breaker import CircuitBreaker
+from worker.core.budget import WaitCancelled
 from worker.core.clock import SYSTEM_CLOCK, Clock
 from worker.core.outcomes import Outcome, RetryPolicy, decide, tenacity_stop, tenacity_wait
 from worker.core.ratelimit import AimdRateLimiter
@@ -37,8 +39,8 @@ from worker.core.records import Event, Source
 from worker.runtime.observer import Observer
 
 # Codes that mean "your configured groups are wrong" for the default groups, but are the event's own
-# fault when the event named its groups itself.
-_GROUP_CODES = frozenset({"-1306", "-1307"})
+# fault when the event named its groups itself (the registry marks them).
+_GROUP_CODES = GROUP_CODES
 
 
 _RECENT_CALLS = 256  # call outcomes kept to tell an outage from one unlucky event
@@ -99,7 +101,7 @@ class FaceApi(Protocol):
     def multidentify_url(self, url: str, group_ids: Sequence[str], session_id: str | None = None) -> IdentifyResult: ...
 
     def multidentify_image(
-        self, image: bytes, group_ids: Sequence[str], session_id: str | None = None
+        self, image: bytes | bytearray | memoryview, group_ids: Sequence[str], session_id: str | None = None
     ) -> IdentifyResult: ...
 
     def check_configuration(self, group_ids: Sequence[str]) -> None:
@@ -107,8 +109,16 @@ class FaceApi(Protocol):
         credentials or the configured ``group_ids`` are wrong)."""
 
 
+class HeldImage(Protocol):
+    @property
+    def data(self) -> bytes | bytearray | memoryview: ...
+
+    def release(self) -> None: ...  # gives its memory back to the fetch budget
+
+
 class ImageSource(Protocol):
-    def fetch(self, url: str) -> Any: ...  # returns an object with .data: bytes
+    # Raises worker.core.budget.WaitCancelled when cancelled() ends a wait for memory.
+    def fetch(self, url: str, *, cancelled: Callable[[], bool]) -> HeldImage: ...
 
 
 class Identifier:
@@ -148,6 +158,8 @@ class Identifier:
         self._confirm_ttl_s = confirm_ttl_s
         self._confirmed: tuple[float, Verdict, ApiError | None] | None = None
         self._checking = False
+        # Fetch mode: (task, image) of the event this thread runs; its retries reuse the image (_image).
+        self._held = threading.local()
 
     @property
     def rate_limit_qps(self) -> float:
@@ -209,6 +221,8 @@ class Identifier:
         except Cancelled:
             done.kind = Kind.CANCELLED
             return done
+        finally:
+            self._drop_image()
 
     def probe(self, cancelled: Callable[[], bool]) -> ProbeDone:
         """The breaker's half-open test call, sent by the loop when no event is there to make it.
@@ -284,7 +298,7 @@ class Identifier:
         """
         if err.rate_limited:
             return True  # the API works and asks us to slow down (the limiter does): never the event's fault
-        if not err.transient or err.code.startswith("fetch_"):
+        if not err.transient or err.origin is Origin.FETCH:
             return False
         horizon = self._clock.now() - _RECENT_S
         others: list[bool] = []
@@ -369,7 +383,7 @@ class Identifier:
         started = self._clock.now()
         try:
             if self._fetcher is not None:
-                image = self._fetcher.fetch(event.image_url).data
+                image = self._image(task, cancelled)
                 started = self._clock.now()  # API latency excludes the download
                 result = self._api.multidentify_image(image, groups, event.session_id)
             else:
@@ -379,7 +393,7 @@ class Identifier:
             now_ms = int(self._wall() * 1000)
             done.first_failure_ms = done.first_failure_ms or now_ms
             done.last_failure_ms = now_ms
-            if not err.code.startswith("fetch_"):
+            if err.origin is not Origin.FETCH:
                 self._observer.api_call(err.code, latency)
                 failed = err.transient and not err.rate_limited
                 self._remember(event.event_id, failed)
@@ -399,3 +413,25 @@ class Identifier:
         self._remember(event.event_id, False)
         self._breaker.record(True)
         return result
+
+    # -- fetch mode: one download per event ------------------------------------------------------
+
+    def _image(self, task: Task, cancelled: Callable[[], bool]) -> bytes | bytearray | memoryview:
+        """The event's image bytes, downloaded on its first attempt only: API retries and held rounds
+        reuse them. They count against the fetch memory budget until run() ends (_drop_image)."""
+        assert self._fetcher is not None
+        held: tuple[Task, HeldImage] | None = getattr(self._held, "image", None)
+        if held is not None and held[0] is task:
+            return held[1].data
+        try:
+            image = self._fetcher.fetch(task.event.image_url, cancelled=cancelled)
+        except WaitCancelled:
+            raise Cancelled from None
+        self._held.image = (task, image)
+        return image.data
+
+    def _drop_image(self) -> None:
+        held: tuple[Task, HeldImage] | None = getattr(self._held, "image", None)
+        if held is not None:
+            self._held.image = None
+            held[1].release()
