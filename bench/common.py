@@ -46,9 +46,9 @@ import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from worker.api.client import MultidentifyClient
-from worker.devstack import Broker, create_topics, free_port, start_broker
+from worker.dev.devstack import Broker, create_topics, free_port, start_broker
+from worker.dev.scenario import Scenario
 from worker.emulator import DEV_ACCOUNT, EmulatorProcess, spawn_process
-from worker.scenario import Scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "bench" / "results"

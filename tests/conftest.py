@@ -1,7 +1,7 @@
 """Shared fixtures: a real Kafka-protocol broker for the session and unique topics per test.
 
 Broker choice, in order: ``KAFKA_BOOTSTRAP_SERVERS`` if set; testcontainers' Kafka when a Docker engine
-answers a quick ping; else the embedded Tansu broker (worker.devstack).
+answers a quick ping; else the embedded Tansu broker (worker.dev.devstack).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from worker import devstack
+from worker.dev import devstack
 
 
 def _docker_answers() -> bool:

@@ -54,7 +54,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from worker.demo import run_demo
+    from worker.dev.demo import run_demo
 
     return run_demo()
 
@@ -65,7 +65,7 @@ def _cmd_config_table(args: argparse.Namespace) -> int:
 
 
 def _cmd_devstack(args: argparse.Namespace) -> int:
-    from worker import devstack
+    from worker.dev import devstack
 
     return devstack.main_devstack(args.partitions, args.topics)
 

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from emulator_helpers import Caller
 
+from tests.support.emulator import Caller
 from worker.emulator import EmulatorHandle, start_in_thread
 from worker.emulator.imageserver import ImageServerHandle, start_image_server_in_thread
 

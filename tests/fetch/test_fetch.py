@@ -26,9 +26,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from netguard import Tripwire, install_tripwire
 from PIL import Image
 
+from tests.support.netguard import Tripwire, install_tripwire
 from worker import fetch as fetch_module
 from worker.api.errors import ApiError, ErrorClass
 from worker.core.budget import ByteBudget, WaitCancelled

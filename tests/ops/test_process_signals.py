@@ -22,19 +22,14 @@ from typing import IO
 
 import orjson
 import pytest
-from kafkatest import produce_all, wait_until
 
-_PIPELINE = str(Path(__file__).resolve().parents[1] / "pipeline")
-if _PIPELINE not in sys.path:
-    sys.path.insert(0, _PIPELINE)
-
-from pipeline_helpers import ROOT, Topics, settings_env  # noqa: E402
-
-from worker import devstack  # noqa: E402
-from worker.emulator import EmulatorHandle, start_in_thread  # noqa: E402
-from worker.processes import stop_process  # noqa: E402
-from worker.runtime.exits import ExitCode  # noqa: E402
-from worker.runtime.stopping import (  # noqa: E402
+from tests.support.kafkatest import produce_all, wait_until
+from tests.support.pipeline import ROOT, Topics, settings_env
+from worker.dev import devstack
+from worker.dev.processes import stop_process
+from worker.emulator import EmulatorHandle, start_in_thread
+from worker.runtime.exits import ExitCode
+from worker.runtime.stopping import (
     StopRequest,
     StopWatchdog,
     spawn_with_stop_signals_blocked,

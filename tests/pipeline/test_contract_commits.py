@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pytest
 from confluent_kafka import KafkaError
-from contract import IN, OK, build, err
+
+from tests.support.contract import IN, OK, build, err
 
 
 def test_rule_1_nothing_is_committed_before_its_output_is_acknowledged() -> None:

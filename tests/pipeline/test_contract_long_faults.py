@@ -1,6 +1,6 @@
 """Long faults on the in-memory Kafka and virtual time: no wedge, no hammering, no leak, fair progress.
 
-Each test drives the real pipeline through a fault that lasts (tests/contract.py) and asserts what a user
+Each test drives the real pipeline through a fault that lasts (tests/support/contract.py) and asserts what a user
 relies on once it clears. Virtual time makes them exact: "within breaker_open_s + 3 s" is measured on the
 pipeline's own clock, whatever the machine is doing.
 """
@@ -8,7 +8,8 @@ pipeline's own clock, whatever the machine is doing.
 from __future__ import annotations
 
 import pytest
-from contract import IN, OK, build, err
+
+from tests.support.contract import IN, OK, build, err
 
 
 def _every_partition_progresses(h, partitions: range, before: dict[int, int]) -> bool:  # type: ignore[no-untyped-def]

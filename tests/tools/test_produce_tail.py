@@ -11,8 +11,8 @@ from typing import Any
 import orjson
 import pytest
 from confluent_kafka import Producer
-from kafkatest import read_everything
 
+from tests.support.kafkatest import read_everything
 from worker.api.errors import meaning
 from worker.api.models import Candidate, Face, FaceRect, IdentifyResult
 from worker.core import records

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from kafkatest import read_everything
 
+from tests.support.kafkatest import read_everything
 from worker.api.errors import meaning
 from worker.core import records
 from worker.tools import _kafka, replay

@@ -2,7 +2,7 @@
 
 Production uses :data:`SYSTEM_CLOCK` (``time.monotonic``, ``time.sleep``, a blocking queue read). The
 contract tests pass a virtual clock instead, so that a 40-second outage or a 24-hour soak of the rate
-limiter runs in milliseconds and the same way every time (tests/simclock.py).
+limiter runs in milliseconds and the same way every time (tests/support/simclock.py).
 
 ``wait`` is how the loop waits for a completion: with a virtual clock, waiting is what lets time pass.
 """

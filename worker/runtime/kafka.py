@@ -1,7 +1,7 @@
 """Kafka for the worker: what the pipeline needs of a consumer and a producer, and their configuration.
 
 ``ConsumerLike`` and ``ProducerLike`` are the parts of confluent-kafka's clients the pipeline uses; the
-in-memory Kafka of the contract tests (tests/memkafka.py) implements them too. ``Partition`` is the one
+in-memory Kafka of the contract tests (tests/support/memkafka.py) implements them too. ``Partition`` is the one
 name of a (topic, partition) pair inside the worker.
 
 Offsets are stored and committed by the pipeline only (auto commit and auto offset store off):

@@ -1,0 +1,191 @@
+"""End to end on the embedded broker and the emulator: one output per event, commits after delivery."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.kafkatest import produce_all, wait_until
+from tests.support.pipeline import (
+    Topics,
+    committed,
+    enrolled_emulator,
+    read_outputs,
+    settings_env,
+    thread_worker,
+    validate_all,
+)
+from worker.dev.scenario import Scenario
+from worker.runtime.exits import ExitCode
+
+pytestmark = pytest.mark.broker
+
+PEOPLE = ["alice", "bob", "carol"]
+
+
+@pytest.fixture(scope="module")
+def images_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("images")
+
+
+@pytest.fixture(scope="module")
+def emulator(images_dir: Path) -> Iterator[object]:
+    with enrolled_emulator(images_dir, PEOPLE) as (handle, _):
+        yield handle
+
+
+@pytest.fixture
+def topics(make_topic: Callable[..., str]) -> Topics:
+    return Topics(make_topic("in", 4), make_topic("results", 2), make_topic("dlq", 2))
+
+
+def _scenario(images_dir: Path, emulator: object) -> Scenario:
+    sc = Scenario(images_dir, emulator.base_url + "/images/")  # type: ignore[attr-defined]
+    sc.enrolled = list(PEOPLE)
+    return sc
+
+
+def test_mixed_batch_yields_exactly_one_valid_output_per_event(
+    kafka_bootstrap: str, emulator: object, images_dir: Path, topics: Topics
+) -> None:
+    sc = _scenario(images_dir, emulator)
+    sc.add_known(12, seed=1000)
+    sc.add_strangers(3, seed=1100)
+    sc.add_no_face(3, seed=1200)
+    sc.add_unreachable(3, seed=1300)
+    sc.add_malformed()
+    produce_all(kafka_bootstrap, topics.input, [(e.key, e.value) for e in sc.events])
+    env = settings_env(kafka_bootstrap, emulator.base_url, topics, max_in_flight=8)  # type: ignore[attr-defined]
+    with thread_worker(env) as w:
+        wait_until(
+            lambda: w.pipeline.stats.results + sum(w.pipeline.stats.dead_letters.values()) >= len(sc.events),
+            timeout=60,
+            what="an output for every event",
+        )
+        exit_code = w.stop()
+    assert exit_code == 0
+
+    out = read_outputs(kafka_bootstrap, topics)
+    validate_all(out)
+    by_event = out.by_event()
+    for e in sc.events:
+        ident = e.event_id if e.expect in ("result", "-1101", "-1308") else base64.b64encode(e.value).decode()
+        assert by_event.get(ident) == [e.expect], (e, by_event.get(ident))
+    assert len(out.results) + len(out.dead_letters) == len(sc.events)
+
+    # Every face of a known person is matched to that person; strangers stay low.
+    results = {r["event_id"]: r for r in out.results}
+    for e in sc.events:
+        if e.expect != "result":
+            continue
+        faces = results[e.event_id]["faces"]
+        assert len(faces) == len(e.people)
+        best = [
+            f["candidates"][0]["person_id"] if f["candidates"] and f["candidates"][0]["confidence"] >= 80 else None
+            for f in faces
+        ]
+        assert sorted(best, key=str) == sorted(e.people, key=str)
+
+    # Dead letters carry the original bytes exactly, and the error's coordinates.
+    for key, envelope, headers in out.dead_letters:
+        assert envelope["error"]["code"] == key.decode()
+        assert envelope["original"]["topic"] == topics.input
+        names = [h[0] for h in headers]
+        assert "mdw.original.offset" in names and "mdw.error.code" in names
+
+    # Everything consumed was committed, only after its output was acknowledged.
+    per_partition: dict[int, int] = {}
+    for r in out.results:
+        p = r["source"]["partition"]
+        per_partition[p] = max(per_partition.get(p, -1), r["source"]["offset"])
+    for _, envelope, _ in out.dead_letters:
+        p = envelope["original"]["partition"]
+        per_partition[p] = max(per_partition.get(p, -1), envelope["original"]["offset"])
+    positions = committed(kafka_bootstrap, topics.group, topics.input, 4)
+    for p, last in per_partition.items():
+        assert positions[p] == last + 1
+
+
+def test_wrong_credentials_stop_the_worker_without_commit_or_dead_letter(
+    kafka_bootstrap: str, emulator: object, images_dir: Path, topics: Topics
+) -> None:
+    sc = _scenario(images_dir, emulator)
+    sc.add_known(5, seed=2000)
+    produce_all(kafka_bootstrap, topics.input, [(e.key, e.value) for e in sc.events])
+    env = settings_env(kafka_bootstrap, emulator.base_url, topics, max_in_flight=4)  # type: ignore[attr-defined]
+    env["MDW_SECRET_KEY"] = "not-the-right-key"
+    with thread_worker(env) as w:
+        exit_code = w.join(60)
+        assert exit_code == ExitCode.CONFIG_REFUSED
+        reason = w.pipeline.fatal_reason or ""
+    assert "code 14" in reason and "MDW_SECRET_KEY" in reason
+    out = read_outputs(kafka_bootstrap, topics, idle=0.5)
+    assert out.dead_letters == [] and out.results == []
+    assert all(offset < 0 for offset in committed(kafka_bootstrap, topics.group, topics.input, 4).values())
+
+
+def test_api_outage_of_503s_dead_letters_nothing_and_processing_resumes(
+    kafka_bootstrap: str, emulator: object, images_dir: Path, topics: Topics
+) -> None:
+    sc = _scenario(images_dir, emulator)
+    sc.add_known(30, stranger_every=0, seed=3000)
+    emulator.admin({"http_error_rates": {"503": 1.0}, "seed": 3})  # type: ignore[attr-defined]
+    produce_all(kafka_bootstrap, topics.input, [(e.key, e.value) for e in sc.events])
+    env = settings_env(
+        kafka_bootstrap,
+        emulator.base_url,
+        topics,  # type: ignore[attr-defined]
+        max_in_flight=8,
+        max_attempts=3,
+        breaker_open_s=0.5,
+    )
+    try:
+        with thread_worker(env) as w:
+            # The outage lasts well past every event's retry budget.
+            wait_until(lambda: w.pipeline._breaker.is_open, timeout=30, what="the breaker to open")
+            time.sleep(1.5)
+            assert w.pipeline.stats.results == 0
+            emulator.admin({})  # type: ignore[attr-defined]  # the API recovers
+            wait_until(lambda: w.pipeline.stats.results >= len(sc.events), timeout=60, what="all events identified")
+            assert w.stop() == 0
+    finally:
+        emulator.admin({})  # type: ignore[attr-defined]
+    out = read_outputs(kafka_bootstrap, topics, idle=0.5)
+    assert out.dead_letters == []
+    assert sorted(r["event_id"] for r in out.results) == sorted(e.event_id for e in sc.events)
+
+
+def test_a_dead_letter_too_large_for_kafka_is_sent_without_the_original(kafka_bootstrap: str, topics: Topics) -> None:
+    import threading
+
+    from worker import config
+    from worker.runtime import kafka
+    from worker.runtime.app import build_pipeline
+
+    # A producer that refuses records over 100 kB stands in for a broker with a small max.message.bytes.
+    big = b"{" + b" " * 150_000 + b"oops"  # not JSON, 150 kB: its envelope would carry 200 kB of base64
+    produce_all(kafka_bootstrap, topics.input, [(b"k", big), (b"k2", b"small but not json")], partition=0)
+    settings = config.load(
+        environ=settings_env(kafka_bootstrap, "http://127.0.0.1:9", topics), require_credentials=True
+    )
+    producer_config = kafka.producer_config(settings) | {"message.max.bytes": 100_000}
+    pipeline = build_pipeline(settings, producer_config=producer_config)
+    runner = threading.Thread(target=pipeline.run, daemon=True)
+    runner.start()
+    try:
+        wait_until(lambda: sum(pipeline.stats.dead_letters.values()) == 2, timeout=30, what="both dead letters")
+    finally:
+        pipeline.request_stop()
+        runner.join(30)
+    assert pipeline.fatal_reason is None
+    out = read_outputs(kafka_bootstrap, topics, idle=0.5)
+    validate_all(out)
+    by_offset = {env["original"]["offset"]: env for _, env, _ in out.dead_letters}
+    assert by_offset[0]["original"]["value_omitted"] is True and by_offset[0]["original"]["value_size"] == len(big)
+    assert by_offset[1]["original"]["value_base64"] == base64.b64encode(b"small but not json").decode()
+    assert all(env["error"]["code"] == "invalid_json" for env in by_offset.values())
+    assert by_offset[0]["original"]["key_base64"] is None  # sent without the original's key and headers

@@ -1,0 +1,91 @@
+"""Worker processes die; the group recovers; no event lacks an output; duplicates stay within the window."""
+
+from __future__ import annotations
+
+import collections
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.support.kafkatest import TopicReader, produce_all, read_all, wait_until
+from tests.support.pipeline import ProcessWorker, Topics, enrolled_emulator, settings_env
+from worker.dev.scenario import Scenario
+
+pytestmark = pytest.mark.broker
+
+LATENCY_S = 0.05
+MAX_IN_FLIGHT = 16
+COMMIT_INTERVAL_S = 0.2
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, Scenario]]:
+    images = tmp_path_factory.mktemp("failover-images")
+    with enrolled_emulator(images, ["alice", "bob"], latency_ms=LATENCY_S * 1000) as stack:
+        yield stack
+
+
+def _uncommitted_window() -> int:
+    """What one worker can have processed but not committed: the held-back cap plus one commit interval."""
+    per_worker_rate = MAX_IN_FLIGHT / LATENCY_S
+    return 4 * MAX_IN_FLIGHT + math.ceil(per_worker_rate * COMMIT_INTERVAL_S)
+
+
+def test_sigkill_one_of_three_workers_loses_nothing(
+    kafka_bootstrap: str,
+    emulator: tuple[object, Scenario],
+    make_topic: Callable[..., str],
+    tmp_path: Path,
+) -> None:
+    handle, base = emulator
+    topics = Topics(make_topic("in", 8), make_topic("results", 4), make_topic("dlq", 2))
+    sc = Scenario(base.images_dir, base.images_url, enrolled=list(base.enrolled))
+    sc.add_known(40, stranger_every=0, seed=5000)
+    # 40 distinct images, many events each: 1200 events, so every worker is mid-stream when one dies.
+    events = [
+        (f"k{i}".encode(), sc.events[i % 40].value.replace(sc.events[i % 40].event_id.encode(), f"ev-{i:05d}".encode()))
+        for i in range(1200)
+    ]
+    produce_all(kafka_bootstrap, topics.input, events)
+    env = settings_env(
+        kafka_bootstrap,
+        handle.base_url,  # type: ignore[attr-defined]
+        topics,
+        max_in_flight=MAX_IN_FLIGHT,
+        commit_interval_s=COMMIT_INTERVAL_S,
+    )
+    workers = [ProcessWorker(env, tmp_path / f"worker-{i}.log") for i in range(3)]
+    try:
+        progress = TopicReader(kafka_bootstrap, topics.results)
+
+        def results_count() -> int:
+            """Distinct events with a result (duplicates after the kill must not count)."""
+            return len({orjson.loads(m.value())["event_id"] for m in progress.poll()})
+
+        wait_until(lambda: results_count() >= 200, timeout=60, what="the workers to be mid-stream")
+        workers[0].kill()
+        wait_until(lambda: results_count() >= 1200, timeout=120, what="the survivors to finish every event")
+        exits = [w.terminate(60) for w in workers[1:]]
+    finally:
+        for w in workers:
+            w.stop()
+    assert exits == [0, 0], [w.output()[-2000:] for w in workers[1:]]
+
+    results = read_all(kafka_bootstrap, topics.results, idle=1.0)
+    records = [orjson.loads(m.value()) for m in results]
+    counts = collections.Counter(r["event_id"] for r in records)
+    by_instance = collections.Counter(r["worker"]["instance"].rsplit("/", 1)[1] for r in records)
+    # The killed worker was really mid-stream: it had written results before it died.
+    assert by_instance[str(workers[0].pid)] > 0, by_instance
+    expected = {f"ev-{i:05d}" for i in range(1200)}
+    assert set(counts) == expected, f"lost: {sorted(expected - set(counts))[:10]}"
+    duplicates = sum(n - 1 for n in counts.values())
+    print(
+        f"\nfailover: 1200 events, {len(results)} results by worker pid {dict(by_instance)}, {duplicates} duplicates "
+        f"(bound {_uncommitted_window()} = the killed worker's uncommitted window)"
+    )
+    assert duplicates <= _uncommitted_window()
+    assert read_all(kafka_bootstrap, topics.dlq, idle=0.3) == []
