@@ -152,7 +152,6 @@ class Identifier:
         self._rng = random.Random()  # shared by threads: random.Random is safe to call concurrently
         # Recent call outcomes (when, event id, transient failure?) to tell an outage from one unlucky event.
         self._recent: deque[tuple[float, str, bool]] = deque(maxlen=_RECENT_CALLS)
-        self._recent_lock = threading.Lock()
         # One configuration check answers for every event that asks within confirm_ttl_s.
         self._confirm_lock = threading.Lock()
         self._confirm_ttl_s = confirm_ttl_s
@@ -302,19 +301,19 @@ class Identifier:
             return False
         horizon = self._clock.now() - _RECENT_S
         others: list[bool] = []
-        with self._recent_lock:
-            while self._recent and self._recent[0][0] < horizon:
-                self._recent.popleft()
-            for _, eid, transient in reversed(self._recent):
-                if eid != event_id:
-                    others.append(transient)
-                    if len(others) == _OTHERS:
-                        break
+        # A copy, taken without a lock: appends from other threads are atomic, and the deque's maxlen bounds it.
+        for at, eid, transient in reversed(list(self._recent)):
+            if at < horizon:
+                break
+            if eid != event_id:
+                others.append(transient)
+                if len(others) == _OTHERS:
+                    break
         return bool(others) and sum(others) >= self._breaker.failure_ratio * len(others)
 
     def _remember(self, event_id: str, transient_failure: bool) -> None:
-        with self._recent_lock:
-            self._recent.append((self._clock.now(), event_id, transient_failure))
+        # Called after every call from every HTTP thread: deque.append is atomic, so no lock (it was contended).
+        self._recent.append((self._clock.now(), event_id, transient_failure))
 
     def _event_scoped(self, task: Task, err: ApiError) -> ApiError:
         if err.code in _GROUP_CODES and task.event.group_ids:
