@@ -4,9 +4,11 @@
 - offsets    acknowledged outputs → commit positions (highest contiguous per partition)
 - ordering   which consumed events may be dispatched (unordered / key / partition)
 - outcomes   failed call → RETRY / DEAD_LETTER / STOP / HOLD, and the retry policy (tenacity adapters)
-- ratelimit  AIMD token bucket
+- ratelimit  AIMD token bucket with a floor and a slow start
 - breaker    circuit breaker over recent calls
-- guard      stop when nearly everything is dead-lettered
+- guard      hold the worker when nearly everything is dead-lettered, then a trial
+- budget     bytes of images held in memory (fetch mode)
+- clock      the time seam (virtual time in the contract tests)
 """
 
 from __future__ import annotations

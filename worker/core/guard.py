@@ -55,7 +55,6 @@ class DeadLetterGuard:
         self._clock = clock
         self._holding_until: float | None = None
         self._judge_at = min_events  # events needed before judging: min_events, or trial_events in a trial
-        self._trips = 0
         self._pause_taken = 0.0
 
     def record(self, dead_lettered: bool) -> bool:
@@ -98,10 +97,6 @@ class DeadLetterGuard:
         return self._holding_until is not None and self._clock() < self._holding_until
 
     @property
-    def trips(self) -> int:
-        return self._trips
-
-    @property
     def ratio(self) -> float:
         """Dead-lettered share of the recent events (0 when none)."""
         return self._dead / len(self._recent) if self._recent else 0.0
@@ -117,7 +112,6 @@ class DeadLetterGuard:
         self._pause = self._base_pause
 
     def _trip(self) -> None:
-        self._trips += 1
         self._pause_taken = self._pause
         self._holding_until = self._clock() + self._pause
         self._pause = min(self._max_pause, self._pause * 2)
