@@ -51,18 +51,20 @@ class Clock:
         return self.now
 
 
-def test_reservations_are_spaced_at_the_rate_after_the_burst() -> None:
+def test_calls_are_spaced_at_the_rate_after_the_burst() -> None:
     clock = Clock()
     limiter = AimdRateLimiter(10, burst=2, clock=clock)
-    waits = [limiter.reserve() for _ in range(5)]
-    assert waits == pytest.approx([0.0, 0.0, 0.1, 0.2, 0.3])
+    # A refused ask takes nothing: asking again at once is told the same wait, no debt builds up.
+    assert [limiter.try_acquire() for _ in range(4)] == pytest.approx([0.0, 0.0, 0.1, 0.1])
+    clock.now += 0.1
+    assert [limiter.try_acquire() for _ in range(2)] == pytest.approx([0.0, 0.1])
     clock.now += 10  # idle: the bucket refills only up to the burst
-    assert [limiter.reserve() for _ in range(3)] == pytest.approx([0.0, 0.0, 0.1])
+    assert [limiter.try_acquire() for _ in range(3)] == pytest.approx([0.0, 0.0, 0.1])
 
 
 def test_unlimited_never_waits_while_nothing_is_throttled() -> None:
     limiter = AimdRateLimiter(0, clock=Clock())
-    assert all(limiter.reserve() == 0.0 for _ in range(1000))
+    assert all(limiter.try_acquire() == 0.0 for _ in range(1000))
     limiter.on_success()
     assert limiter.rate == 0.0 and limiter.unlimited
 
@@ -142,12 +144,13 @@ def test_idle_time_does_not_count_as_growth() -> None:
     assert limiter.rate <= 11.0
 
 
-def test_a_cut_slows_the_reservations_already_queued() -> None:
+def test_a_cut_slows_the_callers_already_waiting() -> None:
     clock = Clock()
     limiter = AimdRateLimiter(10, burst=1, clock=clock)
-    limiter.reserve()
+    assert limiter.try_acquire() == 0.0
+    assert limiter.try_acquire() == pytest.approx(0.1)
     limiter.on_throttled()
-    assert limiter.reserve() == pytest.approx(0.2)
+    assert limiter.try_acquire() == pytest.approx(0.2)
 
 
 def test_invalid_settings_are_refused() -> None:
@@ -163,24 +166,6 @@ def test_invalid_settings_are_refused() -> None:
         AimdRateLimiter(0, min_rate=0)
     with pytest.raises(ValueError):
         AimdRateLimiter(float("nan"))
-
-
-def test_concurrent_reservations_hand_out_distinct_slots() -> None:
-    limiter = AimdRateLimiter(100, burst=1, clock=Clock())
-    waits: list[float] = []
-    lock = threading.Lock()
-
-    def take() -> None:
-        mine = [limiter.reserve() for _ in range(100)]
-        with lock:
-            waits.extend(mine)
-
-    threads = [threading.Thread(target=take) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=10)
-    assert sorted(round(w, 6) for w in waits) == [round(i * 0.01, 6) for i in range(400)]
 
 
 def test_concurrent_try_acquire_hands_out_each_token_once() -> None:
@@ -426,7 +411,7 @@ def test_many_callers_at_the_floor_build_no_debt_and_see_a_rate_rise_at_once() -
     limiter = AimdRateLimiter(0, clock=clock)
     limiter.on_throttled()  # floor: 2/s
     waits = [limiter.try_acquire() for _ in range(64)]
-    assert max(waits) <= 0.5  # the next token, not the 64th reservation (32 s with reserve())
+    assert max(waits) <= 0.5  # the next token, not the 64th in a queue (32 s if waits were reserved)
     for _ in range(10):  # the quota is back: 5 s of successes at the limiter's pace
         _accept(limiter, clock, per_s=limiter.rate, seconds=0.5)
     assert limiter.rate >= 40
@@ -468,15 +453,21 @@ def _simulate(
     answers: list[tuple[float, bool]] = []
     ok = throttled = 0
     last_call = start - 1.0
+
+    def advance_to(when: float) -> None:  # answers arrive while we wait for the slot
+        while answers and answers[0][0] <= when:
+            clock.now, ok_answer = heapq.heappop(answers)
+            limiter.on_success() if ok_answer else limiter.on_throttled()
+        clock.now = when
+
     for _ in range(100_000):
         if clock.now - start >= seconds:
             break
-        call_at = max(clock.now + limiter.reserve(), last_call + 1 / 200)
-        last_call = call_at
-        while answers and answers[0][0] <= call_at:  # answers arrive while we wait for the slot
-            clock.now, success = heapq.heappop(answers)
-            limiter.on_success() if success else limiter.on_throttled()
-        clock.now = call_at
+        # Wait for a token as the worker's HTTP threads do: ask, sleep min(wait, a step), ask again.
+        advance_to(max(clock.now, last_call + 1 / 200))
+        while (wait := limiter.try_acquire()) > 0:
+            advance_to(clock.now + min(wait, 0.01))
+        call_at = last_call = clock.now
         while served and served[0] <= call_at - 1.0:
             served.popleft()
         success = len(served) < (limit(call_at - start) if callable(limit) else limit)

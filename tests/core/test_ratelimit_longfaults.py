@@ -1,6 +1,6 @@
 """AimdRateLimiter over long simulated faults: many callers against a quota server, in simulated time.
 
-Each caller is one HTTP thread of a worker: it asks ``try_acquire()`` (or the superseded ``reserve()``),
+Each caller is one HTTP thread of a worker: it asks ``try_acquire()``,
 sleeps min(wait, 50 ms) when told to wait, sends one call, and reports the answer to the limiter when it
 arrives. It has unbounded demand: after every answer (success, 15, or an outage error) it wants the next call.
 The server is the emulator's quota: a token bucket of ``quota(t)`` calls/s with a burst of one second's
@@ -83,7 +83,6 @@ def simulate(
     callers: int,
     seconds: float,
     latency: float = 0.2,
-    acquire: str = "try",
     active: Callable[[float], bool] = lambda t: True,
     seed: int = 7,
     sent_at: bool = True,
@@ -96,7 +95,7 @@ def simulate(
     rng = random.Random(seed)
     trace = Trace(limiter=limiter)
     server.stamp, server.tokens = START, server.quota(START)  # the bucket starts full
-    # (time, seq, caller, what, answer, sent at): what is "ask" (for a slot), "send" (slot reserved), "answer"
+    # (time, seq, caller, what, answer, sent at): what is "ask" (for a slot) or "answer"
     events: list[tuple[float, int, int, str, str, float]] = [(START, i, i, "ask", "", START) for i in range(callers)]
     heapq.heapify(events)
     seq = callers
@@ -118,10 +117,8 @@ def simulate(
                 nxt = (t + OUTAGE_BACKOFF_S, "ask")
         elif what == "ask" and not active(t - START):
             nxt = (t + 0.25, "ask")  # no demand now
-        elif what == "ask" and acquire == "try" and (wait := limiter.try_acquire()) > 0:
+        elif what == "ask" and (wait := limiter.try_acquire()) > 0:
             nxt = (t + min(wait, POLL_S), "ask")
-        elif what == "ask" and acquire == "reserve" and (wait := limiter.reserve()) > 0:
-            nxt = (t + wait, "send")
         else:
             answer = server.answer(t)
             trace.calls.append((t - START, answer))
@@ -175,15 +172,13 @@ def test_slow_answers_still_use_the_quota_with_at_most_5_percent_refused(
 # -- refused from the first call (quota used up), then the quota returns --------------------------------
 
 
-@pytest.mark.parametrize("acquire", ["try", "reserve"])
-def test_refused_from_the_first_call_the_whole_worker_sends_a_few_calls_per_second(acquire: str) -> None:
-    # "reserve": today's call site (reserve(), no sent_at) until the integrator switches it.
+@pytest.mark.parametrize("sent_at", [True, False])
+def test_refused_from_the_first_call_the_whole_worker_sends_a_few_calls_per_second(sent_at: bool) -> None:
     trace = simulate(
         Server(_quota((0, 60, 0.0))),
         callers=64,
         seconds=60,
-        acquire=acquire,
-        sent_at=acquire == "try",
+        sent_at=sent_at,
         settings={"rate": 0.0},
     )
     floor = 2.0

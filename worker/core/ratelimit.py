@@ -10,8 +10,7 @@ Admission
     ``try_acquire()`` takes a token if one is there and returns 0.0; otherwise it takes nothing and returns
     the seconds until the next token at the current rate. Callers sleep min(that, a short step) and ask
     again (checking cancellation), so nobody holds a slot computed at an old rate: when the rate rises the
-    waiting callers see it at once, and no debt builds up behind a low rate. ``reserve()`` (take a token
-    now, wait for it later, debt allowed) is superseded and kept only until the call site moves.
+    waiting callers see it at once, and no debt builds up behind a low rate.
     ``on_throttled(retry_after=s)`` also holds every token for min(s, 30) seconds.
 
 Phases (``phase``)
@@ -137,7 +136,7 @@ class AimdRateLimiter:
         self._lock = threading.Lock()
         self._rate = float(rate)
         now = clock()
-        self._tokens = self._burst()  # negative only through reserve(): reserved future tokens
+        self._tokens = self._burst()
         self._stamp = now  # tokens are earned from here on (later than now while a Retry-After holds)
         self._last_growth = now
         self._last_cut: float | None = None
@@ -199,17 +198,6 @@ class AimdRateLimiter:
                 self._tokens -= 1.0
                 return 0.0
             return max(0.0, self._stamp - now) + (1.0 - self._tokens) / self._rate
-
-    def reserve(self) -> float:
-        """Superseded by ``try_acquire()``: take one token now (debt allowed) and return the seconds to wait
-        before the call may start. A wait once returned does not shrink when the rate rises later."""
-        if self._unlimited:
-            return 0.0
-        with self._lock:
-            now = self._clock()
-            self._refill(now)
-            self._tokens -= 1.0
-            return max(0.0, self._stamp - now) + max(0.0, -self._tokens) / self._rate
 
     def _burst(self) -> float:
         if self._burst_setting is not None:

@@ -8,7 +8,7 @@ stopping, live, a first snapshot seen, broker reachable, breaker not away from `
 than ``breaker_grace_s`` (measured from leaving ``closed``, so an open → half-open → open cycle
 does not restart the clock), and at least one partition assigned.
 
-Choice on assignment: we follow issue 7, /readyz follows assignment. A replica beyond the partition
+Choice on assignment: /readyz follows assignment. A replica beyond the partition
 count is idle but otherwise fine, and reports "no partitions assigned" (503). That keeps the
 Service/PodMonitor view honest (only members doing work are ready) at the cost that surplus replicas
 never turn ready; pass ``require_assignment=False`` where that matters more (e.g. a rollout gated on
