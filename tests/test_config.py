@@ -244,3 +244,57 @@ def test_replace_validates_and_keeps_the_other_values() -> None:
         s.replace(max_in_flight=0)
     with pytest.raises(config.ConfigError, match="unknown settings"):
         s.replace(max_inflight=3)
+
+
+# -- choosing the API -------------------------------------------------------------------------------------
+
+_RUN = {"MDW_SECRET_ID": "AKIDx", "MDW_SECRET_KEY": "k", "MDW_GROUP_IDS": "g1"}
+
+
+def test_v1_is_the_default_api_and_needs_an_appid_to_run() -> None:
+    assert config.load(environ={}).api == "v1"
+    with pytest.raises(config.ConfigError, match=r"appid \(MDW_APPID\)"):
+        config.load(environ=_RUN, require_credentials=True)
+
+
+def test_iai_runs_without_an_appid_and_searches_ten_faces_by_default() -> None:
+    s = config.load(environ={**_RUN, "MDW_API": "iai"}, require_credentials=True)
+    assert (s.api, s.iai_base_url, s.iai_region) == ("iai", "https://iai.tencentcloudapi.com", "ap-guangzhou")
+    assert (s.iai_max_face_num, s.iai_max_person_num, s.iai_min_face_size) == (10, 5, 34)
+    assert (s.iai_face_match_threshold, s.iai_quality_control, s.iai_need_person_info) == (0.0, 0, False)
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"MDW_API": "v3"}, "api (MDW_API): 'v3' is not valid; expected one of v1, iai"),
+        ({"MDW_IAI_MAX_FACE_NUM": "11"}, "iai_max_face_num (MDW_IAI_MAX_FACE_NUM): 11 is too large"),
+        ({"MDW_IAI_MAX_PERSON_NUM": "0"}, "iai_max_person_num (MDW_IAI_MAX_PERSON_NUM): 0 is too small"),
+        ({"MDW_IAI_MIN_FACE_SIZE": "20"}, "iai_min_face_size (MDW_IAI_MIN_FACE_SIZE): 20 is too small"),
+        ({"MDW_IAI_FACE_MATCH_THRESHOLD": "101"}, "iai_face_match_threshold (MDW_IAI_FACE_MATCH_THRESHOLD)"),
+        ({"MDW_IAI_QUALITY_CONTROL": "5"}, "iai_quality_control (MDW_IAI_QUALITY_CONTROL): 5 is too large"),
+        ({"MDW_IAI_REGION": "Guangzhou"}, "iai_region (MDW_IAI_REGION): a Tencent Cloud region"),
+        ({"MDW_IAI_BASE_URL": "iai.tencentcloudapi.com"}, "iai_base_url (MDW_IAI_BASE_URL): must be an http"),
+    ],
+)
+def test_bad_iai_settings_name_the_setting(env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(config.ConfigError) as err:
+        config.load(environ={"MDW_API": "iai", **env})
+    assert fragment in str(err.value)
+
+
+def test_the_iai_token_is_a_secret_never_a_flag(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("temporary-token\n")
+    s = config.load(environ={"MDW_API": "iai", "MDW_IAI_TOKEN_FILE": str(token)})
+    assert s.iai_token == "temporary-token"
+    assert "temporary-token" not in repr(s)
+    assert "--iai-token" not in {x.flag for x in config.SETTINGS if not x.secret}
+
+
+def test_images_beyond_v1s_body_limit_are_refused_for_v1_and_accepted_for_iai() -> None:
+    with pytest.raises(config.ConfigError, match=r"fetch_max_bytes \(2,000,000\).*api v1.*MDW_API"):
+        config.load(environ={"MDW_FETCH_MAX_BYTES": "2000000"})
+    assert config.load(environ={"MDW_API": "iai", "MDW_FETCH_MAX_BYTES": "2000000"}).fetch_max_bytes == 2_000_000
+    with pytest.raises(config.ConfigError, match="fetch_max_bytes"):
+        config.load(environ={"MDW_API": "iai", "MDW_FETCH_MAX_BYTES": "4000000"})

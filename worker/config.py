@@ -22,6 +22,10 @@ from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 ENV_PREFIX = "MDW_"
 MIB = 1024 * 1024
+#: Largest image v1 accepts in fetch mode (its request body limit is 1.5 MiB, multipart included).
+V1_MAX_IMAGE_BYTES = 1_500_000
+#: Largest image IAI accepts: its ``Image`` may be 5 MiB once base64-encoded (4/3 of the bytes), JSON around it.
+IAI_MAX_IMAGE_BYTES = 3_800_000
 _ID_RE = re.compile(r"^[^\s/]{1,64}$")
 
 T = TypeVar("T")
@@ -116,6 +120,11 @@ def _group_ids(value: Any) -> str | None:
     return f"group ids must be 1–64 characters without whitespace or '/': {bad!r}" if bad else None
 
 
+def _region(value: Any) -> str | None:
+    ok = re.match(r"^[a-z]{2,}-[a-z0-9]+(-[a-z0-9]+)*$", str(value))
+    return None if ok else "a Tencent Cloud region such as ap-guangzhou, ap-shanghai or na-siliconvalley"
+
+
 def _topic(value: Any) -> str | None:
     ok = re.match(r"^[A-Za-z0-9._-]{1,249}$", str(value))
     return None if ok else "topic names use letters, digits, '.', '_' and '-' (1–249 characters)"
@@ -127,6 +136,7 @@ SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 AssignmentStrategy = Literal["cooperative-sticky", "range", "roundrobin"]
 OffsetReset = Literal["earliest", "latest"]
 ImageMode = Literal["url", "fetch"]
+ApiName = Literal["v1", "iai"]
 Ordering = Literal["unordered", "key", "partition"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 LogFormat = Literal["json", "text"]
@@ -182,13 +192,18 @@ class Settings:
         maximum=60,
     )
     # The face API
+    api: ApiName = setting(
+        "v1", "which Tencent face API: v1 (multidentify, legacy) or iai (SearchFaces, API 3.0; iai_* settings)", "api"
+    )
     api_base_url: str = setting(
         "https://recognition.image.myqcloud.com",
         "face API base URL (the emulator's URL in development)",
         "api",
         validate=_url,
     )
-    appid: str = setting("", "Tencent AppID", "api", required_for_run=True)
+    appid: str = setting(
+        "", "Tencent AppID (v1 only: IAI knows the account by its SecretId)", "api", required_for_run=True
+    )
     secret_id: str = setting("", "Tencent SecretId (main account)", "api", secret=True, required_for_run=True)
     secret_key: str = setting("", "Tencent SecretKey (main account)", "api", secret=True, required_for_run=True)
     bucket: str = setting("", "legacy bucket field of the signature (usually empty)", "api")
@@ -198,6 +213,32 @@ class Settings:
     signature_lifetime_s: int = setting(
         3600, "lifetime of the cached multi-use signature", "api", minimum=30, maximum=7776000
     )
+    iai_base_url: str = setting(
+        "https://iai.tencentcloudapi.com",
+        "IAI endpoint (nearest region; or a regional host such as https://iai.ap-guangzhou.tencentcloudapi.com)",
+        "api",
+        validate=_url,
+    )
+    iai_region: str = setting("ap-guangzhou", "IAI region (X-TC-Region) holding the groups", "api", validate=_region)
+    iai_token: str = setting("", "IAI session token of temporary credentials (X-TC-Token)", "api", secret=True)
+    iai_max_face_num: int = setting(
+        10, "IAI MaxFaceNum: faces searched per image (IAI's own default is 1)", "api", minimum=1, maximum=10
+    )
+    iai_max_person_num: int = setting(5, "IAI MaxPersonNum: candidates per face", "api", minimum=1, maximum=100)
+    iai_min_face_size: int = setting(
+        34, "IAI MinFaceSize: smallest face searched, in pixels", "api", minimum=34, maximum=4000
+    )
+    iai_face_match_threshold: float = setting(
+        0.0,
+        "IAI FaceMatchThreshold: only candidates scoring above it (≈ 80 suits most uses)",
+        "api",
+        minimum=0,
+        maximum=100,
+    )
+    iai_quality_control: int = setting(
+        0, "IAI QualityControl: 0 none … 4 strictest image quality check", "api", minimum=0, maximum=4
+    )
+    iai_need_person_info: bool = setting(False, "IAI NeedPersonInfo: candidates carry the person's name", "api")
     connect_timeout_s: float = setting(3.0, "API connect timeout", "api", minimum=0.1, maximum=60)
     read_timeout_s: float = setting(
         10.0, "API read timeout; a whole call gets connect + read timeout", "api", minimum=0.1, maximum=300
@@ -207,7 +248,11 @@ class Settings:
         "url", "url: Tencent downloads the image; fetch: the worker downloads it and uploads the bytes", "api"
     )
     fetch_max_bytes: int = setting(
-        1_400_000, "largest image fetched in fetch mode", "api", minimum=1024, maximum=1_500_000
+        1_400_000,
+        "largest image fetched in fetch mode (v1 takes ≤ 1,500,000; iai ≤ 3,800,000, 5 MB once base64-encoded)",
+        "api",
+        minimum=1024,
+        maximum=IAI_MAX_IMAGE_BYTES,
     )
     fetch_memory_mb: int = setting(
         128,
@@ -459,11 +504,16 @@ def load(
     settings = Settings(**values, sources=sources)
     _check_combinations(settings)
     if require_credentials:
-        missing = [s for s in SETTINGS if s.required_for_run and not values[s.name]]
+        unused = _UNUSED_BY_API[settings.api]
+        missing = [s for s in SETTINGS if s.required_for_run and not values[s.name] and s.name not in unused]
         if missing:
             names = ", ".join(f"{s.name} ({s.env})" for s in missing)
             raise ConfigError(f"required for `run` but not set: {names}")
     return settings
+
+
+#: Settings one API never reads: not required for `run` when that API is chosen.
+_UNUSED_BY_API: dict[str, frozenset[str]] = {"v1": frozenset(), "iai": frozenset({"appid", "bucket"})}
 
 
 def _check_combinations(s: Settings) -> None:
@@ -474,6 +524,11 @@ def _check_combinations(s: Settings) -> None:
         raise ConfigError(
             f"fetch_memory_mb ({s.fetch_memory_mb} MiB = {s.fetch_memory_mb * MIB:,} bytes) must "
             f"hold at least one image of fetch_max_bytes ({s.fetch_max_bytes:,} bytes)"
+        )
+    if s.api == "v1" and s.fetch_max_bytes > V1_MAX_IMAGE_BYTES:
+        raise ConfigError(
+            f"fetch_max_bytes ({s.fetch_max_bytes:,}) is above what api v1 accepts ({V1_MAX_IMAGE_BYTES:,} bytes: its "
+            "request body limit); lower fetch_max_bytes (MDW_FETCH_MAX_BYTES) or use api iai (MDW_API)"
         )
     poll_ms = s.max_poll_interval_ms
     if poll_ms < s.session_timeout_ms:

@@ -152,6 +152,9 @@ def _non_default_config() -> dict[str, Any]:
     special: dict[str, Any] = {
         "bootstrap_servers": "kafka:9092",
         "api_base_url": "https://emulator.example:8443",
+        "iai_base_url": "https://iai.ap-shanghai.tencentcloudapi.com",
+        "iai_region": "ap-shanghai",
+        "iai_max_face_num": 8,
         "appid": "1250000000",
         "group_ids": ["staff", "visitors"],
         "fetch_allowed_networks": ["10.0.0.0/8", "192.168.0.0/16"],
@@ -639,6 +642,8 @@ def config_schema_from_settings() -> dict[str, Any]:
         "results_topic": r"^[A-Za-z0-9._-]{1,249}$",
         "dlq_topic": r"^[A-Za-z0-9._-]{1,249}$",
         "api_base_url": r"^https?://[^\s/]+",
+        "iai_base_url": r"^https?://[^\s/]+",
+        "iai_region": r"^[a-z]{2,}-[a-z0-9]+(-[a-z0-9]+)*$",
     }
     props: dict[str, Any] = {}
     for s in SETTINGS:
@@ -692,7 +697,7 @@ BAD_VALUES: dict[str, dict[str, Any]] = {
     "bad ordering": {"config": {"ordering": "sorted"}},
     "bad log level": {"config": {"log_level": "TRACE"}},
     "setting below its minimum": {"config": {"max_in_flight": 0}},
-    "setting above its maximum": {"config": {"fetch_max_bytes": 2_000_000}},
+    "setting above its maximum": {"config": {"fetch_max_bytes": 4_000_000}},
     "string for an int setting": {"config": {"max_in_flight": "64"}},
     "bad topic name": {"config": {"input_topic": "camera images"}},
     "bad group id": {"config": {"group_ids": ["a/b"]}},
