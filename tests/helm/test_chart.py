@@ -273,6 +273,22 @@ def test_render_names_each_missing_required_value(missing: dict[str, Any], messa
         render(merge(REQUIRED, missing))
 
 
+def test_iai_needs_no_appid_and_mounts_its_session_token_from_the_secret() -> None:
+    iai = merge(REQUIRED, {"config": {"api": "iai", "appid": ""}, "credentials": {"iaiTokenKey": "iai-token"}})
+    docs = render(iai)
+    c = container(docs)
+    pod = only(docs, "Deployment")["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    (secret_volume,) = [v for v in pod["volumes"] if "secret" in v]
+    (mount,) = [m for m in c["volumeMounts"] if m["name"] == secret_volume["name"]]
+    files = {mount["mountPath"] + "/" + i["path"]: i["key"] for i in secret_volume["secret"]["items"]}
+    assert files[env["MDW_IAI_TOKEN_FILE"]] == "iai-token"
+    assert only(docs, "ConfigMap")["data"]["MDW_API"] == "iai"
+    assert "MDW_IAI_TOKEN_FILE" not in {e["name"] for e in container(render(REQUIRED))["env"]}
+    with pytest.raises(helm_python.HelmRenderError, match=r"config\.appid is required"):
+        render(merge(REQUIRED, {"config": {"api": "v1", "appid": ""}}))
+
+
 def test_default_values_alone_do_not_render() -> None:
     """The worker cannot run without credentials and a broker, so the chart refuses rather than crash-looping."""
     with pytest.raises(helm_python.HelmRenderError, match="is required"):
@@ -704,6 +720,7 @@ BAD_VALUES: dict[str, dict[str, Any]] = {
     "bad API URL": {"config": {"api_base_url": "ftp://example"}},
     "secret in config": {"config": {"secret_key": "s3cr3t"}},
     "sasl password in config": {"config": {"sasl_password": "s3cr3t"}},
+    "iai token in config": {"config": {"iai_token": "s3cr3t"}},
     "chart-owned setting in config": {"config": {"drain_timeout_s": 5}},
     "keda and hpa both": {"keda": {"enabled": True}, "autoscaling": {"enabled": True}},
     "idle consumers with lag limit": {

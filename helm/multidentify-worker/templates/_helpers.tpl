@@ -161,7 +161,9 @@ numbers as float64, and 1400000 would otherwise print as 1.4e+06), everything el
 {{- /* `required` (not `fail`) so that `helm lint` with the default values only warns. */}}
 {{- $_ := required "credentials.existingSecret is required: a Secret holding the Tencent SecretId and SecretKey" .Values.credentials.existingSecret }}
 {{- $_ = required "config.bootstrap_servers is required (Kafka host:port,…)" .Values.config.bootstrap_servers }}
-{{- $_ = required "config.appid is required (Tencent AppID)" .Values.config.appid }}
+{{- if ne (.Values.config.api | default "v1") "iai" }}
+{{- $_ = required "config.appid is required (Tencent AppID; not needed with config.api: iai)" .Values.config.appid }}
+{{- end }}
 {{- $_ = required "config.group_ids is required (groups searched when an event names none)" (join "," (.Values.config.group_ids | default list)) }}
 {{- if and .Values.keda.enabled .Values.autoscaling.enabled }}
 {{- fail "keda.enabled and autoscaling.enabled are mutually exclusive: choose one autoscaler" }}
