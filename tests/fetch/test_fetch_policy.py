@@ -1,12 +1,13 @@
-"""Fetch mode, the pure parts: which addresses may be fetched, numeric host spellings, URL redaction, sniffing."""
+"""Fetch mode, the pure parts: which addresses may be fetched, numeric host spellings, URL redaction.
+
+Sniffing the image type is ``worker.api.images`` (tests/api/test_images.py).
+"""
 
 from __future__ import annotations
 
-import io
 import ipaddress
 
 import pytest
-from PIL import Image
 
 from worker.fetch import (
     FETCH_CODES,
@@ -15,7 +16,6 @@ from worker.fetch import (
     ImageFetcher,
     parse_numeric_host,
     redact_url,
-    sniff_image_type,
 )
 
 ip = ipaddress.ip_address
@@ -172,34 +172,6 @@ def test_malformed_numeric_hosts_are_errors_not_names(host: str) -> None:
 )
 def test_redact_url_keeps_host_and_path_only(url: str, shown: str) -> None:
     assert redact_url(url) == shown
-
-
-def _image(fmt: str) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (8, 8), (10, 200, 30)).save(buf, fmt)
-    return buf.getvalue()
-
-
-@pytest.mark.parametrize(
-    ("fmt", "mime"),
-    [
-        ("JPEG", "image/jpeg"),
-        ("PNG", "image/png"),
-        ("BMP", "image/bmp"),
-        ("WEBP", "image/webp"),
-        ("TIFF", "image/tiff"),
-    ],
-)
-def test_sniff_accepted_formats(fmt: str, mime: str) -> None:
-    assert sniff_image_type(_image(fmt)) == mime
-
-
-def test_sniff_reports_gif_and_rejects_the_rest() -> None:
-    assert sniff_image_type(_image("GIF")) == "image/gif"
-    assert sniff_image_type(b"") is None
-    assert sniff_image_type(b"<html>not an image</html>") is None
-    assert sniff_image_type(b"BM") is None  # too short to be a BMP header
-    assert sniff_image_type(b"RIFF\x00\x00\x00\x00WAVEfmt ") is None
 
 
 def test_fetch_codes_are_stable_keys() -> None:

@@ -6,6 +6,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from worker.api.client import ClientOptions, MultidentifyClient
 from worker.config import Settings
 from worker.core.breaker import CircuitBreaker
 from worker.core.outcomes import RetryPolicy
@@ -27,18 +28,9 @@ def retry_policy(settings: Settings) -> RetryPolicy:
     )
 
 
-def build_pipeline(
-    settings: Settings,
-    *,
-    observers: Sequence[Observer] = (),
-    consumer_config: dict[str, object] | None = None,
-    producer_config: dict[str, object] | None = None,
-) -> Pipeline:
-    """Everything `run` wires together, without signal handlers or the ops server (tests use this too)."""
-    from worker.api.client import MultidentifyClient
-
-    pool = settings.max_in_flight
-    client = MultidentifyClient(
+def client_options(settings: Settings) -> ClientOptions:
+    """The face API client's options: every setting it reads, read here."""
+    return ClientOptions(
         appid=settings.appid,
         secret_id=settings.secret_id,
         secret_key=settings.secret_key,
@@ -47,9 +39,21 @@ def build_pipeline(
         signature_lifetime=settings.signature_lifetime_s,
         connect_timeout=settings.connect_timeout_s,
         read_timeout=settings.read_timeout_s,
-        pool_size=pool + 1,  # one connection for the breaker's probe
+        pool_size=settings.max_in_flight + 1,  # one connection for the breaker's probe
         verify=settings.tls_verify,
     )
+
+
+def build_pipeline(
+    settings: Settings,
+    *,
+    observers: Sequence[Observer] = (),
+    consumer_config: dict[str, object] | None = None,
+    producer_config: dict[str, object] | None = None,
+) -> Pipeline:
+    """Everything `run` wires together, without signal handlers or the ops server (tests use this too)."""
+    pool = settings.max_in_flight
+    client = MultidentifyClient(client_options(settings))
     fetcher: ImageSource | None = None
     if settings.image_mode == "fetch":
         from worker.config import MIB
