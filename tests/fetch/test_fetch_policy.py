@@ -13,7 +13,7 @@ from worker.fetch import (
     FETCH_CODES,
     METADATA,
     AddressPolicy,
-    ImageFetcher,
+    FetchOptions,
     parse_numeric_host,
     redact_url,
 )
@@ -123,7 +123,33 @@ def test_bad_allowed_network_names_the_entry() -> None:
     with pytest.raises(ValueError, match="not-a-net"):
         AddressPolicy(allowed_networks=["127.0.0.0/8", "not-a-net"])
     with pytest.raises(ValueError, match="not-a-net"):
-        ImageFetcher(allowed_networks=["not-a-net"])
+        FetchOptions(allowed_networks=("not-a-net",))
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"max_bytes": 0},
+        {"pool_size": 0},
+        {"max_redirects": -1},
+        {"connect_timeout": 0.0},
+        {"read_timeout": -1.0},
+        {"total_timeout": 0.0},
+    ],
+)
+def test_options_refuse_limits_that_cannot_work(limits: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        FetchOptions(**limits)  # type: ignore[arg-type]
+
+
+def test_options_hold_the_allowed_networks_as_a_tuple() -> None:
+    given = ["127.0.0.0/8"]
+    options = FetchOptions(allowed_networks=given)  # type: ignore[arg-type]
+    given.append("0.0.0.0/0")  # the caller's list changing later changes nothing
+    assert options.allowed_networks == ("127.0.0.0/8",)
+    assert hash(options) == hash(FetchOptions(allowed_networks=("127.0.0.0/8",)))
+    with pytest.raises(TypeError):
+        FetchOptions(allowed_networks="127.0.0.0/8")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

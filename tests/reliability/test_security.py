@@ -39,7 +39,7 @@ from worker.api.signature import sign
 from worker.dev import devstack
 from worker.dev.scenario import Scenario
 from worker.emulator import DEV_ACCOUNT, Account, EmulatorHandle, start_in_thread
-from worker.fetch import ImageFetcher
+from worker.fetch import FetchOptions, ImageFetcher
 
 # --- a tripwire on this process's sockets ------------------------------------------------------------------------
 
@@ -251,7 +251,7 @@ def test_dns_rebinding_through_a_redirect_is_refused(tripwire: Tripwire) -> None
 
     with redirect_server({"/start": "/again"}, b"\xff\xd8\xff" + b"0" * 100) as srv:
         srv.routes["/start"] = f"http://rebind.test:{srv.server_port}/again"
-        with ImageFetcher(allowed_networks=["127.0.0.1/32"], resolver=resolver) as fetcher:
+        with ImageFetcher(FetchOptions(allowed_networks=("127.0.0.1/32",)), resolver=resolver) as fetcher:
             with pytest.raises(ApiError) as first:
                 fetcher.fetch(f"http://rebind.test:{srv.server_port}/start")
             assert first.value.code == "fetch_refused" and "169.254.169.254" in first.value.message

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from worker.api.client import ClientOptions, MultidentifyClient
 from worker.config import Settings
@@ -15,6 +16,9 @@ from worker.runtime.identify import Identifier, ImageSource
 from worker.runtime.observer import Observer, Observers
 from worker.runtime.pipeline import Pipeline
 from worker.runtime.stopping import STOP_MARGIN_S, StopWatchdog, install_stop_handlers
+
+if TYPE_CHECKING:
+    from worker.fetch import FetchOptions
 
 log = logging.getLogger("worker.app")
 
@@ -44,6 +48,21 @@ def client_options(settings: Settings) -> ClientOptions:
     )
 
 
+def fetch_options(settings: Settings) -> FetchOptions:
+    """Fetch mode's options: every setting the image fetcher reads but its memory budget, read here."""
+    from worker.fetch import FetchOptions  # only in fetch mode
+
+    return FetchOptions(
+        max_bytes=settings.fetch_max_bytes,
+        connect_timeout=min(settings.connect_timeout_s, settings.fetch_timeout_s),
+        read_timeout=settings.fetch_timeout_s,
+        total_timeout=settings.fetch_timeout_s,
+        allowed_networks=settings.fetch_allowed_networks,
+        verify=settings.fetch_tls_verify,
+        pool_size=settings.max_in_flight,  # one connection per HTTP thread
+    )
+
+
 def build_pipeline(
     settings: Settings,
     *,
@@ -52,7 +71,6 @@ def build_pipeline(
     producer_config: dict[str, object] | None = None,
 ) -> Pipeline:
     """Everything `run` wires together, without signal handlers or the ops server (tests use this too)."""
-    pool = settings.max_in_flight
     client = MultidentifyClient(client_options(settings))
     fetcher: ImageSource | None = None
     if settings.image_mode == "fetch":
@@ -60,16 +78,8 @@ def build_pipeline(
         from worker.core.budget import ByteBudget
         from worker.fetch import ImageFetcher
 
-        fetcher = ImageFetcher(
-            max_bytes=settings.fetch_max_bytes,
-            connect_timeout=min(settings.connect_timeout_s, settings.fetch_timeout_s),
-            read_timeout=settings.fetch_timeout_s,
-            total_timeout=settings.fetch_timeout_s,
-            allowed_networks=settings.fetch_allowed_networks,
-            verify=settings.fetch_tls_verify,
-            pool_size=pool,
-            budget=ByteBudget(settings.fetch_memory_mb * MIB),  # images held at once, API retries included
-        )
+        # The budget bounds the images held at once, API retries included.
+        fetcher = ImageFetcher(fetch_options(settings), budget=ByteBudget(settings.fetch_memory_mb * MIB))
     breaker = CircuitBreaker(failure_ratio=settings.breaker_failure_ratio, open_s=settings.breaker_open_s)
     rate = settings.rate_limit_qps
     limiter = AimdRateLimiter(rate, min_rate=min(1.0, rate) if rate else None)
