@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 import requests
 from requests.adapters import HTTPAdapter
 
-from worker.api import ApiError, MultidentifyClient, sign
+from worker.api import ApiError, ClientOptions, MultidentifyClient, sign
 
 APPID, SECRET_ID, SECRET_KEY = "1251234567", "AKIDbench", "bench-secret"
 # Loopback only: with --server-url pointing at the emulator, it downloads this URL (pass --image-url for a
@@ -163,7 +163,9 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         base = args.server_url or stack.enter_context(local_server())
         client = MultidentifyClient(
-            appid=APPID, secret_id=SECRET_ID, secret_key=SECRET_KEY, base_url=base, pool_size=args.threads
+            ClientOptions(
+                appid=APPID, secret_id=SECRET_ID, secret_key=SECRET_KEY, base_url=base, pool_size=args.threads
+            )
         )
         stack.callback(client.close)
         session = bare_session(args.threads)

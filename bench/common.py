@@ -45,7 +45,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from worker.api.client import MultidentifyClient
+from worker.api.client import ClientOptions, MultidentifyClient
 from worker.dev.devstack import Broker, create_topics, free_port, start_broker
 from worker.dev.scenario import Scenario
 from worker.emulator import DEV_ACCOUNT, EmulatorProcess, spawn_process
@@ -286,11 +286,13 @@ class BenchStack:
         images_url = f"{self.api_url}/images/"
         scenario = Scenario(images_dir=self.images_dir, images_url=images_url, group=GROUP)
         with MultidentifyClient(
-            appid=DEV_ACCOUNT.appid,
-            secret_id=DEV_ACCOUNT.secret_id,
-            secret_key=DEV_ACCOUNT.secret_key,
-            base_url=self.api_url,
-            pool_size=2,
+            ClientOptions(
+                appid=DEV_ACCOUNT.appid,
+                secret_id=DEV_ACCOUNT.secret_id,
+                secret_key=DEV_ACCOUNT.secret_key,
+                base_url=self.api_url,
+                pool_size=2,
+            )
         ) as client:
             scenario.enroll(client, PEOPLE)
             scenario.add_known(IMAGES, stranger_every=3, seed=100)

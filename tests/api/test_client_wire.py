@@ -22,6 +22,7 @@ from worker import __version__
 from worker.api import (
     MAX_BODY_BYTES,
     ApiError,
+    ClientOptions,
     ErrorClass,
     FaceRect,
     MultidentifyClient,
@@ -152,16 +153,18 @@ def server() -> Iterator[RecordingServer]:
 def make_client(server: RecordingServer) -> Iterator[Callable[..., MultidentifyClient]]:
     clients: list[MultidentifyClient] = []
 
-    def _make(**overrides: Any) -> MultidentifyClient:
-        kwargs: dict[str, Any] = {
+    def _make(
+        session: requests.Session | None = None, clock: Callable[[], float] = time.time, **overrides: Any
+    ) -> MultidentifyClient:
+        options: dict[str, Any] = {
             "appid": APPID,
             "secret_id": SECRET_ID,
             "secret_key": SECRET_KEY,
             "base_url": server.url,
             "read_timeout": 5.0,
         }
-        kwargs.update(overrides)
-        client = MultidentifyClient(**kwargs)
+        options.update(overrides)
+        client = MultidentifyClient(ClientOptions(**options), session=session, clock=clock)
         clients.append(client)
         return client
 
@@ -319,6 +322,25 @@ def test_image_just_under_the_limit_is_sent(client: MultidentifyClient, server: 
     (recorded,) = server.requests
     assert len(recorded.body) <= MAX_BODY_BYTES
     assert multipart_parts(recorded)[-1][1] == image
+
+
+@pytest.mark.parametrize(
+    ("image", "label"),
+    [
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 20, "image/png"),
+        (b"BM" + b"\x00" * 40, "image/bmp"),
+        (b"RIFF\x00\x00\x00\x00WEBPVP8 " + b"\x00" * 20, "image/webp"),
+        (b"II*\x00" + b"\x00" * 40, "image/tiff"),  # the formats fetch mode accepts are labelled alike
+        (b"MM\x00*" + b"\x00" * 40, "image/tiff"),
+        (b"<html>not an image</html>", "application/octet-stream"),
+    ],
+    ids=["png", "bmp", "webp", "tiff-le", "tiff-be", "html"],
+)
+def test_image_part_is_labelled_by_its_magic_bytes(
+    client: MultidentifyClient, server: RecordingServer, image: bytes, label: str
+) -> None:
+    client.multidentify_image(image, ["g"])
+    assert multipart_parts(server.requests[0])[-1][0]["content-type"] == label
 
 
 FIXED_BOUNDARY = "0123456789abcdef0123456789abcdef"
@@ -513,6 +535,27 @@ def test_http_503_without_json_is_transient(client: MultidentifyClient, server: 
     )
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("Sun, 06 Nov 1994 08:51:37 GMT", 120.0),  # an HTTP-date: the time until then by the client's clock
+        ("Sun, 06 Nov 1994 08:40:00 GMT", 0.0),  # already past: retry at once
+        ("99999999", 86400.0),  # bounded (the retry policy caps it further)
+        ("2.5", 2.5),
+        ("-1", None),
+        ("later", None),
+    ],
+)
+def test_retry_after_forms(
+    make_client: Callable[..., MultidentifyClient], server: RecordingServer, value: str, expected: float | None
+) -> None:
+    client = make_client(clock=lambda: 784111777.0)  # Sun, 06 Nov 1994 08:49:37 GMT
+    server.answer(Canned(status=503, body=b"Service Unavailable", headers={"Retry-After": value}))
+    with pytest.raises(ApiError) as info:
+        client.multidentify_url(URL, ["g"])
+    assert info.value.retry_after == expected
+
+
 def test_http_429_is_rate_limited(client: MultidentifyClient, server: RecordingServer) -> None:
     server.answer(Canned(status=429, body=b""))
     with pytest.raises(ApiError) as info:
@@ -639,6 +682,18 @@ def test_programming_errors_are_not_api_errors(client: MultidentifyClient, serve
     with pytest.raises(ValueError):
         client.newperson("p1", ["g"], image=JPEG, url=URL)
     assert server.requests == []
+
+
+@pytest.mark.parametrize("base_url", ["ftp://api.example", "api.example", "http://", ""])
+def test_options_refuse_an_endpoint_that_is_not_http(base_url: str) -> None:
+    with pytest.raises(ValueError, match="base_url"):
+        ClientOptions(appid=APPID, secret_id=SECRET_ID, secret_key=SECRET_KEY, base_url=base_url)
+
+
+def test_options_and_client_never_show_the_secrets(client: MultidentifyClient) -> None:
+    options = ClientOptions(appid=APPID, secret_id=SECRET_ID, secret_key=SECRET_KEY)
+    for shown in (repr(options), str(options), repr(client)):
+        assert APPID in shown and SECRET_ID not in shown and SECRET_KEY not in shown
 
 
 # -- management calls -------------------------------------------------------------------------------

@@ -100,7 +100,7 @@ def test_the_http_families_are_classified_by_status() -> None:
 
 
 def test_the_registry_and_the_errors_module_do_not_import_the_fetcher() -> None:
-    # fetch.py imports the registry; the registry must not need fetch.py back (that was a cycle).
+    # worker.fetch imports the registry; the registry must not need worker.fetch back (that was a cycle).
     script = (
         "import sys\n"
         "import worker.api.errors as e\n"

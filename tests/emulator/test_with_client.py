@@ -12,6 +12,7 @@ from worker.emulator.imageserver import ImageServerHandle
 
 client_module = pytest.importorskip("worker.api.client")
 MultidentifyClient = client_module.MultidentifyClient
+ClientOptions = client_module.ClientOptions
 ApiError = pytest.importorskip("worker.api.errors").ApiError
 
 
@@ -19,10 +20,12 @@ ApiError = pytest.importorskip("worker.api.errors").ApiError
 def client(emu: EmulatorHandle) -> Iterator[object]:
     emu.reset(gallery=True)
     c = MultidentifyClient(
-        appid=DEV_ACCOUNT.appid,
-        secret_id=DEV_ACCOUNT.secret_id,
-        secret_key=DEV_ACCOUNT.secret_key,
-        base_url=emu.base_url,
+        ClientOptions(
+            appid=DEV_ACCOUNT.appid,
+            secret_id=DEV_ACCOUNT.secret_id,
+            secret_key=DEV_ACCOUNT.secret_key,
+            base_url=emu.base_url,
+        )
     )
     try:
         yield c
@@ -101,7 +104,9 @@ def test_client_transient_faults(client, emu: EmulatorHandle) -> None:  # type: 
 
 def test_client_with_wrong_key_gets_14(emu: EmulatorHandle) -> None:
     bad = MultidentifyClient(
-        appid=DEV_ACCOUNT.appid, secret_id=DEV_ACCOUNT.secret_id, secret_key="wrong", base_url=emu.base_url
+        ClientOptions(
+            appid=DEV_ACCOUNT.appid, secret_id=DEV_ACCOUNT.secret_id, secret_key="wrong", base_url=emu.base_url
+        )
     )
     try:
         with pytest.raises(ApiError) as failure:

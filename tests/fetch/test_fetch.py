@@ -8,6 +8,7 @@ test fails at teardown. Refusal tests additionally assert that no connect happen
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import importlib.util
 import io
 import ipaddress
@@ -22,17 +23,16 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 import requests
 from PIL import Image
 
 from tests.support.netguard import Tripwire, install_tripwire
-from worker import fetch as fetch_module
 from worker.api.errors import ApiError, ErrorClass
 from worker.core.budget import ByteBudget, WaitCancelled
-from worker.fetch import FetchedImage, ImageFetcher
+from worker.fetch import FetchedImage, FetchOptions, ImageFetcher, buffers
 
 BOUND = 10.0  # seconds any single fetch in these tests may take before we call it hung
 
@@ -165,6 +165,9 @@ def _default_routes(stop: threading.Event) -> dict[str, Route]:
     def status(code: int, headers: dict[str, str] | None = None) -> Route:
         return lambda h, q: h.reply(code, b"error page", "text/html", headers)
 
+    def retry_after(h: _Handler, q: dict[str, str]) -> None:
+        h.reply(int(q.get("code", "503")), b"error page", "text/html", {"Retry-After": q["value"]})
+
     def redirect(h: _Handler, q: dict[str, str]) -> None:
         h.reply(int(q.get("code", "302")), b"", "text/plain", {"Location": q["to"]})
 
@@ -272,6 +275,7 @@ def _default_routes(stop: threading.Event) -> dict[str, Route]:
         "/busy": status(503, {"Retry-After": "7"}),
         "/throttled": status(429),
         "/broken": status(500),
+        "/retry-after": retry_after,
         "/redirect": redirect,
         "/hops": hops,
         "/loop": loop,
@@ -312,10 +316,9 @@ def dns() -> FakeDNS:
 def make_fetcher(dns: FakeDNS) -> Iterator[Callable[..., ImageFetcher]]:
     made: list[ImageFetcher] = []
 
-    def make(**kwargs: Any) -> ImageFetcher:
-        kwargs.setdefault("resolver", dns)
-        kwargs.setdefault("allowed_networks", ["127.0.0.0/8"])
-        fetcher = ImageFetcher(**kwargs)
+    def make(session: requests.Session | None = None, budget: ByteBudget | None = None, **options: Any) -> ImageFetcher:
+        options.setdefault("allowed_networks", ["127.0.0.0/8"])
+        fetcher = ImageFetcher(FetchOptions(**options), session=session, resolver=dns, budget=budget)
         made.append(fetcher)
         return fetcher
 
@@ -625,6 +628,29 @@ def test_retry_after_is_passed_on(make_fetcher: Callable[..., ImageFetcher], ser
     assert failure(make_fetcher(), server.url("/busy")).retry_after == 7.0
 
 
+@pytest.mark.parametrize(
+    ("value", "code", "expected"),
+    [
+        ("1.5", "503", 1.5),  # the parser the face API's client uses reads fractions too
+        ("99999999", "503", 86400.0),  # bounded (the retry policy caps it further)
+        ("-3", "503", None),
+        ("soon", "429", None),
+        ("7", "404", None),  # a permanent answer is not retried: its hint means nothing
+    ],
+)
+def test_retry_after_forms(
+    make_fetcher: Callable[..., ImageFetcher], server: ImageServer, value: str, code: str, expected: float | None
+) -> None:
+    err = failure(make_fetcher(), server.url(f"/retry-after?code={code}&value={quote(value)}"))
+    assert err.retry_after == expected
+
+
+def test_retry_after_as_an_http_date(make_fetcher: Callable[..., ImageFetcher], server: ImageServer) -> None:
+    when = email.utils.formatdate(time.time() + 600, usegmt=True)
+    delay = failure(make_fetcher(), server.url(f"/retry-after?value={quote(when)}")).retry_after
+    assert delay is not None and 300 < delay <= 600  # wall time passes between the two clocks: a wide margin
+
+
 @pytest.mark.parametrize("path", ["/html-as-jpeg", "/empty"])
 def test_not_an_image(make_fetcher: Callable[..., ImageFetcher], server: ImageServer, path: str) -> None:
     err = failure(make_fetcher(), server.url(path))
@@ -713,12 +739,12 @@ def test_a_released_buffer_is_reused_for_the_next_download(
 ) -> None:
     made: list[object] = []
 
-    class Counted(fetch_module._ImageBuffer):
+    class Counted(buffers.ImageBuffer):
         def __init__(self, capacity: int, **kwargs: Any) -> None:
             made.append(self)
             super().__init__(capacity, **kwargs)
 
-    monkeypatch.setattr(fetch_module, "_ImageBuffer", Counted)
+    monkeypatch.setattr(buffers, "ImageBuffer", Counted)
     budget = ByteBudget(4 * 1_400_000)
     fetcher = make_fetcher(budget=budget)
     for path, body in [("/large.jpg", LARGE), ("/img.jpg", JPEG), ("/img.png", PNG), ("/large.jpg", LARGE)]:

@@ -1,21 +1,21 @@
-"""Fetch mode, the pure parts: which addresses may be fetched, numeric host spellings, URL redaction, sniffing."""
+"""Fetch mode, the pure parts: which addresses may be fetched, numeric host spellings, URL redaction.
+
+Sniffing the image type is ``worker.api.images`` (tests/api/test_images.py).
+"""
 
 from __future__ import annotations
 
-import io
 import ipaddress
 
 import pytest
-from PIL import Image
 
 from worker.fetch import (
     FETCH_CODES,
     METADATA,
     AddressPolicy,
-    ImageFetcher,
+    FetchOptions,
     parse_numeric_host,
     redact_url,
-    sniff_image_type,
 )
 
 ip = ipaddress.ip_address
@@ -123,7 +123,33 @@ def test_bad_allowed_network_names_the_entry() -> None:
     with pytest.raises(ValueError, match="not-a-net"):
         AddressPolicy(allowed_networks=["127.0.0.0/8", "not-a-net"])
     with pytest.raises(ValueError, match="not-a-net"):
-        ImageFetcher(allowed_networks=["not-a-net"])
+        FetchOptions(allowed_networks=("not-a-net",))
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"max_bytes": 0},
+        {"pool_size": 0},
+        {"max_redirects": -1},
+        {"connect_timeout": 0.0},
+        {"read_timeout": -1.0},
+        {"total_timeout": 0.0},
+    ],
+)
+def test_options_refuse_limits_that_cannot_work(limits: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        FetchOptions(**limits)  # type: ignore[arg-type]
+
+
+def test_options_hold_the_allowed_networks_as_a_tuple() -> None:
+    given = ["127.0.0.0/8"]
+    options = FetchOptions(allowed_networks=given)  # type: ignore[arg-type]
+    given.append("0.0.0.0/0")  # the caller's list changing later changes nothing
+    assert options.allowed_networks == ("127.0.0.0/8",)
+    assert hash(options) == hash(FetchOptions(allowed_networks=("127.0.0.0/8",)))
+    with pytest.raises(TypeError):
+        FetchOptions(allowed_networks="127.0.0.0/8")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -172,34 +198,6 @@ def test_malformed_numeric_hosts_are_errors_not_names(host: str) -> None:
 )
 def test_redact_url_keeps_host_and_path_only(url: str, shown: str) -> None:
     assert redact_url(url) == shown
-
-
-def _image(fmt: str) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (8, 8), (10, 200, 30)).save(buf, fmt)
-    return buf.getvalue()
-
-
-@pytest.mark.parametrize(
-    ("fmt", "mime"),
-    [
-        ("JPEG", "image/jpeg"),
-        ("PNG", "image/png"),
-        ("BMP", "image/bmp"),
-        ("WEBP", "image/webp"),
-        ("TIFF", "image/tiff"),
-    ],
-)
-def test_sniff_accepted_formats(fmt: str, mime: str) -> None:
-    assert sniff_image_type(_image(fmt)) == mime
-
-
-def test_sniff_reports_gif_and_rejects_the_rest() -> None:
-    assert sniff_image_type(_image("GIF")) == "image/gif"
-    assert sniff_image_type(b"") is None
-    assert sniff_image_type(b"<html>not an image</html>") is None
-    assert sniff_image_type(b"BM") is None  # too short to be a BMP header
-    assert sniff_image_type(b"RIFF\x00\x00\x00\x00WAVEfmt ") is None
 
 
 def test_fetch_codes_are_stable_keys() -> None:

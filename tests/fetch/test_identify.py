@@ -20,13 +20,13 @@ import pytest
 from PIL import Image
 
 from tests.support.netguard import Tripwire, install_tripwire
-from worker.api.client import MultidentifyClient
+from worker.api.client import ClientOptions, MultidentifyClient
 from worker.core.breaker import CircuitBreaker
 from worker.core.budget import ByteBudget
 from worker.core.outcomes import RetryPolicy
 from worker.core.ratelimit import AimdRateLimiter
 from worker.core.records import Event, Source
-from worker.fetch import ImageFetcher
+from worker.fetch import FetchOptions, ImageFetcher
 from worker.runtime.identify import Completion, Identifier, Kind, Task
 from worker.runtime.observer import Observer
 
@@ -142,8 +142,8 @@ class Factory:
 
     def __call__(self, budget: ByteBudget | None = None, policy: RetryPolicy | None = None) -> Identifier:
         api = self.servers.api_url
-        client = MultidentifyClient(appid="1250000000", secret_id="AKIDx", secret_key="k", base_url=api)
-        fetcher = ImageFetcher(allowed_networks=["127.0.0.0/8"], max_bytes=MAX_BYTES, budget=budget)
+        client = MultidentifyClient(ClientOptions(appid="1250000000", secret_id="AKIDx", secret_key="k", base_url=api))
+        fetcher = ImageFetcher(FetchOptions(allowed_networks=("127.0.0.0/8",), max_bytes=MAX_BYTES), budget=budget)
         self.clients.append(client)
         self.fetchers.append(fetcher)
         return Identifier(

@@ -33,13 +33,13 @@ from tests.support.netguard import Tripwire, install_tripwire
 from tests.support.pipeline import ROOT, ProcessWorker, ThreadWorker, Topics, settings_env
 from tests.support.reliability import OutputCollector, Record, event_value, http_get, produce_records
 from worker import config
-from worker.api.client import MultidentifyClient
+from worker.api.client import ClientOptions, MultidentifyClient
 from worker.api.errors import ApiError
 from worker.api.signature import sign
 from worker.dev import devstack
 from worker.dev.scenario import Scenario
 from worker.emulator import DEV_ACCOUNT, Account, EmulatorHandle, start_in_thread
-from worker.fetch import ImageFetcher
+from worker.fetch import FetchOptions, ImageFetcher
 
 # --- a tripwire on this process's sockets ------------------------------------------------------------------------
 
@@ -123,10 +123,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmulatorHa
     sc = Scenario(images, handle.base_url + "/images/")
     for account in (DEV_ACCOUNT, ACCOUNT):
         with MultidentifyClient(
-            appid=account.appid,
-            secret_id=account.secret_id,
-            secret_key=account.secret_key,
-            base_url=handle.base_url,
+            ClientOptions(
+                appid=account.appid,
+                secret_id=account.secret_id,
+                secret_key=account.secret_key,
+                base_url=handle.base_url,
+            )
         ) as client:
             sc.enroll(client, ["alice", "bob"])
     sc.add_known(4, stranger_every=0, seed=9900)
@@ -249,7 +251,7 @@ def test_dns_rebinding_through_a_redirect_is_refused(tripwire: Tripwire) -> None
 
     with redirect_server({"/start": "/again"}, b"\xff\xd8\xff" + b"0" * 100) as srv:
         srv.routes["/start"] = f"http://rebind.test:{srv.server_port}/again"
-        with ImageFetcher(allowed_networks=["127.0.0.1/32"], resolver=resolver) as fetcher:
+        with ImageFetcher(FetchOptions(allowed_networks=("127.0.0.1/32",)), resolver=resolver) as fetcher:
             with pytest.raises(ApiError) as first:
                 fetcher.fetch(f"http://rebind.test:{srv.server_port}/start")
             assert first.value.code == "fetch_refused" and "169.254.169.254" in first.value.message
@@ -413,14 +415,15 @@ def test_tls_verification_is_on_by_default(certificate: str) -> None:
     assert config.load(environ={}).tls_verify is True
     with https_api(data / certificate) as port:
         url = f"https://localhost:{port}"
-        with MultidentifyClient(appid="1", secret_id="id", secret_key="key", base_url=url) as client:
+        with MultidentifyClient(ClientOptions(appid="1", secret_id="id", secret_key="key", base_url=url)) as client:
             with pytest.raises(ApiError) as failed:
                 client.multidentify_url("http://127.0.0.1:9/x.jpg", ["demo"])
             assert failed.value.code == "connection"
             assert "CERTIFICATE_VERIFY_FAILED" in failed.value.message
         # Control: the same server passes with its CA (or the self-signed cert itself) as the trust anchor.
         anchor = data / ("pycacert.pem" if certificate == "keycert3.pem" else certificate)
-        with MultidentifyClient(appid="1", secret_id="id", secret_key="key", base_url=url, verify=str(anchor)) as ok:
+        trusted = ClientOptions(appid="1", secret_id="id", secret_key="key", base_url=url, verify=str(anchor))
+        with MultidentifyClient(trusted) as ok:
             assert ok.multidentify_url("http://127.0.0.1:9/x.jpg", ["demo"]).faces == ()
 
 

@@ -20,7 +20,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from tests.support.kafkatest import read_all
 from worker import config, schemas
-from worker.api.client import MultidentifyClient
+from worker.api.client import ClientOptions, MultidentifyClient
 from worker.dev.scenario import Scenario
 from worker.emulator import DEV_ACCOUNT, start_in_thread
 from worker.runtime.app import build_pipeline
@@ -197,10 +197,12 @@ def enrolled_emulator(images_dir: Path, people: list[str], **options: Any) -> It
     try:
         sc = Scenario(images_dir, handle.base_url + "/images/")
         with MultidentifyClient(
-            appid=DEV_ACCOUNT.appid,
-            secret_id=DEV_ACCOUNT.secret_id,
-            secret_key=DEV_ACCOUNT.secret_key,
-            base_url=handle.base_url,
+            ClientOptions(
+                appid=DEV_ACCOUNT.appid,
+                secret_id=DEV_ACCOUNT.secret_id,
+                secret_key=DEV_ACCOUNT.secret_key,
+                base_url=handle.base_url,
+            )
         ) as client:
             sc.enroll(client, people)
         yield handle, sc

@@ -25,7 +25,7 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from worker.api.client import MultidentifyClient
+from worker.api.client import ClientOptions, MultidentifyClient
 from worker.dev import devstack
 from worker.dev.scenario import Scenario
 from worker.emulator import DEV_ACCOUNT
@@ -287,7 +287,12 @@ def enroll(base_url: str, images_dir: Path, people: list[str]) -> Scenario:
     """Enroll ``people`` in the emulator at ``base_url``; the scenario writes its images to ``images_dir``."""
     sc = Scenario(images_dir, base_url + "/images/")
     with MultidentifyClient(
-        appid=DEV_ACCOUNT.appid, secret_id=DEV_ACCOUNT.secret_id, secret_key=DEV_ACCOUNT.secret_key, base_url=base_url
+        ClientOptions(
+            appid=DEV_ACCOUNT.appid,
+            secret_id=DEV_ACCOUNT.secret_id,
+            secret_key=DEV_ACCOUNT.secret_key,
+            base_url=base_url,
+        )
     ) as client:
         sc.enroll(client, people)
     return sc

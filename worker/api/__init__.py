@@ -1,8 +1,17 @@
-"""Tencent face API v1 adapter: signature, error table, typed results and the HTTP client."""
+"""Tencent face API v1 adapter: signature, error table, typed results and the HTTP client.
+
+- client       ``MultidentifyClient`` and its ``ClientOptions``: the calls, the wire format, the multipart body
+- signature    the v1 signature (``sign``, ``parse``, ``CachedSigner``)
+- codes        every dead-letter key: meaning, class, origin, the setting to check
+- errors       ``ApiError``, the one failure type
+- models       typed results and pure body parsers
+- images       which image format a body is, from its magic bytes (also fetch mode's and the emulator's)
+- retry_after  the ``Retry-After`` header, in seconds (also fetch mode's)
+"""
 
 from __future__ import annotations
 
-from worker.api.client import DEFAULT_BASE_URL, MAX_BODY_BYTES, MULTIDENTIFY_PATH, MultidentifyClient
+from worker.api.client import DEFAULT_BASE_URL, MAX_BODY_BYTES, MULTIDENTIFY_PATH, ClientOptions, MultidentifyClient
 from worker.api.errors import (
     CODES,
     LOCAL_CODES,
@@ -13,6 +22,7 @@ from worker.api.errors import (
     class_of_http_status,
     meaning,
 )
+from worker.api.images import sniff_image_type
 from worker.api.models import (
     Candidate,
     Face,
@@ -23,6 +33,7 @@ from worker.api.models import (
     parse_id_list,
     parse_multidentify,
 )
+from worker.api.retry_after import parse_retry_after
 from worker.api.signature import CachedSigner, ParsedSignature, SignatureFormatError, parse, sign, sign_plain
 
 __all__ = [
@@ -34,6 +45,7 @@ __all__ = [
     "ApiError",
     "CachedSigner",
     "Candidate",
+    "ClientOptions",
     "CodeInfo",
     "ErrorClass",
     "Face",
@@ -50,6 +62,8 @@ __all__ = [
     "parse_envelope",
     "parse_id_list",
     "parse_multidentify",
+    "parse_retry_after",
     "sign",
     "sign_plain",
+    "sniff_image_type",
 ]

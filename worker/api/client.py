@@ -18,6 +18,7 @@ Contract:
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 import urllib.parse
@@ -33,7 +34,9 @@ from urllib3.fields import RequestField
 
 from worker import __version__
 from worker.api.errors import ApiError
+from worker.api.images import GIF, sniff_image_type
 from worker.api.models import IdentifyResult, parse_data_object, parse_id_list, parse_multidentify
+from worker.api.retry_after import parse_retry_after
 from worker.api.signature import CachedSigner
 
 DEFAULT_BASE_URL = "https://recognition.image.myqcloud.com"
@@ -41,17 +44,39 @@ MULTIDENTIFY_PATH = "/face/multidentify"
 MAX_BODY_BYTES = int(1.5 * 1024 * 1024)  # documented request body limit → code 23
 
 _BAD_ID_CHARS = re.compile(r"[\s/]")  # -1313: spaces, slashes, tabs, newlines
-_GIF_MAGIC = (b"GIF87a", b"GIF89a")
-_MAGIC_TYPES = (
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"BM", "image/bmp"),
-)
 
 R = TypeVar("R")
 Image = bytes | bytearray | memoryview  # an image as the caller holds it; sent from that buffer as it is
 _Fields = list[tuple[str, str]]
 _Files = list[tuple[str, tuple[str, Image, str]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientOptions:
+    """What a :class:`MultidentifyClient` is configured with: the account, the endpoint and its transport.
+
+    Built from the settings in one place (``worker.runtime.app.client_options``). Raises ValueError when
+    ``base_url`` is not an http(s) URL with a host. ``pool_size``: connections kept to the API (size it to the
+    number of threads calling). ``verify``: True, False or a CA bundle path, passed on every request.
+    ``user_agent``: None for ``multidentify-worker/<version>``.
+    """
+
+    appid: str
+    secret_id: str = dataclasses.field(repr=False)
+    secret_key: str = dataclasses.field(repr=False)
+    base_url: str = DEFAULT_BASE_URL
+    bucket: str = ""
+    signature_lifetime: int = 3600
+    connect_timeout: float = 3.0
+    read_timeout: float = 10.0
+    pool_size: int = 64
+    verify: bool | str = True
+    user_agent: str | None = None
+
+    def __post_init__(self) -> None:
+        parts = urllib.parse.urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"base_url must be an http(s) URL with a host, got {self.base_url!r}")
 
 
 class MultipartBody:
@@ -112,59 +137,53 @@ class MultipartBody:
 class MultidentifyClient:
     """Calls the face API over one ``requests.Session`` with keep-alive; safe to share between threads.
 
-    When ``session`` is None the client creates one with an ``HTTPAdapter`` pool of ``pool_size``
-    connections (size it to the number of threads calling) and closes it in :meth:`close`; an injected
-    session is used as it is and left open. ``verify`` is passed on every request, because
-    ``REQUESTS_CA_BUNDLE`` would override ``Session.verify``. Proxy and CA settings from the
-    environment are read once, at construction.
+    When ``session`` is None the client creates one with an ``HTTPAdapter`` pool of ``options.pool_size``
+    connections and closes it in :meth:`close`; an injected session is used as it is and left open.
+    ``options.verify`` is passed on every request, because ``REQUESTS_CA_BUNDLE`` would override
+    ``Session.verify``. Proxy and CA settings from the environment are read once, at construction.
+    ``clock`` (Unix time) dates the signatures and reads a ``Retry-After`` given as a date.
     """
 
     def __init__(
         self,
+        options: ClientOptions,
         *,
-        appid: str,
-        secret_id: str,
-        secret_key: str,
-        base_url: str = DEFAULT_BASE_URL,
         session: requests.Session | None = None,
-        bucket: str = "",
-        signature_lifetime: int = 3600,
-        connect_timeout: float = 3.0,
-        read_timeout: float = 10.0,
-        pool_size: int = 64,
         clock: Callable[[], float] = time.time,
-        verify: bool | str = True,
-        user_agent: str | None = None,
     ) -> None:
-        parts = urllib.parse.urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"base_url must be an http(s) URL with a host, got {base_url!r}")
-        self._appid = appid
-        self._bucket = bucket
-        self._base_url = base_url.rstrip("/")
+        self._appid = options.appid
+        self._bucket = options.bucket
+        self._base_url = options.base_url.rstrip("/")
+        self._clock = clock
         self._signer = CachedSigner(
-            appid, secret_id, secret_key, lifetime=signature_lifetime, clock=clock, bucket=bucket
+            options.appid,
+            options.secret_id,
+            options.secret_key,
+            lifetime=options.signature_lifetime,
+            clock=clock,
+            bucket=options.bucket,
         )
         self._owns_session = session is None
         if session is None:
             session = requests.Session()
-            adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size)
+            adapter = HTTPAdapter(pool_connections=options.pool_size, pool_maxsize=options.pool_size)
             session.mount("https://", adapter)
             session.mount("http://", adapter)
         self._session = session
-        self._timeout = (connect_timeout, read_timeout)
+        self._timeout = (options.connect_timeout, options.read_timeout)
         # read_timeout bounds each socket read; a body trickling in below it is cut off at this deadline.
-        self._call_timeout = connect_timeout + read_timeout
+        self._call_timeout = options.connect_timeout + options.read_timeout
+        agent = options.user_agent
         self._headers = {
-            "Host": parts.netloc.rpartition("@")[2],
-            "User-Agent": user_agent if user_agent is not None else f"multidentify-worker/{__version__}",
+            "Host": urllib.parse.urlsplit(options.base_url).netloc.rpartition("@")[2],
+            "User-Agent": agent if agent is not None else f"multidentify-worker/{__version__}",
         }
         for header in self._headers.items():
             requests.utils.check_header_validity(header)  # fail at start, not on every call
         # The environment lookup requests does on every call (proxies, CA bundle) is done once here;
         # an explicit verify=False or CA path survives it, verify=True becomes REQUESTS_CA_BUNDLE if set.
         self._send_settings: dict[str, Any] = dict(
-            session.merge_environment_settings(self._base_url, {}, True, verify, None)
+            session.merge_environment_settings(self._base_url, {}, True, options.verify, None)
         )  # stream=True: the body is read under the call's deadline (_read_body)
 
     # -- multidentify -------------------------------------------------------------------------------
@@ -345,7 +364,8 @@ class MultidentifyClient:
         try:
             response = self._session.send(prepared, timeout=self._timeout, allow_redirects=False, **self._send_settings)
             body = _read_body(response, deadline)
-            return response.status_code, body, _retry_after(response.headers.get("Retry-After"))
+            delay = parse_retry_after(response.headers.get("Retry-After"), now=self._clock())
+            return response.status_code, body, delay
         except requests.Timeout as exc:
             raise ApiError.local("timeout", f"no answer within {self._timeout} s (connect, read): {exc}") from exc
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
@@ -410,22 +430,12 @@ def _one_of(name_a: str, a: object, name_b: str, b: object) -> None:
 def _image_part(image: Image, filename: str = "image.jpg") -> tuple[str, Image, str]:
     if not image:
         raise ApiError.refused(-1300, "empty image")
-    if bytes(image[:6]).startswith(_GIF_MAGIC):
+    kind = sniff_image_type(image)
+    if kind == GIF:
         raise ApiError.refused(-1400, "GIF images are not supported")
     if len(image) > MAX_BODY_BYTES:
         raise _too_large()
-    return filename, image, content_type_of(image)
-
-
-def content_type_of(image: Image) -> str:
-    """MIME type from the magic bytes (JPEG, PNG, BMP, WebP), else ``application/octet-stream``."""
-    head = bytes(image[:12])  # the longest signature checked; never a copy of the whole image
-    for magic, mime in _MAGIC_TYPES:
-        if head.startswith(magic):
-            return mime
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image/webp"
-    return "application/octet-stream"
+    return filename, image, kind or "application/octet-stream"
 
 
 def _too_large() -> ApiError:
@@ -443,14 +453,3 @@ def _indexed(name: str, values: Sequence[str]) -> _Fields:
 
 def _field_parser(field: str) -> Callable[[bytes, int], list[str]]:
     return lambda body, status: parse_id_list(body, status, field)
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a numeric ``Retry-After`` header (the HTTP-date form is ignored)."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    return seconds if 0 <= seconds < 86400 else None

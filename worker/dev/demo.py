@@ -29,7 +29,7 @@ import orjson
 from confluent_kafka import Consumer, TopicPartition
 
 from worker import config
-from worker.api.client import MultidentifyClient
+from worker.api.client import ClientOptions, MultidentifyClient
 from worker.api.errors import meaning
 from worker.dev import devstack
 from worker.dev.processes import stop_process
@@ -239,10 +239,12 @@ def run_demo(out: IO[str] = sys.stdout, *, events_per_kind: int = 8) -> int:
         print(f"1. stack up: broker {st.bootstrap}, emulator {st.api_url}", file=out)
         sc = Scenario(images, st.images_url)
         with MultidentifyClient(
-            appid=DEV_ACCOUNT.appid,
-            secret_id=DEV_ACCOUNT.secret_id,
-            secret_key=DEV_ACCOUNT.secret_key,
-            base_url=st.api_url,
+            ClientOptions(
+                appid=DEV_ACCOUNT.appid,
+                secret_id=DEV_ACCOUNT.secret_id,
+                secret_key=DEV_ACCOUNT.secret_key,
+                base_url=st.api_url,
+            )
         ) as client:
             sc.enroll(client, PEOPLE)
         print(f"2. enrolled {len(PEOPLE)} people in group '{sc.group}': {', '.join(PEOPLE)}", file=out)

@@ -20,21 +20,17 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from worker.api.images import GIF, sniff_image_type
 from worker.emulator import synth
 from worker.emulator.faces import DetectedFace, FaceEngine, ImageError, Vector
 
-GIF_MAGIC = (b"GIF87a", b"GIF89a")
 MAX_PIXELS = 40_000_000  # refuse decompression bombs as undecodable
 HALF_CONFIDENCE_DISTANCE = 0.2
 
 
-def is_gif(data: bytes) -> bool:
-    return data[:6] in GIF_MAGIC
-
-
 def decode_rgb(data: bytes) -> npt.NDArray[np.uint8]:
     """Bytes → RGB array; GIF → ImageError(-1400); anything Pillow cannot decode → ImageError(-1102)."""
-    if is_gif(data):
+    if sniff_image_type(data) == GIF:
         raise ImageError(-1400, "GIF images are not supported")
     try:
         with warnings.catch_warnings():

@@ -44,13 +44,14 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from worker.api.images import GIF, sniff_image_type
 from worker.emulator.accounts import AccountBook
 from worker.emulator.auth import SignatureChecker
 from worker.emulator.config import EmulatorConfig
-from worker.emulator.engine import DetectionCache, SyntheticEngine, is_gif
+from worker.emulator.download import DownloadError, UrlDownloader
+from worker.emulator.engine import DetectionCache, SyntheticEngine
 from worker.emulator.faces import DetectedFace, FaceEngine, ImageError
 from worker.emulator.faults import NO_FAULT, FaultConfig, FaultInjector, FaultPlan
-from worker.emulator.fetch import FetchError, ImageFetcher
 from worker.emulator.gallery import Gallery, GalleryError
 from worker.emulator.serving import PARSE_ERROR_RESPONSE
 from worker.emulator.wire import (
@@ -128,7 +129,7 @@ class Emulator:
         self.checker = SignatureChecker(AccountBook(config.accounts))
         self.gallery = Gallery(self.engine, config.db, config.limits)
         self.detections = DetectionCache(self.engine, config.detect_cache_entries)
-        self.fetcher = ImageFetcher(
+        self.downloader = UrlDownloader(
             timeout_s=config.download_timeout_s, max_bytes=config.download_max_bytes, cache_ttl_s=config.url_cache_ttl_s
         )
         self.faults = FaultInjector(config.faults)
@@ -181,10 +182,10 @@ class Emulator:
         return web.Response(status=200, body=envelope(3), content_type="application/json")
 
     async def _on_startup(self, _app: web.Application) -> None:
-        await self.fetcher.start()
+        await self.downloader.start()
 
     async def _on_cleanup(self, _app: web.Application) -> None:
-        await self.fetcher.close()
+        await self.downloader.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
         self.gallery.close()
 
@@ -219,7 +220,7 @@ class Emulator:
                 "misses": self.detections.misses,
                 "entries": len(self.detections._entries),
             },
-            "downloads": {"count": self.fetcher.downloads, "failures": self.fetcher.failures},
+            "downloads": {"count": self.downloader.downloads, "failures": self.downloader.failures},
             "gallery": self.gallery.counts(),
         }
 
@@ -234,7 +235,7 @@ class Emulator:
         if caches:
             self._results.clear()
             self.detections.clear()
-            self.fetcher.clear()
+            self.downloader.clear()
             self.checker.reset()
         if gallery:
             self.gallery.reset()
@@ -437,8 +438,8 @@ class Emulator:
         """``url`` wins over ``image``; neither → -1301, empty image → -1300, download failure → -1308."""
         if url:
             try:
-                return await self.fetcher.fetch(url)
-            except FetchError as exc:
+                return await self.downloader.download(url)
+            except DownloadError as exc:
                 raise _Abort(exc.code) from exc
         if blob is None:
             raise _Abort(-1301)
@@ -453,7 +454,7 @@ class Emulator:
         """(sha1, faces largest first); GIF → -1400, undecodable → -1102 (results cached by the sha1)."""
         if not data:
             raise _Abort(-1300)
-        if is_gif(data):
+        if sniff_image_type(data) == GIF:
             raise _Abort(-1400)
         key = DetectionCache.key(data)
         result = self.detections.get(key)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
+from worker.api.client import ClientOptions, MultidentifyClient
 from worker.config import Settings
 from worker.core.breaker import CircuitBreaker
 from worker.core.outcomes import RetryPolicy
@@ -14,6 +16,9 @@ from worker.runtime.identify import Identifier, ImageSource
 from worker.runtime.observer import Observer, Observers
 from worker.runtime.pipeline import Pipeline
 from worker.runtime.stopping import STOP_MARGIN_S, StopWatchdog, install_stop_handlers
+
+if TYPE_CHECKING:
+    from worker.fetch import FetchOptions
 
 log = logging.getLogger("worker.app")
 
@@ -27,18 +32,9 @@ def retry_policy(settings: Settings) -> RetryPolicy:
     )
 
 
-def build_pipeline(
-    settings: Settings,
-    *,
-    observers: Sequence[Observer] = (),
-    consumer_config: dict[str, object] | None = None,
-    producer_config: dict[str, object] | None = None,
-) -> Pipeline:
-    """Everything `run` wires together, without signal handlers or the ops server (tests use this too)."""
-    from worker.api.client import MultidentifyClient
-
-    pool = settings.max_in_flight
-    client = MultidentifyClient(
+def client_options(settings: Settings) -> ClientOptions:
+    """The face API client's options: every setting it reads, read here."""
+    return ClientOptions(
         appid=settings.appid,
         secret_id=settings.secret_id,
         secret_key=settings.secret_key,
@@ -47,25 +43,43 @@ def build_pipeline(
         signature_lifetime=settings.signature_lifetime_s,
         connect_timeout=settings.connect_timeout_s,
         read_timeout=settings.read_timeout_s,
-        pool_size=pool + 1,  # one connection for the breaker's probe
+        pool_size=settings.max_in_flight + 1,  # one connection for the breaker's probe
         verify=settings.tls_verify,
     )
+
+
+def fetch_options(settings: Settings) -> FetchOptions:
+    """Fetch mode's options: every setting the image fetcher reads but its memory budget, read here."""
+    from worker.fetch import FetchOptions  # only in fetch mode
+
+    return FetchOptions(
+        max_bytes=settings.fetch_max_bytes,
+        connect_timeout=min(settings.connect_timeout_s, settings.fetch_timeout_s),
+        read_timeout=settings.fetch_timeout_s,
+        total_timeout=settings.fetch_timeout_s,
+        allowed_networks=settings.fetch_allowed_networks,
+        verify=settings.fetch_tls_verify,
+        pool_size=settings.max_in_flight,  # one connection per HTTP thread
+    )
+
+
+def build_pipeline(
+    settings: Settings,
+    *,
+    observers: Sequence[Observer] = (),
+    consumer_config: dict[str, object] | None = None,
+    producer_config: dict[str, object] | None = None,
+) -> Pipeline:
+    """Everything `run` wires together, without signal handlers or the ops server (tests use this too)."""
+    client = MultidentifyClient(client_options(settings))
     fetcher: ImageSource | None = None
     if settings.image_mode == "fetch":
         from worker.config import MIB
         from worker.core.budget import ByteBudget
         from worker.fetch import ImageFetcher
 
-        fetcher = ImageFetcher(
-            max_bytes=settings.fetch_max_bytes,
-            connect_timeout=min(settings.connect_timeout_s, settings.fetch_timeout_s),
-            read_timeout=settings.fetch_timeout_s,
-            total_timeout=settings.fetch_timeout_s,
-            allowed_networks=settings.fetch_allowed_networks,
-            verify=settings.fetch_tls_verify,
-            pool_size=pool,
-            budget=ByteBudget(settings.fetch_memory_mb * MIB),  # images held at once, API retries included
-        )
+        # The budget bounds the images held at once, API retries included.
+        fetcher = ImageFetcher(fetch_options(settings), budget=ByteBudget(settings.fetch_memory_mb * MIB))
     breaker = CircuitBreaker(failure_ratio=settings.breaker_failure_ratio, open_s=settings.breaker_open_s)
     rate = settings.rate_limit_qps
     limiter = AimdRateLimiter(rate, min_rate=min(1.0, rate) if rate else None)

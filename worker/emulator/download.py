@@ -1,7 +1,8 @@
-"""Downloads ``url`` images the way the real service does: any failure is code -1308.
+"""The emulated service's own download of ``url`` images: any failure is code -1308, as the service answers.
 
-One keep-alive aiohttp session per emulator; a total timeout and a size cap per download. An optional
-short-lived cache of successful downloads (off by default, since the real service fetches every time)
+Not the worker's fetch mode (``worker.fetch``): no SSRF guard, since the emulator only ever runs on loopback in
+development. One keep-alive aiohttp session per emulator; a total timeout and a size cap per download. An
+optional short-lived cache of successful downloads (off by default, since the real service fetches every time)
 lets load tests measure the worker rather than the image server.
 """
 
@@ -15,13 +16,17 @@ import aiohttp
 DOWNLOAD_FAILED = -1308
 
 
-class FetchError(Exception):
+class DownloadError(Exception):
+    """A download failed; ``code`` is what the service answers for it."""
+
     def __init__(self, detail: str, code: int = DOWNLOAD_FAILED) -> None:
         super().__init__(detail)
         self.code = code
 
 
-class ImageFetcher:
+class UrlDownloader:
+    """Downloads the images that requests name by ``url`` (start() before use, close() after)."""
+
     def __init__(
         self,
         *,
@@ -55,24 +60,24 @@ class ImageFetcher:
             await self._session.close()
             self._session = None
 
-    async def fetch(self, url: str) -> bytes:
-        """The body of a 2xx answer, at most ``max_bytes``; FetchError(-1308) otherwise."""
+    async def download(self, url: str) -> bytes:
+        """The body of a 2xx answer, at most ``max_bytes``; DownloadError(-1308) otherwise."""
         if self.cache_ttl_s > 0:
             hit = self._cache.get(url)
             if hit is not None and time.monotonic() - hit[0] < self.cache_ttl_s:
                 return hit[1]
         if not url.lower().startswith(("http://", "https://")):
             self.failures += 1
-            raise FetchError("url is not http(s)")
+            raise DownloadError("url is not http(s)")
         if self._session is None:
-            raise RuntimeError("ImageFetcher.start() was not awaited")
+            raise RuntimeError("UrlDownloader.start() was not awaited")
         self.downloads += 1
         try:
             async with self._session.get(url, allow_redirects=True) as resp:
                 if not 200 <= resp.status < 300:
-                    raise FetchError(f"image server answered HTTP {resp.status}")
+                    raise DownloadError(f"image server answered HTTP {resp.status}")
                 if resp.content_length is not None and resp.content_length > self.max_bytes:
-                    raise FetchError("image larger than the download cap")
+                    raise DownloadError("image larger than the download cap")
                 data = await resp.content.read(self.max_bytes + 1)
                 while len(data) <= self.max_bytes and not resp.content.at_eof():
                     more = await resp.content.read(self.max_bytes + 1 - len(data))
@@ -80,13 +85,13 @@ class ImageFetcher:
                         break
                     data += more
                 if len(data) > self.max_bytes:
-                    raise FetchError("image larger than the download cap")
-        except FetchError:
+                    raise DownloadError("image larger than the download cap")
+        except DownloadError:
             self.failures += 1
             raise
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             self.failures += 1
-            raise FetchError(f"download failed: {type(exc).__name__}") from exc
+            raise DownloadError(f"download failed: {type(exc).__name__}") from exc
         if self.cache_ttl_s > 0:
             self._cache[url] = (time.monotonic(), data)
             self._cache.move_to_end(url)
