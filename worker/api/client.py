@@ -29,15 +29,13 @@ import orjson
 import requests
 import urllib3
 import urllib3.filepost
-from requests.adapters import HTTPAdapter
 from urllib3.fields import RequestField
 
-from worker import __version__
 from worker.api.errors import ApiError
 from worker.api.images import GIF, sniff_image_type
 from worker.api.models import IdentifyResult, parse_data_object, parse_id_list, parse_multidentify
-from worker.api.retry_after import parse_retry_after
 from worker.api.signature import CachedSigner
+from worker.api.transport import HttpTransport
 
 DEFAULT_BASE_URL = "https://recognition.image.myqcloud.com"
 MULTIDENTIFY_PATH = "/face/multidentify"
@@ -137,10 +135,7 @@ class MultipartBody:
 class MultidentifyClient:
     """Calls the face API over one ``requests.Session`` with keep-alive; safe to share between threads.
 
-    When ``session`` is None the client creates one with an ``HTTPAdapter`` pool of ``options.pool_size``
-    connections and closes it in :meth:`close`; an injected session is used as it is and left open.
-    ``options.verify`` is passed on every request, because ``REQUESTS_CA_BUNDLE`` would override
-    ``Session.verify``. Proxy and CA settings from the environment are read once, at construction.
+    The HTTP side (pool, timeouts, TLS, an injected ``session``) is :class:`worker.api.transport.HttpTransport`.
     ``clock`` (Unix time) dates the signatures and reads a ``Retry-After`` given as a date.
     """
 
@@ -153,8 +148,6 @@ class MultidentifyClient:
     ) -> None:
         self._appid = options.appid
         self._bucket = options.bucket
-        self._base_url = options.base_url.rstrip("/")
-        self._clock = clock
         self._signer = CachedSigner(
             options.appid,
             options.secret_id,
@@ -163,28 +156,16 @@ class MultidentifyClient:
             clock=clock,
             bucket=options.bucket,
         )
-        self._owns_session = session is None
-        if session is None:
-            session = requests.Session()
-            adapter = HTTPAdapter(pool_connections=options.pool_size, pool_maxsize=options.pool_size)
-            session.mount("https://", adapter)
-            session.mount("http://", adapter)
-        self._session = session
-        self._timeout = (options.connect_timeout, options.read_timeout)
-        # read_timeout bounds each socket read; a body trickling in below it is cut off at this deadline.
-        self._call_timeout = options.connect_timeout + options.read_timeout
-        agent = options.user_agent
-        self._headers = {
-            "Host": urllib.parse.urlsplit(options.base_url).netloc.rpartition("@")[2],
-            "User-Agent": agent if agent is not None else f"multidentify-worker/{__version__}",
-        }
-        for header in self._headers.items():
-            requests.utils.check_header_validity(header)  # fail at start, not on every call
-        # The environment lookup requests does on every call (proxies, CA bundle) is done once here;
-        # an explicit verify=False or CA path survives it, verify=True becomes REQUESTS_CA_BUNDLE if set.
-        self._send_settings: dict[str, Any] = dict(
-            session.merge_environment_settings(self._base_url, {}, True, options.verify, None)
-        )  # stream=True: the body is read under the call's deadline (_read_body)
+        self._http = HttpTransport(
+            options.base_url,
+            connect_timeout=options.connect_timeout,
+            read_timeout=options.read_timeout,
+            pool_size=options.pool_size,
+            verify=options.verify,
+            user_agent=options.user_agent,
+            session=session,
+            clock=clock,
+        )
 
     # -- multidentify -------------------------------------------------------------------------------
 
@@ -303,8 +284,7 @@ class MultidentifyClient:
 
     def close(self) -> None:
         """Close the session if this client created it (an injected session belongs to the caller)."""
-        if self._owns_session:
-            self._session.close()
+        self._http.close()
 
     def __enter__(self) -> MultidentifyClient:
         return self
@@ -313,7 +293,7 @@ class MultidentifyClient:
         self.close()
 
     def __repr__(self) -> str:  # never show the secrets
-        return f"MultidentifyClient(appid={self._appid!r}, base_url={self._base_url!r})"
+        return f"MultidentifyClient(appid={self._appid!r}, base_url={self._http.base_url!r})"
 
     # -- plumbing -----------------------------------------------------------------------------------
 
@@ -326,76 +306,34 @@ class MultidentifyClient:
         return list(self._envelope().items())
 
     def _post_json(self, path: str, body: dict[str, Any], parse: Callable[[bytes, int], R]) -> R:
-        headers = {**self._headers, "Content-Type": "application/json"}
-        request = requests.Request("POST", self._base_url + path, headers=headers, data=orjson.dumps(body))
-        return self._call(request, parse)
+        prepared = self._http.prepare(path, {"Content-Type": "application/json"}, orjson.dumps(body))
+        return self._call(prepared, parse)
 
     def _post_multipart(self, path: str, fields: _Fields, files: _Files, parse: Callable[[bytes, int], R]) -> R:
         # Cheap early refusal before encoding a huge image; the exact check runs on the encoded body.
         if sum(len(content) for _, (_, content, _) in files) > MAX_BODY_BYTES:
             raise _too_large()
         body = MultipartBody(fields, files)
-        headers = {**self._headers, "Content-Type": body.content_type}
-        request = requests.Request("POST", self._base_url + path, headers=headers, data=body)
-        return self._call(request, parse)
+        return self._call(self._http.prepare(path, {"Content-Type": body.content_type}, body), parse)
 
-    def _call(self, request: requests.Request, parse: Callable[[bytes, int], R]) -> R:
-        prepared = self._session.prepare_request(request)
+    def _call(self, prepared: requests.PreparedRequest, parse: Callable[[bytes, int], R]) -> R:
         body = prepared.body
         if body is not None and len(body) > MAX_BODY_BYTES:
             raise _too_large()
         for attempt in (1, 2):
             prepared.headers["Authorization"] = self._signer.header()
-            status, content, retry_after = self._send(prepared)
+            answer = self._http.send(prepared)
             try:
-                return parse(content, status)
+                return parse(answer.body, answer.status)
             except ApiError as err:
                 if err.retry_after is None:
-                    err.retry_after = retry_after
+                    err.retry_after = answer.retry_after
                 # 9 (expired) / 13 (replay): a fresh signature may pass; a second refusal is final.
                 if err.resign and attempt == 1:
                     self._signer.invalidate()
                     continue
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
-
-    def _send(self, prepared: requests.PreparedRequest) -> tuple[int, bytes, float | None]:
-        deadline = time.monotonic() + self._call_timeout
-        try:
-            response = self._session.send(prepared, timeout=self._timeout, allow_redirects=False, **self._send_settings)
-            body = _read_body(response, deadline)
-            delay = parse_retry_after(response.headers.get("Retry-After"), now=self._clock())
-            return response.status_code, body, delay
-        except requests.Timeout as exc:
-            raise ApiError.local("timeout", f"no answer within {self._timeout} s (connect, read): {exc}") from exc
-        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise ApiError.local("connection", f"{type(exc).__name__}: {exc}"[:500]) from exc
-
-
-MAX_RESPONSE_BYTES = 4 * 1024 * 1024  # a multidentify answer is a few KB; far more is not the API
-
-
-def _read_body(response: requests.Response, deadline: float) -> bytes:
-    """The whole body by the call's deadline; the connection goes back to the pool only when read to the end."""
-    raw = response.raw
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        while True:
-            if time.monotonic() > deadline:
-                raise ApiError.local("timeout", "the answer's body did not arrive within the call's time budget")
-            chunk = raw.read1(65536, decode_content=True)
-            if not chunk:
-                break
-            size += len(chunk)
-            if size > MAX_RESPONSE_BYTES:
-                raise ApiError.local("bad_response", f"answer larger than {MAX_RESPONSE_BYTES} bytes")
-            chunks.append(chunk)
-    except BaseException:
-        response.close()  # half-read: the connection cannot be reused
-        raise
-    raw.release_conn()
-    return b"".join(chunks)
 
 
 def _checked_id(kind: str, value: str) -> str:
