@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from worker.api.client import DEFAULT_BASE_URL, MAX_BODY_BYTES, MULTIDENTIFY_PATH, MultidentifyClient
+from worker.api.codes import IAI_CODES, Api, IaiCodeInfo, class_of_iai_code
 from worker.api.errors import (
     CODES,
     LOCAL_CODES,
@@ -28,9 +29,11 @@ from worker.api.signature import CachedSigner, ParsedSignature, SignatureFormatE
 __all__ = [
     "CODES",
     "DEFAULT_BASE_URL",
+    "IAI_CODES",
     "LOCAL_CODES",
     "MAX_BODY_BYTES",
     "MULTIDENTIFY_PATH",
+    "Api",
     "ApiError",
     "CachedSigner",
     "Candidate",
@@ -38,12 +41,14 @@ __all__ = [
     "ErrorClass",
     "Face",
     "FaceRect",
+    "IaiCodeInfo",
     "IdentifyResult",
     "MultidentifyClient",
     "ParsedSignature",
     "SignatureFormatError",
     "class_of_code",
     "class_of_http_status",
+    "class_of_iai_code",
     "meaning",
     "parse",
     "parse_data_object",
