@@ -80,7 +80,7 @@ SEARCH_CLASSES: dict[str, ErrorClass] = {
     "InvalidParameterValue.ImageEmpty": P,
     "InvalidParameterValue.UrlIllegal": P,
     "LimitExceeded.ErrorFaceNumExceed": P,
-    "InvalidParameter.InvalidParameter": P,  # the reference's config: see the registry's comment
+    "InvalidParameter.InvalidParameter": P,  # not config: see the registry's comment
     "MissingParameter.ErrorParameterEmpty": P,  # likewise
     "AuthFailure.SignatureFailure": C,
     "AuthFailure.SignatureExpire": C,

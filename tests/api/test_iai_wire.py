@@ -141,7 +141,7 @@ def _assert_same_request(ours: dict[str, str], body: bytes, theirs: dict[str, st
     assert set(theirs) - set(ours) <= {"X-TC-TraceId", "X-TC-RequestClient", "X-TC-Language"}
 
 
-def test_the_reference_vector_request_is_the_sdk_s(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_tc3_vector_request_is_the_sdk_s(monkeypatch: pytest.MonkeyPatch) -> None:
     options = SearchOptions(max_face_num=5, max_person_num=5, min_face_size=34)
     body = search_faces_body(["g1", "g2"], options, url=URL)
 

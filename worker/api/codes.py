@@ -240,9 +240,9 @@ _IAI_TABLE: tuple[IaiCodeInfo, ...] = (
     I("FailedOperation.CreateFaceConcurrent", "concurrent CreateFace on the same person",
       "增加人脸不支持并发操作。", T),
     I("ResourceInUse", "the resource is in use", "资源被占用。", T),
-    # "Failed to obtain the authentication information": the reference groups ResourceUnavailable.* as config,
-    # but this one reads as the auth backend failing to answer (v1's 107/108, transient), not as a verdict on
-    # the account; config would stop the worker (or dead-letter the event) on a blip the next call may not see.
+    # "Failed to obtain the authentication information": every other ResourceUnavailable.* is config, but this one
+    # reads as the auth backend failing to answer (v1's 107/108, transient), not as a verdict on the account;
+    # config would stop the worker (or dead-letter the event) on a blip the next call may not see.
     I("ResourceUnavailable.GetAuthInfoError", "could not obtain the authentication information", "获取认证信息失败。",
       T),
     # The account: billing, service not enabled, frozen. An operator has to act.
@@ -334,8 +334,8 @@ _IAI_TABLE: tuple[IaiCodeInfo, ...] = (
     I("LimitExceeded.ErrorFaceNumExceed", "too many faces", "人脸个数超过限制。", P),
     I("RequestSizeLimitExceeded", "request body too large", "请求包超过限制大小。", P),
     I("ResponseSizeLimitExceeded", "the answer would be too large", "返回包超过限制大小。", P),
-    # Malformed requests. The reference calls InvalidParameter.InvalidParameter and
-    # MissingParameter.ErrorParameterEmpty config; they are permanent here, like v1's 21 and -1301: the
+    # Malformed requests. InvalidParameter.InvalidParameter and MissingParameter.ErrorParameterEmpty could pass
+    # for configuration errors; they are permanent here, like v1's 21 and -1301: the
     # configuration check (GetGroupList) takes none of SearchFaces' parameters, so it could never confirm them and
     # config would only add a check call before the same dead letter. The settings that shape the request are
     # checked at start (SearchOptions); what is left is this event's request.
