@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from worker.api import codes
-from worker.api.codes import CODES, REGISTRY, ErrorClass, Origin, lookup
+from worker.api.codes import CODES, IAI_CODES, REGISTRY, Api, ErrorClass, Origin, lookup
 from worker.api.errors import ApiError, config_error_reason, meaning
 from worker.core import records
 from worker.fetch import FETCH_CODES, ImageFetcher
@@ -29,7 +29,7 @@ FETCH = [
     "fetch_http_503",
 ]
 EVENT = sorted(records.INVALID_CODES)
-SERVICE = [str(code) for code in CODES]
+SERVICE = [str(code) for code in CODES] + sorted(IAI_CODES)
 
 
 @pytest.mark.parametrize(
@@ -75,16 +75,21 @@ def test_every_configuration_key_names_the_setting_to_look_at(key: str) -> None:
     assert info is not None
     if info.error_class is ErrorClass.CONFIG:
         assert info.check, f"{key}: a configuration code must say what to look at"
-        error = ApiError.local(key, "m", http_status=int(key[5:])) if key.startswith("http_") else None
-        error = error or ApiError.from_service(int(key), "m")
+        if key.startswith("http_"):
+            error = ApiError.local(key, "m", http_status=int(key[5:]))
+        elif info.api is Api.IAI:
+            error = ApiError.from_iai(key, "m")
+        else:
+            error = ApiError.from_service(int(key), "m")
         assert config_error_reason(error).endswith(f"; check {info.check}")
     else:
         assert info.check is None, f"{key}: only configuration codes stop the worker with a setting to check"
 
 
 def test_the_group_codes_are_the_configured_group_codes() -> None:
-    assert {"-1306", "-1307"} == codes.GROUP_CODES
-    assert all(CODES[int(k)].error_class is ErrorClass.CONFIG for k in codes.GROUP_CODES)
+    v1 = {k for k in codes.GROUP_CODES if REGISTRY[k].api is Api.V1}
+    assert {"-1306", "-1307"} == v1  # IAI's: tests/api/test_iai_codes.py
+    assert all(REGISTRY[k].error_class is ErrorClass.CONFIG for k in codes.GROUP_CODES)
 
 
 def test_the_http_families_are_classified_by_status() -> None:

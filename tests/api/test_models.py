@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from worker.api.errors import ApiError, ErrorClass
 from worker.api.models import (
+    Api,
     Candidate,
     Face,
     FaceRect,
@@ -72,7 +73,7 @@ def test_doc_example_parses_into_typed_values_in_order() -> None:
                 ),
             ),
         ),
-        session_id="111",
+        request_id="111",
         http_status=200,
     )
     assert isinstance(result.faces[0].candidates[0].confidence, float)
@@ -312,3 +313,16 @@ def test_valid_answers_parse_completely(doc: Any) -> None:
         assert [(c.person_id, c.face_id, c.confidence, c.tag) for c in face.candidates] == [
             (c["person_id"], c["face_id"], c["confidence"], c["tag"]) for c in raw["candidates"]
         ]
+
+
+def test_a_v1_result_says_it_is_v1_and_leaves_the_iai_fields_empty() -> None:
+    result = parse_multidentify(DOC_EXAMPLE, 200)
+    assert result.api is Api.V1 and result.api == "v1"
+    assert result.request_id == result.session_id == "111"  # session_id: v1's name, kept for older readers
+    assert result.face_model_version is None
+    face = result.faces[0]
+    assert face.ret_code is None
+    assert all(c.person_name is None for c in face.candidates)
+    # Positional construction as v1 code writes it keeps working, the new fields defaulted.
+    assert IdentifyResult((), "s", 200) == IdentifyResult(faces=(), request_id="s", http_status=200, api=Api.V1)
+    assert Candidate("p", "f", 1.0, "t") == Candidate(person_id="p", face_id="f", confidence=1.0, tag="t")

@@ -134,7 +134,7 @@ def test_parse_event_accepts_or_refuses_with_a_known_code(raw: bytes | None) -> 
     from worker.api.models import Candidate, Face, FaceRect
 
     result = IdentifyResult(
-        faces=(Face(FaceRect(1, 2, 3, 4), (Candidate("p", "f", 90.5, "t"),)),), session_id="", http_status=200
+        faces=(Face(FaceRect(1, 2, 3, 4), (Candidate("p", "f", 90.5, "t"),)),), request_id="", http_status=200
     )
     record = orjson.loads(
         records.build_result(

@@ -17,7 +17,7 @@ from worker.core.records import Event, Source
 from worker.runtime.identify import Identifier, Kind, Task
 from worker.runtime.observer import Observer
 
-OK = IdentifyResult(faces=(), session_id="", http_status=200)
+OK = IdentifyResult(faces=(), request_id="", http_status=200)
 
 
 class ScriptedApi:

@@ -37,7 +37,7 @@ OK = IdentifyResult(
             candidates=(Candidate(person_id="alice", face_id="f1", confidence=95.0, tag=""),),
         ),
     ),
-    session_id="",
+    request_id="",
     http_status=200,
 )
 

@@ -1,7 +1,10 @@
-"""Tencent face API v1 adapter: signature, error table, typed results and the HTTP client.
+"""Tencent's face APIs, v1 (multidentify) and IAI (SearchFaces): signatures, error registry, typed results, clients.
 
-- client       ``MultidentifyClient`` and its ``ClientOptions``: the calls, the wire format, the multipart body
+- client       ``MultidentifyClient`` (v1) and its ``ClientOptions``: the calls, the wire format, the multipart body
 - signature    the v1 signature (``sign``, ``parse``, ``CachedSigner``)
+- tc3          IAI's TC3-HMAC-SHA256 signature
+- iai_wire     IAI request bodies and headers, answer parsers (pure)
+- transport    the one HTTP stack both clients use: pool, deadlines, body reading
 - codes        every dead-letter key: meaning, class, origin, the setting to check
 - errors       ``ApiError``, the one failure type
 - models       typed results and pure body parsers
@@ -12,6 +15,7 @@
 from __future__ import annotations
 
 from worker.api.client import DEFAULT_BASE_URL, MAX_BODY_BYTES, MULTIDENTIFY_PATH, ClientOptions, MultidentifyClient
+from worker.api.codes import IAI_CODES, Api, IaiCodeInfo, class_of_iai_code
 from worker.api.errors import (
     CODES,
     LOCAL_CODES,
@@ -39,9 +43,11 @@ from worker.api.signature import CachedSigner, ParsedSignature, SignatureFormatE
 __all__ = [
     "CODES",
     "DEFAULT_BASE_URL",
+    "IAI_CODES",
     "LOCAL_CODES",
     "MAX_BODY_BYTES",
     "MULTIDENTIFY_PATH",
+    "Api",
     "ApiError",
     "CachedSigner",
     "Candidate",
@@ -50,12 +56,14 @@ __all__ = [
     "ErrorClass",
     "Face",
     "FaceRect",
+    "IaiCodeInfo",
     "IdentifyResult",
     "MultidentifyClient",
     "ParsedSignature",
     "SignatureFormatError",
     "class_of_code",
     "class_of_http_status",
+    "class_of_iai_code",
     "meaning",
     "parse",
     "parse_data_object",

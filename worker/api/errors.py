@@ -8,10 +8,13 @@ Exception hierarchy (what is raised where, and what it becomes)::
     │   │                 and worker.core.outcomes.decide ends it: a dead letter (transient/permanent), a held
     │   │                 event (outage), or a stop (config: the pipeline prints ``config_error_reason``).
     │   ├─ origin service   ApiError.from_service  worker.api.models.parse_envelope (a JSON code != 0);
-    │   │                   ApiError.refused        worker.api.client (not sent: the service would answer this);
-    │   │                                           worker.fetch (a GIF: -1400, the key url mode gets)
+    │   │                   ApiError.from_iai      worker.api.iai_wire.parse_response (``Response.Error``);
+    │   │                   ApiError.refused        worker.api.client, worker.api.iai_wire (not sent: the service
+    │   │                                           would answer this); worker.fetch (a GIF: -1400, the key url
+    │   │                                           mode gets)
     │   ├─ origin client    ApiError.local          worker.api.client (timeout, connection, bad_response),
-    │   │                                           worker.api.models (http_<status>, bad_response);
+    │   │                                           worker.api.models, worker.api.iai_wire (http_<status>,
+    │   │                                           bad_response);
     │   │                   ApiError("internal_error", …)  worker.runtime.dispatch (a bug; dead-lettered)
     │   └─ origin fetch     ApiError.fetch          worker.fetch (fetch_*, fetch_http_<status>)
     ├── InvalidEvent  (worker.core.records)  parse_event refuses the input (origin event); the pipeline
@@ -33,14 +36,19 @@ from __future__ import annotations
 from worker.api.codes import (
     CODES,
     FETCH_CODES,
+    IAI_CODES,
     INVALID_CODES,
     LOCAL_CODES,
+    Api,
     CodeInfo,
     ErrorClass,
+    IaiCodeInfo,
     KeyInfo,
     Origin,
     class_of_code,
     class_of_http_status,
+    class_of_iai_code,
+    is_iai_code,
     lookup,
     meaning,
 )
@@ -48,15 +56,19 @@ from worker.api.codes import (
 __all__ = [
     "CODES",
     "FETCH_CODES",
+    "IAI_CODES",
     "INVALID_CODES",
     "LOCAL_CODES",
+    "Api",
     "ApiError",
     "CodeInfo",
     "ErrorClass",
+    "IaiCodeInfo",
     "KeyInfo",
     "Origin",
     "class_of_code",
     "class_of_http_status",
+    "class_of_iai_code",
     "config_error_reason",
     "lookup",
     "meaning",
@@ -64,8 +76,9 @@ __all__ = [
 
 
 class ApiError(Exception):
-    """One failed call or download: ``code`` is the service code as a string (``"-1308"``) or another
-    dead-letter key; ``origin`` is set by the constructor that made it (by default the key's, from the registry)."""
+    """One failed call or download: ``code`` is the service code as a string (v1's ``"-1308"``, IAI's
+    ``"FailedOperation.ImageDownloadError"``) or another dead-letter key; ``origin`` is set by the constructor that
+    made it (by default the key's, from the registry); ``request_id`` is IAI's ``RequestId`` of the failed call."""
 
     def __init__(
         self,
@@ -77,6 +90,7 @@ class ApiError(Exception):
         resign: bool = False,
         retry_after: float | None = None,
         origin: Origin | None = None,
+        request_id: str | None = None,
     ) -> None:
         super().__init__(f"[{code}] {message}")
         self.code = code
@@ -89,6 +103,7 @@ class ApiError(Exception):
             info = lookup(code)
             origin = info.origin if info else Origin.CLIENT
         self.origin = origin
+        self.request_id = request_id
 
     @property
     def transient(self) -> bool:
@@ -96,7 +111,12 @@ class ApiError(Exception):
 
     @property
     def rate_limited(self) -> bool:
-        return self.code == "15" or self.http_status == 429
+        """The API asks us to slow down: v1's 15, IAI's ``RequestLimitExceeded`` (and its sub-codes, and
+        ``FailedOperation.RequestLimitExceeded``), or HTTP 429. The registry says which codes (``rate_limited``)."""
+        if self.http_status == 429:
+            return True
+        info = lookup(self.code)
+        return bool(info and info.rate_limited)
 
     @classmethod
     def from_service(cls, code: int, message: str, http_status: int | None = None) -> ApiError:
@@ -111,9 +131,35 @@ class ApiError(Exception):
         )
 
     @classmethod
-    def refused(cls, code: int, reason: str) -> ApiError:
-        """A request the client did not send because the service would answer ``code`` (same code and class)."""
-        return cls.from_service(code, f"refused locally, not sent: {reason}")
+    def from_iai(
+        cls, code: str, message: str, request_id: str | None = None, http_status: int | None = None
+    ) -> ApiError:
+        """IAI's ``Response.Error``: ``code`` is the error code string, the dead-letter key as it is.
+
+        Raises ValueError for a string not spelt like an IAI code (the parser checks before calling): such a key
+        could pass for another origin's (``timeout``) or break the dead-letter key's limits.
+        """
+        if not is_iai_code(code):
+            raise ValueError(f"not an IAI error code: {code[:80]!r}")
+        info = lookup(code)
+        assert info is not None  # every IAI-spelt code has an entry, listed or by family
+        iai = IAI_CODES.get(code)
+        return cls(
+            code,
+            info.error_class,
+            message or info.meaning,
+            http_status=http_status,
+            resign=bool(iai and iai.resign),
+            origin=Origin.SERVICE,
+            request_id=request_id,
+        )
+
+    @classmethod
+    def refused(cls, code: int | str, reason: str) -> ApiError:
+        """A request the client did not send because the service would answer ``code`` (same code and class):
+        an integer is a v1 code, a string an IAI code."""
+        message = f"refused locally, not sent: {reason}"
+        return cls.from_iai(code, message) if isinstance(code, str) else cls.from_service(code, message)
 
     @classmethod
     def local(cls, code: str, message: str, *, http_status: int | None = None) -> ApiError:
@@ -132,7 +178,16 @@ class ApiError(Exception):
     def __reduce__(self):  # type: ignore[no-untyped-def]  # keep pickling (process pools, hypothesis)
         return (
             _rebuild,
-            (self.code, self.error_class, self.message, self.http_status, self.resign, self.retry_after, self.origin),
+            (
+                self.code,
+                self.error_class,
+                self.message,
+                self.http_status,
+                self.resign,
+                self.retry_after,
+                self.origin,
+                self.request_id,
+            ),
         )
 
 
@@ -144,9 +199,17 @@ def _rebuild(
     resign: bool,
     retry_after: float | None,
     origin: Origin | None = None,  # None: pickled before errors carried their origin
+    request_id: str | None = None,
 ) -> ApiError:
     return ApiError(
-        code, error_class, message, http_status=http_status, resign=resign, retry_after=retry_after, origin=origin
+        code,
+        error_class,
+        message,
+        http_status=http_status,
+        resign=resign,
+        retry_after=retry_after,
+        origin=origin,
+        request_id=request_id,
     )
 
 

@@ -1,6 +1,13 @@
-"""Typed multidentify results and the pure parsers of response bodies (no I/O).
+"""Typed identification results, one shape for both APIs, and the pure parsers of v1's response bodies (no I/O).
 
-Envelope (docs/api-notes.md#transport-and-envelope): ``{"code": int, "message": str, "data": ...}``.
+An :class:`IdentifyResult` says which API answered (``api``): v1's ``multidentify`` (parsed here) or IAI's
+``SearchFaces`` (parsed by :mod:`worker.api.iai_wire`). The two differ in what they can say, and the types say it
+with optional fields: IAI reports a face that failed its quality check (``Face.ret_code`` -1601, no candidates) and,
+when asked, a person's name (``Candidate.person_name``); only v1 has a per-face ``tag``. A candidate's score is
+``confidence`` for both: v1's ``confidence`` and IAI's ``Score`` are both 0–100 but come from different models and
+are not comparable, so a reader must look at ``api`` before comparing a score with a threshold.
+
+v1 envelope (docs/api-notes.md#transport-and-envelope): ``{"code": int, "message": str, "data": ...}``.
 A body whose JSON carries an integer ``code`` is classified by that code whatever the HTTP status;
 a body without one is classified by the HTTP status (``http_<status>``) or, on a 2xx, is a
 ``bad_response``. Every parser here either returns a typed value or raises :class:`ApiError`.
@@ -15,14 +22,28 @@ from typing import Any, TypeGuard
 
 import orjson
 
+from worker.api.codes import Api
 from worker.api.errors import ApiError
+
+__all__ = [
+    "Api",
+    "Candidate",
+    "Face",
+    "FaceRect",
+    "IdentifyResult",
+    "parse_data_object",
+    "parse_envelope",
+    "parse_id_list",
+    "parse_multidentify",
+]
 
 _MAX_MESSAGE = 300  # service messages end up in dead-letter records and logs; keep them short
 
 
 @dataclass(frozen=True, slots=True)
 class FaceRect:
-    """Top-left corner and size of one face, in pixels of the submitted image."""
+    """Top-left corner and size of one face, in pixels of the submitted image. IAI's ``x`` and ``y`` are negative
+    when the box extends past the image's edge."""
 
     x: int
     y: int
@@ -32,29 +53,52 @@ class FaceRect:
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """One identity guess for a face; ``confidence`` is on the service's 0–100 scale."""
+    """One identity guess for a face.
+
+    ``confidence`` is the service's score on its 0–100 scale: v1's ``confidence`` or IAI's ``Score``, which are
+    not comparable (different models; ``IdentifyResult.api`` says which). ``tag`` is v1's face remark (IAI has
+    none: ``""``); ``person_name`` is IAI's ``PersonName``, given only when ``NeedPersonInfo`` asked for it.
+    """
 
     person_id: str
     face_id: str
     confidence: float
-    tag: str
+    tag: str = ""
+    person_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Face:
-    """A detected face and its candidates, best first (as the service orders them, up to 5)."""
+    """A detected face and its candidates, best first (as the service orders them).
+
+    ``ret_code`` is IAI's per-face ``RetCode``: 0, or -1601 when the face failed the quality check (it is kept,
+    with no candidates). None on v1, which has no per-face code.
+    """
 
     rect: FaceRect
     candidates: tuple[Candidate, ...]
+    ret_code: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class IdentifyResult:
-    """Every face the service found in one image, in response order."""
+    """Every face the service found in one image, in response order.
+
+    ``request_id`` identifies the call as the service answered it: v1's ``data.session_id`` (the caller's own
+    session id echoed, ``""`` when none was sent) or IAI's ``RequestId``. ``face_model_version`` is IAI's
+    ``FaceModelVersion`` (scores are calibrated per model); None on v1.
+    """
 
     faces: tuple[Face, ...]
-    session_id: str
+    request_id: str
     http_status: int
+    api: Api = Api.V1
+    face_model_version: str | None = None
+
+    @property
+    def session_id(self) -> str:
+        """v1's name for :attr:`request_id`, for readers written before IAI."""
+        return self.request_id
 
 
 class _Malformed(Exception):
@@ -126,7 +170,8 @@ def _identify_result(data: Any, http_status: int) -> IdentifyResult:
     if not isinstance(results, list):
         raise _Malformed("'results' is not an array")
     faces = tuple(_face(item, f"results[{i}]") for i, item in enumerate(results))
-    return IdentifyResult(faces=faces, session_id=_str(obj, "session_id", "data", default=""), http_status=http_status)
+    session_id = _str(obj, "session_id", "data", default="")
+    return IdentifyResult(faces=faces, request_id=session_id, http_status=http_status, api=Api.V1)
 
 
 def _face(value: Any, where: str) -> Face:
