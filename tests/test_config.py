@@ -259,7 +259,7 @@ def test_v1_is_the_default_api_and_needs_an_appid_to_run() -> None:
 
 def test_iai_runs_without_an_appid_and_searches_ten_faces_by_default() -> None:
     s = config.load(environ={**_RUN, "MDW_API": "iai"}, require_credentials=True)
-    assert (s.api, s.iai_base_url, s.iai_region) == ("iai", "https://iai.tencentcloudapi.com", "ap-guangzhou")
+    assert (s.api, s.iai_endpoint, s.iai_region) == ("iai", "iai.tencentcloudapi.com", "ap-guangzhou")
     assert (s.iai_max_face_num, s.iai_max_person_num, s.iai_min_face_size) == (10, 5, 34)
     assert (s.iai_face_match_threshold, s.iai_quality_control, s.iai_need_person_info) == (0.0, 0, False)
 
@@ -274,7 +274,8 @@ def test_iai_runs_without_an_appid_and_searches_ten_faces_by_default() -> None:
         ({"MDW_IAI_FACE_MATCH_THRESHOLD": "101"}, "iai_face_match_threshold (MDW_IAI_FACE_MATCH_THRESHOLD)"),
         ({"MDW_IAI_QUALITY_CONTROL": "5"}, "iai_quality_control (MDW_IAI_QUALITY_CONTROL): 5 is too large"),
         ({"MDW_IAI_REGION": "Guangzhou"}, "iai_region (MDW_IAI_REGION): a Tencent Cloud region"),
-        ({"MDW_IAI_BASE_URL": "iai.tencentcloudapi.com"}, "iai_base_url (MDW_IAI_BASE_URL): must be an http"),
+        ({"MDW_IAI_ENDPOINT": "ftp://iai.tencentcloudapi.com"}, "iai_endpoint (MDW_IAI_ENDPOINT): must be a host or"),
+        ({"MDW_IAI_ENDPOINT": "https://iai.tencentcloudapi.com/v3"}, "iai_endpoint (MDW_IAI_ENDPOINT): must not have a"),
     ],
 )
 def test_bad_iai_settings_name_the_setting(env: dict[str, str], fragment: str) -> None:

@@ -120,6 +120,16 @@ def _group_ids(value: Any) -> str | None:
     return f"group ids must be 1–64 characters without whitespace or '/': {bad!r}" if bad else None
 
 
+def _endpoint(value: Any) -> str | None:
+    from worker.api.iai_wire import parse_endpoint  # here, not at the top: the settings import nothing to load
+
+    try:
+        parse_endpoint(str(value))
+    except ValueError as exc:
+        return str(exc).replace("iai_endpoint ", "", 1)
+    return None
+
+
 def _region(value: Any) -> str | None:
     ok = re.match(r"^[a-z]{2,}-[a-z0-9]+(-[a-z0-9]+)*$", str(value))
     return None if ok else "a Tencent Cloud region such as ap-guangzhou, ap-shanghai or na-siliconvalley"
@@ -213,11 +223,11 @@ class Settings:
     signature_lifetime_s: int = setting(
         3600, "lifetime of the cached multi-use signature", "api", minimum=30, maximum=7776000
     )
-    iai_base_url: str = setting(
-        "https://iai.tencentcloudapi.com",
-        "IAI endpoint (nearest region; or a regional host such as https://iai.ap-guangzhou.tencentcloudapi.com)",
+    iai_endpoint: str = setting(
+        "iai.tencentcloudapi.com",
+        "IAI endpoint: a host (HTTPS; the nearest region, or iai.<region>.tencentcloudapi.com) or an http(s) URL",
         "api",
-        validate=_url,
+        validate=_endpoint,
     )
     iai_region: str = setting("ap-guangzhou", "IAI region (X-TC-Region) holding the groups", "api", validate=_region)
     iai_token: str = setting("", "IAI session token of temporary credentials (X-TC-Token)", "api", secret=True)

@@ -152,7 +152,7 @@ def _non_default_config() -> dict[str, Any]:
     special: dict[str, Any] = {
         "bootstrap_servers": "kafka:9092",
         "api_base_url": "https://emulator.example:8443",
-        "iai_base_url": "https://iai.ap-shanghai.tencentcloudapi.com",
+        "iai_endpoint": "iai.ap-shanghai.tencentcloudapi.com",
         "iai_region": "ap-shanghai",
         "iai_max_face_num": 8,
         "appid": "1250000000",
@@ -658,7 +658,7 @@ def config_schema_from_settings() -> dict[str, Any]:
         "results_topic": r"^[A-Za-z0-9._-]{1,249}$",
         "dlq_topic": r"^[A-Za-z0-9._-]{1,249}$",
         "api_base_url": r"^https?://[^\s/]+",
-        "iai_base_url": r"^https?://[^\s/]+",
+        "iai_endpoint": r"^(https?://)?[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$",
         "iai_region": r"^[a-z]{2,}-[a-z0-9]+(-[a-z0-9]+)*$",
     }
     props: dict[str, Any] = {}
