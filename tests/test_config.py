@@ -275,7 +275,7 @@ def test_iai_runs_without_an_appid_and_searches_ten_faces_by_default() -> None:
         ({"MDW_IAI_QUALITY_CONTROL": "5"}, "iai_quality_control (MDW_IAI_QUALITY_CONTROL): 5 is too large"),
         ({"MDW_IAI_REGION": "Guangzhou"}, "iai_region (MDW_IAI_REGION): a Tencent Cloud region"),
         ({"MDW_IAI_ENDPOINT": "ftp://iai.tencentcloudapi.com"}, "iai_endpoint (MDW_IAI_ENDPOINT): must be a host or"),
-        ({"MDW_IAI_ENDPOINT": "https://iai.tencentcloudapi.com/v3"}, "iai_endpoint (MDW_IAI_ENDPOINT): must not have a"),
+        ({"MDW_IAI_ENDPOINT": "https://iai.example/v3"}, "iai_endpoint (MDW_IAI_ENDPOINT): must not have a"),
     ],
 )
 def test_bad_iai_settings_name_the_setting(env: dict[str, str], fragment: str) -> None:
