@@ -243,7 +243,7 @@ class Settings:
         "IAI FaceMatchThreshold: only candidates scoring above it (≈ 80 suits most uses)",
         "api",
         minimum=0,
-        maximum=100,
+        maximum=99.99,
     )
     iai_quality_control: int = setting(
         0, "IAI QualityControl: 0 none … 4 strictest image quality check", "api", minimum=0, maximum=4

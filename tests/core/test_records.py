@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from worker import schemas
 from worker.api.errors import ApiError, ErrorClass
-from worker.api.models import Candidate, Face, FaceRect, IdentifyResult
+from worker.api.models import Api, Candidate, Face, FaceRect, IdentifyResult
 from worker.core.records import (
     EMPTY_VALUE,
     EVENT_TOO_LARGE,
@@ -280,6 +280,7 @@ def test_result_record_is_valid_and_complete() -> None:
     assert second == {"face_rect": {"x": -3, "y": 20, "width": 30, "height": 40}, "candidates": [], "best_match": None}
     assert record["metadata"] == {"cam": 7}
     assert record["api"] == {
+        "name": "v1",
         "latency_ms": 312.5,
         "attempts": 2,
         "session_id": "tc-sess",
@@ -288,6 +289,53 @@ def test_result_record_is_valid_and_complete() -> None:
     }
     assert record["source"] == {"topic": "images", "partition": 3, "offset": 1234, "timestamp_ms": 1_700_000_000_000}
     assert record["processed_at"] == "2023-11-14T22:13:20.123Z"
+
+
+def test_an_iai_result_names_its_api_and_keeps_every_candidate_asked_for_and_quality_failed_faces() -> None:
+    ten = tuple(Candidate(f"p{i}", f"f{i}", 95.0 - i, "", person_name=f"Person {i}") for i in range(10))
+    faces = (Face(FaceRect(-4, -2, 30, 40), ten, ret_code=0), Face(FaceRect(5, 6, 20, 20), (), ret_code=-1601))
+    record = _valid(
+        "result",
+        build_result(
+            parse_event(_event(), SRC),
+            IdentifyResult(faces, "57b42b73-b978-45b9-8095-8f50e9642d35", 200, api=Api.IAI),
+            source=SRC,
+            attempts=1,
+            api_latency_ms=80.0,
+            worker_version="0.1.0",
+            processed_at_ms=0,
+            image_mode="url",
+        ),
+    )
+    assert record["api"]["name"] == "iai"
+    assert record["api"]["session_id"] == "57b42b73-b978-45b9-8095-8f50e9642d35"
+    searched, refused = record["faces"]
+    # MaxPersonNum is the request's: nothing is cut at v1's five.
+    assert [c["person_id"] for c in searched["candidates"]] == [f"p{i}" for i in range(10)]
+    assert searched["best_match"]["person_name"] == "Person 0"
+    assert searched["face_rect"] == {"x": -4, "y": -2, "width": 30, "height": 40} and searched["ret_code"] == 0
+    assert refused == {
+        "face_rect": {"x": 5, "y": 6, "width": 20, "height": 20},
+        "candidates": [],
+        "best_match": None,
+        "ret_code": -1601,
+    }
+
+
+def test_a_dead_letter_names_the_api_the_worker_called() -> None:
+    doc = _valid(
+        "deadletter",
+        build_dead_letter(
+            b"{}",
+            event_id="e",
+            error=ErrorInfo("FailedOperation.ImageDownloadError", "permanent", "download failed", 200, 1, 1, 2),
+            source=SRC,
+            worker_version="v",
+            api=Api.IAI,
+        ),
+    )
+    assert doc["worker"]["api"] == "iai" and doc["error"]["code"] == "FailedOperation.ImageDownloadError"
+    assert doc["error"]["meaning"] != "FailedOperation.ImageDownloadError"  # the registry explains it
 
 
 def test_result_candidates_are_ranked_best_first() -> None:

@@ -45,13 +45,11 @@ class ScriptedApi:
             raise answer
         return answer
 
-    def multidentify_url(self, url: str, group_ids: Sequence[str], session_id: str | None = None) -> IdentifyResult:
+    def identify_url(self, url: str, group_ids: Sequence[str], session_id: str | None = None) -> IdentifyResult:
         self.calls.append((url, tuple(group_ids)))
         return self._answer()
 
-    def multidentify_image(
-        self, image: bytes, group_ids: Sequence[str], session_id: str | None = None
-    ) -> IdentifyResult:
+    def identify_image(self, image: bytes, group_ids: Sequence[str], session_id: str | None = None) -> IdentifyResult:
         raise AssertionError("url mode only")
 
     def check_configuration(self, group_ids: Sequence[str]) -> None:

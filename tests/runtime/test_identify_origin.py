@@ -27,12 +27,10 @@ class FailingFetcher:
 
 
 class NoApi:
-    def multidentify_url(self, url: str, group_ids: Sequence[str], session_id: str | None = None) -> IdentifyResult:
+    def identify_url(self, url: str, group_ids: Sequence[str], session_id: str | None = None) -> IdentifyResult:
         raise AssertionError("fetch mode only")
 
-    def multidentify_image(
-        self, image: bytes, group_ids: Sequence[str], session_id: str | None = None
-    ) -> IdentifyResult:
+    def identify_image(self, image: bytes, group_ids: Sequence[str], session_id: str | None = None) -> IdentifyResult:
         raise AssertionError("the download failed: the API is never called")
 
     def check_configuration(self, group_ids: Sequence[str]) -> None:

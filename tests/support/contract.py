@@ -88,7 +88,7 @@ class FakeApi:
             return False
         return True
 
-    def multidentify_url(self, url: str, group_ids: Sequence[str], session_id: str | None = None) -> IdentifyResult:
+    def identify_url(self, url: str, group_ids: Sequence[str], session_id: str | None = None) -> IdentifyResult:
         self.clock.sleep(self.latency_s)
         with self._lock:
             answer = err(15) if self._throttled() else self.answer(url)
@@ -98,9 +98,7 @@ class FakeApi:
             raise answer
         return answer
 
-    def multidentify_image(
-        self, image: bytes, group_ids: Sequence[str], session_id: str | None = None
-    ) -> IdentifyResult:
+    def identify_image(self, image: bytes, group_ids: Sequence[str], session_id: str | None = None) -> IdentifyResult:
         raise AssertionError("url mode only")
 
     def check_configuration(self, group_ids: Sequence[str]) -> None:

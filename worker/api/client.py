@@ -203,6 +203,10 @@ class MultidentifyClient:
         files = [("image", _image_part(image, filename))]
         return self._post_multipart(MULTIDENTIFY_PATH, fields, files, parse_multidentify)
 
+    # The worker's FaceApi names (worker.runtime.identify), shared with the IAI client.
+    identify_url = multidentify_url
+    identify_image = multidentify_image
+
     # -- person / group management (same envelope; return ``data``) ----------------------------------
 
     def newperson(

@@ -37,7 +37,7 @@ from jsonschema import ValidationError
 from worker import schemas
 from worker.api import codes
 from worker.api.errors import ApiError, ErrorClass, meaning
-from worker.api.models import Candidate, IdentifyResult
+from worker.api.models import Api, Candidate, IdentifyResult
 
 TopicPartition = tuple[str, int]
 Headers = tuple[tuple[str, bytes | None], ...]
@@ -310,12 +310,15 @@ def _source_json(source: Source) -> dict[str, Any]:
 
 
 def _candidate_json(candidate: Candidate) -> dict[str, Any]:
-    return {
+    out: dict[str, Any] = {
         "person_id": candidate.person_id,
         "face_id": candidate.face_id,
         "confidence": candidate.confidence,
         "tag": candidate.tag,
     }
+    if candidate.person_name is not None:
+        out["person_name"] = candidate.person_name
+    return out
 
 
 def build_result(
@@ -330,24 +333,27 @@ def build_result(
     image_mode: ImageMode,
     worker_instance: str | None = None,
 ) -> bytes:
-    """The result record value (schemas/result.schema.json): every face with its top-5 candidates, best first."""
+    """The result record value (schemas/result.schema.json): every face with its candidates, best first (v1: the
+    top 5; IAI: the ``MaxPersonNum`` the request asked for), and the API that answered (``api.name``)."""
+    keep = TOP_CANDIDATES if result.api is Api.V1 else None
     faces = []
     for face in result.faces:
         # Stable sort: the service's order is kept among equal confidences and when it already sorts.
-        ranked = sorted(face.candidates, key=lambda c: -c.confidence)[:TOP_CANDIDATES]
+        ranked = sorted(face.candidates, key=lambda c: -c.confidence)[:keep]
         candidates = [_candidate_json(c) for c in ranked]
-        faces.append(
-            {
-                "face_rect": {
-                    "x": face.rect.x,
-                    "y": face.rect.y,
-                    "width": face.rect.width,
-                    "height": face.rect.height,
-                },
-                "candidates": candidates,
-                "best_match": candidates[0] if candidates else None,
-            }
-        )
+        entry: dict[str, Any] = {
+            "face_rect": {
+                "x": face.rect.x,
+                "y": face.rect.y,
+                "width": face.rect.width,
+                "height": face.rect.height,
+            },
+            "candidates": candidates,
+            "best_match": candidates[0] if candidates else None,
+        }
+        if face.ret_code is not None:  # IAI: 0, or -1601 for a face kept without candidates (quality check)
+            entry["ret_code"] = face.ret_code
+        faces.append(entry)
     record = {
         "schema_version": SCHEMA_VERSION,
         "event_id": event.event_id,
@@ -358,9 +364,10 @@ def build_result(
         "faces": faces,
         "metadata": event.metadata,
         "api": {
+            "name": result.api.value,
             "latency_ms": api_latency_ms,
             "attempts": attempts,
-            "session_id": result.session_id,
+            "session_id": result.request_id,
             "http_status": result.http_status,
             "image_mode": image_mode,
         },
@@ -433,8 +440,11 @@ def build_dead_letter(
     consumer_group: str | None = None,
     max_original_bytes: int = MAX_ORIGINAL_BYTES,
     worker_instance: str | None = None,
+    api: Api | None = None,
 ) -> bytes:
     """The dead-letter envelope (schemas/deadletter.schema.json) with the original value byte-for-byte.
+
+    ``api``: the face API the worker calls, which says how to read ``error.code`` (left out when None).
 
     ``dead_lettered_at_ms`` defaults to the error's last failure time (the record is built right after it).
     A value longer than ``max_original_bytes`` is not embedded (``value_omitted``): the envelope must fit the
@@ -472,7 +482,11 @@ def build_dead_letter(
             "headers": [[name, _b64(value)] for name, value in headers],
             "headers_omitted": headers_omitted,
         },
-        "worker": {**_worker_json(worker_version, worker_instance), "consumer_group": consumer_group},
+        "worker": {
+            **_worker_json(worker_version, worker_instance),
+            "consumer_group": consumer_group,
+            **({} if api is None else {"api": api.value}),
+        },
         "replay_count": replay_count,
         "dead_lettered_at_ms": at_ms,
         "dead_lettered_at": rfc3339_ms(at_ms),

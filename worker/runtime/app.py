@@ -8,11 +8,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from worker.api.client import ClientOptions, MultidentifyClient
+from worker.api.iai_client import IaiClient, IaiOptions
+from worker.api.iai_wire import SearchOptions
 from worker.config import Settings
 from worker.core.breaker import CircuitBreaker
 from worker.core.outcomes import RetryPolicy
 from worker.core.ratelimit import AimdRateLimiter
-from worker.runtime.identify import Identifier, ImageSource
+from worker.runtime.identify import FaceApi, Identifier, ImageSource
 from worker.runtime.observer import Observer, Observers
 from worker.runtime.pipeline import Pipeline
 from worker.runtime.stopping import STOP_MARGIN_S, StopWatchdog, install_stop_handlers
@@ -48,6 +50,37 @@ def client_options(settings: Settings) -> ClientOptions:
     )
 
 
+def iai_options(settings: Settings) -> IaiOptions:
+    """The IAI client's options (``api = "iai"``): every setting it reads, read here. Knobs left at IAI's own
+    default are not sent."""
+    return IaiOptions(
+        secret_id=settings.secret_id,
+        secret_key=settings.secret_key,
+        token=settings.iai_token,
+        endpoint=settings.iai_endpoint,
+        region=settings.iai_region,
+        search=SearchOptions(
+            max_face_num=settings.iai_max_face_num,
+            max_person_num=settings.iai_max_person_num,
+            min_face_size=settings.iai_min_face_size if settings.iai_min_face_size != 34 else None,
+            face_match_threshold=settings.iai_face_match_threshold or None,
+            quality_control=settings.iai_quality_control or None,
+            need_person_info=settings.iai_need_person_info,
+        ),
+        connect_timeout=settings.connect_timeout_s,
+        read_timeout=settings.read_timeout_s,
+        pool_size=settings.max_in_flight + 1,  # one connection for the breaker's probe
+        verify=settings.tls_verify,
+    )
+
+
+def face_api(settings: Settings) -> FaceApi:
+    """The client of the API ``settings.api`` names."""
+    if settings.api == "iai":
+        return IaiClient(iai_options(settings))
+    return MultidentifyClient(client_options(settings))
+
+
 def fetch_options(settings: Settings) -> FetchOptions:
     """Fetch mode's options: every setting the image fetcher reads but its memory budget, read here."""
     from worker.fetch import FetchOptions  # only in fetch mode
@@ -71,7 +104,7 @@ def build_pipeline(
     producer_config: dict[str, object] | None = None,
 ) -> Pipeline:
     """Everything `run` wires together, without signal handlers or the ops server (tests use this too)."""
-    client = MultidentifyClient(client_options(settings))
+    client = face_api(settings)
     fetcher: ImageSource | None = None
     if settings.image_mode == "fetch":
         from worker.config import MIB
@@ -117,7 +150,7 @@ def run(settings: Settings) -> int:
     configure_logging(
         settings.log_level,
         settings.log_format,
-        secrets=[s for s in (settings.secret_id, settings.secret_key, settings.sasl_password) if s],
+        secrets=[s for s in (settings.secret_id, settings.secret_key, settings.sasl_password, settings.iai_token) if s],
     )
     budget = settings.drain_timeout_s + STOP_MARGIN_S
     watchdog = StopWatchdog(stop, budget, drain_s=settings.drain_timeout_s).start()

@@ -98,9 +98,9 @@ class Verdict(enum.Enum):
 
 
 class FaceApi(Protocol):
-    def multidentify_url(self, url: str, group_ids: Sequence[str], session_id: str | None = None) -> IdentifyResult: ...
+    def identify_url(self, url: str, group_ids: Sequence[str], session_id: str | None = None) -> IdentifyResult: ...
 
-    def multidentify_image(
+    def identify_image(
         self, image: bytes | bytearray | memoryview, group_ids: Sequence[str], session_id: str | None = None
     ) -> IdentifyResult: ...
 
@@ -384,9 +384,9 @@ class Identifier:
             if self._fetcher is not None:
                 image = self._image(task, cancelled)
                 started = self._clock.now()  # API latency excludes the download
-                result = self._api.multidentify_image(image, groups, event.session_id)
+                result = self._api.identify_image(image, groups, event.session_id)
             else:
-                result = self._api.multidentify_url(event.image_url, groups, event.session_id)
+                result = self._api.identify_url(event.image_url, groups, event.session_id)
         except ApiError as err:
             latency = self._clock.now() - started
             now_ms = int(self._wall() * 1000)

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from confluent_kafka import KafkaError, KafkaException
 
+from worker.api.codes import Api
 from worker.core import records
 from worker.core.guard import DeadLetterGuard
 from worker.core.offsets import OffsetTracker
@@ -53,6 +54,7 @@ class Identity:
     instance: str  # host/pid
     group_id: str
     image_mode: Literal["url", "image"]  # "image" in fetch mode, as the result records name it
+    api: Api = Api.V1  # the face API called: dead letters say it (results carry the answer's own)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +179,7 @@ class OutputWriter:
                 replay_count=replay_count,
                 consumer_group=self._id.group_id,
                 worker_instance=self._id.instance,
+                api=self._id.api,
                 **({} if keep_original else {"max_original_bytes": 0}),
             )
             return _Output(

@@ -52,6 +52,7 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, Producer
 
 from worker import __version__
+from worker.api.codes import Api
 from worker.api.errors import config_error_reason, meaning
 from worker.config import Settings
 from worker.core import records
@@ -94,6 +95,7 @@ class PipelineOptions:
     dlq_guard_window: int
     dlq_guard_ratio: float
     dlq_guard_pause_s: float
+    api: Api = Api.V1
 
     @classmethod
     def from_settings(cls, s: Settings) -> PipelineOptions:
@@ -112,6 +114,7 @@ class PipelineOptions:
             dlq_guard_window=s.dlq_guard_window,
             dlq_guard_ratio=s.dlq_guard_ratio,
             dlq_guard_pause_s=s.dlq_guard_pause_s,
+            api=Api(s.api),
         )
 
 
@@ -184,6 +187,7 @@ class Pipeline:
                 f"{socket.gethostname()}/{os.getpid()}",
                 opts.group_id,
                 "image" if opts.image_mode == "fetch" else "url",
+                opts.api,
             ),
             fail=self._fail,
             guard_tripped=self._guard_tripped,

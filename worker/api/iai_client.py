@@ -1,0 +1,190 @@
+"""HTTP client for Tencent's face API IAI (API 3.0, 2020-03-03): SearchFaces and the calls the worker and demo need.
+
+The IAI twin of :class:`worker.api.client.MultidentifyClient`, with the same contract and the same HTTP stack
+(:class:`worker.api.transport.HttpTransport`: one pool, connect + read timeout for a whole call):
+
+- every failure is an :class:`ApiError` (an IAI code such as ``FailedOperation.ImageDownloadError``, or
+  ``timeout`` / ``connection`` / ``http_<status>`` / ``bad_response``); nothing is retried here except one
+  re-signed attempt after ``AuthFailure.SignatureExpire`` (the registry's ``resign``);
+- requests the service would refuse are refused locally with its own code and nothing is sent
+  (:mod:`worker.api.iai_wire`);
+- every call is signed with the timestamp of its own send (TC3 signatures are per request);
+- one client is shared by many threads: it holds no per-call state.
+
+``identify_url`` / ``identify_image`` search every face of an image (``MaxFaceNum`` from
+:class:`~worker.api.iai_wire.SearchOptions`, 10 by default: IAI's own default is the largest face only).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import requests
+
+from worker.api import iai_wire
+from worker.api.errors import ApiError
+from worker.api.iai_wire import Action, Credentials, GroupInfo, PersonInfo, SearchOptions
+from worker.api.models import IdentifyResult
+from worker.api.transport import HttpTransport
+
+R = TypeVar("R")
+Image = bytes | bytearray | memoryview
+
+#: Pages of GetGroupList / GetPersonList read at most (1,000 entries each): the bound of every listing loop.
+MAX_PAGES = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class IaiOptions:
+    """What an :class:`IaiClient` is configured with. Built from the settings in one place
+    (``worker.runtime.app.iai_options``); ``endpoint`` is a host or an http(s) URL (``iai_endpoint``)."""
+
+    secret_id: str = dataclasses.field(repr=False)
+    secret_key: str = dataclasses.field(repr=False)
+    token: str = dataclasses.field(default="", repr=False)
+    endpoint: str = iai_wire.DEFAULT_ENDPOINT
+    region: str = "ap-guangzhou"
+    search: SearchOptions = dataclasses.field(default_factory=SearchOptions)
+    connect_timeout: float = 3.0
+    read_timeout: float = 10.0
+    pool_size: int = 64
+    verify: bool | str = True
+    user_agent: str | None = None
+    language: str | None = None  # "en-US" for English error messages; None: the service's default (zh-CN)
+
+    def __post_init__(self) -> None:
+        iai_wire.parse_endpoint(self.endpoint)  # ValueError naming iai_endpoint
+
+
+class IaiClient:
+    """Calls IAI over one pooled session; safe to share between threads (see the module's contract)."""
+
+    def __init__(
+        self,
+        options: IaiOptions,
+        *,
+        session: requests.Session | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        endpoint = iai_wire.parse_endpoint(options.endpoint)
+        self._credentials = Credentials(options.secret_id, options.secret_key, options.token or None)
+        self._region = options.region
+        self._search = options.search
+        self._language = options.language
+        self._clock = clock
+        self._http = HttpTransport(
+            endpoint.url,
+            connect_timeout=options.connect_timeout,
+            read_timeout=options.read_timeout,
+            pool_size=options.pool_size,
+            verify=options.verify,
+            user_agent=options.user_agent,
+            session=session,
+            clock=clock,
+        )
+
+    # -- search (the worker's FaceApi) ------------------------------------------------------------------
+
+    def identify_url(self, url: str, group_ids: Sequence[str], session_id: str | None = None) -> IdentifyResult:
+        """SearchFaces on the image at ``url`` (downloaded by the service). ``session_id`` has no IAI field:
+        the answer's ``RequestId`` names the call."""
+        body = iai_wire.search_faces_body(group_ids, self._search, url=url)
+        return self._call(Action.SEARCH_FACES, body, iai_wire.parse_search_faces)
+
+    def identify_image(self, image: Image, group_ids: Sequence[str], session_id: str | None = None) -> IdentifyResult:
+        """SearchFaces on ``image`` (sent base64-encoded; refused over 5 MB encoded)."""
+        body = iai_wire.search_faces_body(group_ids, self._search, image=image)
+        return self._call(Action.SEARCH_FACES, body, iai_wire.parse_search_faces)
+
+    def check_configuration(self, group_ids: Sequence[str]) -> None:
+        """A known-good call with the same credentials: list the account's groups and check the configured ones
+        exist and share one face model. Raises ApiError (a config code when the credentials or groups are wrong)."""
+        iai_wire.check_groups(group_ids, self.groups())
+
+    # -- management (enrolment, the demo and the tests) -------------------------------------------------
+
+    def groups(self) -> list[GroupInfo]:
+        """Every group of the account (GetGroupList, page by page, at most :data:`MAX_PAGES` pages)."""
+        found: list[GroupInfo] = []
+        for _ in range(MAX_PAGES):
+            page = self._call(
+                Action.GET_GROUP_LIST, iai_wire.get_group_list_body(offset=len(found)), iai_wire.parse_group_list
+            )
+            found.extend(page.groups)
+            if not page.groups or (page.total is not None and len(found) >= page.total):
+                break
+        return found
+
+    def persons(self, group_id: str) -> list[PersonInfo]:
+        """Every person of ``group_id`` (GetPersonList, page by page, at most :data:`MAX_PAGES` pages)."""
+        found: list[PersonInfo] = []
+        for _ in range(MAX_PAGES):
+            body = iai_wire.get_person_list_body(group_id, offset=len(found))
+            page = self._call(Action.GET_PERSON_LIST, body, iai_wire.parse_person_list)
+            found.extend(page.persons)
+            if not page.persons or (page.person_num is not None and len(found) >= page.person_num):
+                break
+        return found
+
+    def create_group(self, group_id: str, group_name: str | None = None) -> iai_wire.CreatedGroup:
+        body = iai_wire.create_group_body(group_id, group_name or group_id)
+        return self._call(Action.CREATE_GROUP, body, iai_wire.parse_create_group)
+
+    def create_person(
+        self,
+        group_id: str,
+        person_id: str,
+        person_name: str | None = None,
+        *,
+        url: str | None = None,
+        image: Image | None = None,
+    ) -> iai_wire.CreatedPerson:
+        body = iai_wire.create_person_body(group_id, person_id, person_name or person_id, url=url, image=image)
+        return self._call(Action.CREATE_PERSON, body, iai_wire.parse_create_person)
+
+    def create_face(
+        self, person_id: str, *, urls: Sequence[str] = (), images: Sequence[Image] = ()
+    ) -> iai_wire.CreatedFaces:
+        body = iai_wire.create_face_body(person_id, urls=urls, images=images)
+        return self._call(Action.CREATE_FACE, body, iai_wire.parse_create_face)
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> IaiClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:  # never show the secrets
+        return f"IaiClient(endpoint={self._http.base_url!r}, region={self._region!r})"
+
+    # -- plumbing -----------------------------------------------------------------------------------------
+
+    def _call(self, action: Action, body: bytes, parse: Callable[[bytes, int], R]) -> R:
+        for attempt in (1, 2):
+            headers = iai_wire.request_headers(
+                action,
+                body,
+                host=self._http.host,
+                region=self._region,
+                credentials=self._credentials,
+                timestamp=int(self._clock()),
+                language=self._language,
+            )
+            answer = self._http.send(self._http.prepare("/", headers, body))
+            try:
+                return parse(answer.body, answer.status)
+            except ApiError as err:
+                if err.retry_after is None:
+                    err.retry_after = answer.retry_after
+                if err.resign and attempt == 1:  # SignatureExpire: signed again with the time of the new send
+                    continue
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
