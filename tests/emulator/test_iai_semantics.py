@@ -131,6 +131,15 @@ def test_a_face_failing_the_quality_check_comes_back_with_ret_code_1601(iai: Iai
     assert persons["PersonNum"] == 0 and persons["Results"][0]["RetCode"] == -1601
 
 
+def test_a_face_passing_the_image_edge_has_a_face_rect_beyond_it(iai: IaiCaller) -> None:
+    enrol(iai, ["alice", "bob"])
+    scene = synth.render_scene([("alice", (-25, 30, 120, 120)), ("bob", (150, -30, 90, 90))], (280, 200), seed=2)
+    results = search(iai, scene, MaxFaceNum=10)["Results"]
+    boxes = {r["Candidates"][0]["PersonId"]: r["FaceRect"] for r in results}
+    assert boxes["alice"]["X"] in range(-27, -22) and boxes["alice"]["Width"] in range(118, 123)
+    assert boxes["bob"]["Y"] in range(-32, -27) and boxes["bob"]["Height"] in range(88, 93)
+
+
 def test_scores_map_the_engine_confidence_onto_iais_scale() -> None:
     assert (iai_score(0), iai_score(90), iai_score(100)) == (0.0, 80.0, 100.0)
     scores = [iai_score(c) for c in range(0, 101)]
