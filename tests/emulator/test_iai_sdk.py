@@ -24,7 +24,8 @@ from tencentcloud.common.profile.http_profile import HttpProfile
 from tencentcloud.iai.v20200303 import models
 from tencentcloud.iai.v20200303.iai_client import IaiClient
 
-from worker.emulator import DEV_ACCOUNT, EmulatorHandle, start_in_thread, synth
+from tests.support.emulator import Caller
+from worker.emulator import DEV_ACCOUNT, EmulatorHandle, EmulatorProcess, spawn_process, start_in_thread, synth
 
 FACE = (20, 20, 120, 120)
 PEOPLE = ["alice", "bob", "carol"]
@@ -47,7 +48,9 @@ def clean(emu: EmulatorHandle, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-def client_for(emu: EmulatorHandle, secret_id: str = DEV_ACCOUNT.secret_id, secret_key: str | None = None) -> IaiClient:
+def client_for(
+    emu: EmulatorHandle | EmulatorProcess, secret_id: str = DEV_ACCOUNT.secret_id, secret_key: str | None = None
+) -> IaiClient:
     port = urlsplit(emu.base_url).port
     profile = ClientProfile(httpProfile=HttpProfile(endpoint=f"127.0.0.1:{port}", protocol="http", reqTimeout=30))
     return IaiClient(Credential(secret_id, secret_key or DEV_ACCOUNT.secret_key), "ap-guangzhou", profile)
@@ -236,3 +239,19 @@ def test_injected_rate_limiting_and_internal_errors(emu: EmulatorHandle) -> None
     client.GetGroupList(request(models.GetGroupListRequest))  # management calls are not faulted by default
     emu.admin({})
     assert client.SearchFaces(search).Results[0].Candidates[0].PersonId == "bob"
+
+
+def test_a_spawned_emulator_with_a_shared_gallery_finds_v1_enrolments() -> None:
+    with spawn_process(iai_shared_gallery=True) as process:
+        v1 = Caller(process.base_url)
+        try:
+            assert v1.newperson("alice", ["legacy"], photo("alice", 1)).code == 0
+        finally:
+            v1.close()
+        client = client_for(process)
+        groups = client.GetGroupList(request(models.GetGroupListRequest))
+        assert [g.GroupId for g in groups.GroupInfos] == ["legacy"]
+        found = client.SearchFaces(
+            request(models.SearchFacesRequest, GroupIds=["legacy"], Image=b64(photo("alice", 2)))
+        )
+        assert found.Results[0].Candidates[0].PersonId == "alice"

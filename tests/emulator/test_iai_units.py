@@ -4,6 +4,7 @@ the v1 → IAI code map; and that every code the emulator can answer is one Tenc
 
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from tencentcloud.iai.v20200303 import errorcodes
 
 from worker.api import tc3
-from worker.emulator import DEV_ACCOUNT, Account
+from worker.emulator import DEV_ACCOUNT, Account, cli
 from worker.emulator.accounts import AccountBook
 from worker.emulator.iai_auth import verify
 from worker.emulator.iai_wire import V1_TO_IAI, IaiError, Params, decode_image, iai_code
@@ -124,6 +125,13 @@ def test_decode_image() -> None:
         with pytest.raises(IaiError) as caught:
             decode_image(value)
         assert caught.value.code == code
+
+
+def test_the_shared_gallery_flag() -> None:
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    assert cli.config_from_args(parser.parse_args(["--iai-shared-gallery"])).iai_shared_gallery is True
+    assert cli.config_from_args(parser.parse_args([])).iai_shared_gallery is False
 
 
 def test_unmapped_v1_codes_are_an_unknown_error() -> None:
