@@ -300,3 +300,24 @@ def test_stats_count_iai_requests_by_action(emu: EmulatorHandle, iai: IaiCaller)
     assert stats["requests"] == {"iai/GetGroupList": 2, "iai/?": 1}
     assert stats["codes"]["iai/GetGroupList"] == {"0": 1, "AuthFailure.SignatureFailure": 1}
     assert stats["codes"]["iai/?"] == {"InvalidAction": 1}
+
+
+def test_a_client_gone_mid_body_gets_no_answer(emu: EmulatorHandle, iai: IaiCaller) -> None:
+    emu.reset()
+    parts = urlsplit(emu.base_url)
+    assert parts.hostname and parts.port
+    head = iai.headers("GetGroupList", BODY)
+    head["Content-Length"] = str(len(BODY))
+    lines = ["POST / HTTP/1.1", *(f"{k}: {v}" for k, v in head.items())]
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + BODY[:3])
+        deadline = time.monotonic() + 10
+        while emu.stats()["in_flight"] != 1:
+            assert time.monotonic() < deadline, "the emulator never read the head"
+            time.sleep(0.01)
+    deadline = time.monotonic() + 10
+    while emu.stats()["in_flight"] != 0:
+        assert time.monotonic() < deadline, "the handler never finished"
+        time.sleep(0.01)
+    assert emu.stats()["codes"]["iai/GetGroupList"] == {"client_gone": 1}
+    assert iai.call("GetGroupList").code is None  # and the next request is served as usual

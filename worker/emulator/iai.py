@@ -73,6 +73,19 @@ FIELDS: dict[str, frozenset[str]] = {
 }
 
 
+def routing_error(action: str, version: str) -> IaiError | None:
+    """Step 1 of the request path: the error for a missing or unknown action or version, else None."""
+    if not action:
+        return IaiError("MissingParameter", "The request is missing a required parameter `Action`.")
+    if action not in FIELDS:
+        return IaiError("InvalidAction", f"The action `{action[:64]}` does not exist.")
+    if not version:
+        return IaiError("MissingParameter", "The request is missing a required parameter `Version`.")
+    if version != w.VERSION:  # 2018-03-01 also exists at Tencent; the emulator speaks 2020-03-03 only
+        return IaiError("NoSuchVersion", f"The version `{version[:32]}` of iai does not exist.")
+    return None
+
+
 class _Unreadable(Exception):
     """The body did not arrive complete: answer InvalidParameter and close the connection."""
 
@@ -94,26 +107,14 @@ class IaiApi:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         action = request.headers.get("X-TC-Action", "")
-        known = action in FIELDS
-        path = f"iai/{action if known else '?'}"  # unknown names are not counted one by one: bounded stats
+        path = f"iai/{action if action in FIELDS else '?'}"  # unknown names are not counted one by one: bounded stats
         stats = self._em.stats
         stats.requests[path] += 1
         stats.in_flight += 1
         stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
         request_id = str(uuid.uuid4())
         try:
-            version = request.headers.get("X-TC-Version", "")
-            routing = (
-                IaiError("MissingParameter", "The request is missing a required parameter `Action`.")
-                if not action
-                else IaiError("InvalidAction", f"The action `{action[:64]}` does not exist.")
-                if not known
-                else IaiError("MissingParameter", "The request is missing a required parameter `Version`.")
-                if not version
-                else IaiError("NoSuchVersion", f"The version `{version[:32]}` of iai does not exist.")
-                if version != w.VERSION
-                else None
-            )
+            routing = routing_error(action, request.headers.get("X-TC-Version", ""))
             if routing is not None:
                 return self._respond(path, w.error_answer(routing, request_id), routing.code)
             faults = self._em.faults
