@@ -4,7 +4,7 @@ It shares everything with v1 (:mod:`worker.emulator.server`): the engine and its
 the image fetcher, the fault model and the statistics (paths ``iai/<Action>``). Request path, every answer
 HTTP 200 with a JSON body (:mod:`worker.emulator.iai_wire`) unless a fault says otherwise:
 
-1. ``X-TC-Action`` missing → ``MissingParameter``, not an action below → ``InvalidAction``; ``X-TC-Version``
+1. ``X-TC-Action`` missing → ``MissingParameter``, not one of :data:`FIELDS` → ``InvalidAction``; ``X-TC-Version``
    missing → ``MissingParameter``, not ``2020-03-03`` → ``NoSuchVersion``;
 2. faults (SearchFaces/SearchPersons; the others too with ``apply_to_management``): v1's plan with its
    outcome in IAI's words: the QPS limit → ``RequestLimitExceeded``; an injected code n → ``iai_code(n)``
@@ -18,7 +18,8 @@ An account's IAI data live in their own space of the gallery (key ``iai:<appid>`
 as at Tencent; with ``EmulatorConfig.iai_shared_gallery`` IAI works on the v1 data of the same AppID (groups
 made by ``newperson`` exist, persons enrolled through either API are found by both).
 
-The actions themselves and their semantics are :mod:`worker.emulator.iai_actions`.
+The actions themselves and their semantics are :mod:`worker.emulator.iai_actions`. ``IaiApi.clock`` is the
+clock the timestamp is checked against (tests move it to provoke ``AuthFailure.SignatureExpire``).
 """
 
 from __future__ import annotations
