@@ -11,8 +11,10 @@ docs/api-notes.md#iai-the-current-api-searchfaces. A pure function of the header
     X-TC-Timestamp more than 300 s from the emulator's clock              AuthFailure.SignatureExpire
 
 The signature is recomputed over the ``Content-Type`` and ``Host`` headers as sent (the port included) and
-the body's bytes as received (:func:`worker.api.tc3.signature`). Tencent does not document its order; this
-one answers the most specific fault a legitimate client can fix: a wrong key before a wrong clock.
+the body's bytes as received (:func:`worker.api.tc3.signature`). The codes are API 3.0's common error codes;
+Tencent does not document the order, nor the code for a missing or malformed ``X-TC-Timestamp`` (uncertain:
+MissingParameter / InvalidParameter are our choice). The order answers the most specific fault a legitimate
+client can fix: a wrong key before a wrong clock.
 ``X-TC-Token`` (temporary credentials) is not checked: the emulator's accounts are permanent keys.
 """
 
