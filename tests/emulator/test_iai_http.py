@@ -302,7 +302,15 @@ def test_stats_count_iai_requests_by_action(emu: EmulatorHandle, iai: IaiCaller)
     assert stats["codes"]["iai/?"] == {"InvalidAction": 1}
 
 
+def wait_for_in_flight(emu: EmulatorHandle, count: int, what: str) -> None:
+    deadline = time.monotonic() + 10
+    while emu.stats()["in_flight"] != count:
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
 def test_a_client_gone_mid_body_gets_no_answer(emu: EmulatorHandle, iai: IaiCaller) -> None:
+    wait_for_in_flight(emu, 0, "an earlier test's answers to finish")  # e.g. a trickled slow body
     emu.reset()
     parts = urlsplit(emu.base_url)
     assert parts.hostname and parts.port
@@ -311,13 +319,7 @@ def test_a_client_gone_mid_body_gets_no_answer(emu: EmulatorHandle, iai: IaiCall
     lines = ["POST / HTTP/1.1", *(f"{k}: {v}" for k, v in head.items())]
     with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + BODY[:3])
-        deadline = time.monotonic() + 10
-        while emu.stats()["in_flight"] != 1:
-            assert time.monotonic() < deadline, "the emulator never read the head"
-            time.sleep(0.01)
-    deadline = time.monotonic() + 10
-    while emu.stats()["in_flight"] != 0:
-        assert time.monotonic() < deadline, "the handler never finished"
-        time.sleep(0.01)
+        wait_for_in_flight(emu, 1, "the emulator to read the head")
+    wait_for_in_flight(emu, 0, "the handler to finish")
     assert emu.stats()["codes"]["iai/GetGroupList"] == {"client_gone": 1}
     assert iai.call("GetGroupList").code is None  # and the next request is served as usual

@@ -111,8 +111,9 @@ class Stats:
         self.codes: dict[str, Counter[str]] = {}
         self.http_status: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
-        self.in_flight = 0
-        self.max_in_flight = 0
+        # A gauge, not a counter: requests in flight at a reset are still in flight, and end after it.
+        self.in_flight: int = getattr(self, "in_flight", 0)
+        self.max_in_flight = self.in_flight
 
     def answered(self, path: str, outcome: str, status: int | None) -> None:
         per_path = self.codes.get(path)
