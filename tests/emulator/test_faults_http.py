@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -144,3 +145,28 @@ def test_faults_from_start_options() -> None:
         assert outcome(s, emu.base_url) == "107"
         assert emu.admin()["latency"] == {"kind": "fixed", "ms": 1.0}
         s.close()
+
+
+def test_a_stats_reset_keeps_counting_the_requests_still_in_flight(
+    emu: EmulatorHandle, session: requests.Session
+) -> None:
+    # in_flight is a gauge, not a counter: zeroing it under a request in flight would leave it at -1 once that
+    # request ends, and a test waiting for "one in flight" after the next reset would wait forever.
+    wait_until_idle(emu)  # an earlier test's trickled answer may still be finishing
+    emu.admin({"slow_body_rate": 1.0, "slow_body_ms": 600})
+    headers = {"Authorization": dev_auth(), "Content-Type": "application/json"}
+    with session.post(
+        f"{emu.base_url}/face/multidentify", data=BODY, headers=headers, timeout=10, stream=True
+    ) as response:
+        assert emu.stats()["in_flight"] == 1
+        emu.reset(faults=False)
+        assert emu.stats()["in_flight"] == 1
+        response.content  # noqa: B018 - read the whole trickled body
+    wait_until_idle(emu)
+
+
+def wait_until_idle(emu: EmulatorHandle, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while emu.stats()["in_flight"] != 0:
+        assert time.monotonic() < deadline, f"in_flight stuck at {emu.stats()['in_flight']}"
+        time.sleep(0.01)

@@ -110,3 +110,36 @@ def test_detection_cache_remembers_results_and_errors() -> None:
     assert isinstance(cache.get(cache.key(bad)), ImageError)
     cache.put(b"k3", ())
     assert cache.get(key) is None  # evicted, least recently used
+
+
+@pytest.mark.parametrize(
+    "rect",
+    [(-30, 40, 120, 120), (240, 40, 120, 120), (50, -40, 100, 100), (200, 130, 100, 100)],
+    ids=["left", "right", "top", "bottom"],
+)
+def test_a_face_passing_the_image_edge_keeps_its_box_beyond_the_edge(rect: tuple[int, int, int, int]) -> None:
+    # A synthetic face cut by the edge is taken to be square (as layout() draws them), so its box can start
+    # left of or above the image, or end past it, as Tencent's FaceRect does. (Cut at a corner, both sides
+    # are unknown: the box is then the larger visible side, square.)
+    people = ["cut", "other"]
+    data = synth.render_scene([("cut", rect), ("other", (120, 70, 50, 50))], (300, 200), seed=4)
+    faces = ENGINE.detect(data)
+    cut = max(faces, key=lambda f: f.rect.area)
+    assert max(abs(a - b) for a, b in zip(cut.rect, rect, strict=True)) <= 2, cut.rect
+    whole = ENGINE.detect(synth.render_scene([("cut", (40, 40, 120, 120))], (200, 200), seed=5))[0]
+    stranger = ENGINE.detect(synth.render_scene([("stranger", (40, 40, 120, 120))], (200, 200), seed=5))[0]
+    assert ENGINE.similarity(cut.vector, whole.vector) > ENGINE.similarity(cut.vector, stranger.vector)
+    assert len(faces) == len(people)
+
+
+def test_a_square_face_touching_the_edge_from_inside_is_not_moved() -> None:
+    for rect in [(0, 40, 120, 120), (180, 0, 120, 120), (100, 80, 120, 120)]:
+        (face,) = ENGINE.detect(synth.render_scene([("edge", rect)], (300, 200), seed=6))
+        assert face.rect.x >= 0 and face.rect.y >= 0
+        assert face.rect.x + face.rect.width <= 300 and face.rect.y + face.rect.height <= 200
+        assert max(abs(a - b) for a, b in zip(face.rect, rect, strict=True)) <= 2
+
+
+def test_a_face_outside_the_image_cannot_be_drawn() -> None:
+    with pytest.raises(ValueError, match="outside"):
+        synth.render_scene([("gone", (300, 10, 60, 60))], (300, 200))

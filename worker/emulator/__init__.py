@@ -1,4 +1,6 @@
-"""A local, wire-compatible emulator of Tencent's face API v1 (multidentify + person/group management).
+"""A local, wire-compatible emulator of Tencent's face APIs: v1 (multidentify + person/group management) under
+``/face/<action>``, and IAI (API 3.0, version 2020-03-03: SearchFaces, SearchPersons, groups, persons, faces) on
+``POST /`` (:mod:`worker.emulator.iai`), over one engine, gallery and fault model.
 
 Public surface (everything else is internal):
 

@@ -54,6 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--url-cache-ttl", type=float, help="reuse downloaded url images for this many seconds (default 0 = off)"
     )
+    parser.add_argument(
+        "--iai-shared-gallery",
+        action="store_true",
+        default=None,
+        help="IAI (POST /) works on the v1 gallery of the same AppID (default: its own, as at Tencent)",
+    )
     parser.add_argument("--config", type=_json_arg, help="all options as one JSON object or @file (flags override)")
 
 
@@ -69,6 +75,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         ("body_timeout", "body_timeout_s"),
         ("download_timeout", "download_timeout_s"),
         ("url_cache_ttl", "url_cache_ttl_s"),
+        ("iai_shared_gallery", "iai_shared_gallery"),
     ):
         value = getattr(args, flag, None)
         if value is not None:
@@ -107,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m worker.emulator", description="Local emulator of Tencent's face API v1 (multidentify)."
+        prog="python -m worker.emulator",
+        description="Local emulator of Tencent's face APIs: v1 (multidentify) and IAI (API 3.0, SearchFaces).",
     )
     add_arguments(parser)
     return run(parser.parse_args(argv))

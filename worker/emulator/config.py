@@ -38,6 +38,7 @@ class EmulatorConfig:
     url_cache_ttl_s: float = 0.0  # >0: reuse a downloaded url's bytes for this long (load tests)
     detect_cache_entries: int = 4096
     images_dir: str | None = None  # also serve this directory under /images/
+    iai_shared_gallery: bool = False  # IAI works on v1's gallery of the same AppID (else its own, as at Tencent)
 
     @classmethod
     def from_options(cls, **options: Any) -> EmulatorConfig:

@@ -13,7 +13,12 @@ JSON shape (every key optional; ``POST /__admin/faults`` takes it, ``GET`` retur
      "slow_body_rate": 0.0, "slow_body_ms": 2000,     # send headers, then trickle the body over slow_body_ms
      "qps_limit": null, "qps_burst": null,            # token bucket; above it answer code 15 at once
      "seed": null,                                    # seeds the RNG (reproducible sequence of decisions)
-     "apply_to_management": false}                    # also fault /face/newperson etc.
+     "apply_to_management": false}                    # also fault /face/newperson etc. (IAI: all but the
+                                                      # SearchFaces/SearchPersons actions)
+
+One model serves both APIs: codes are v1's, and IAI (``POST /``) answers each in its own words
+(``worker.emulator.iai_wire.V1_TO_IAI``: 15 → ``RequestLimitExceeded``, 213 → ``InternalError``, …; the QPS
+limit → ``RequestLimitExceeded``).
 
 Each faulted request draws exactly two numbers, one for its latency and one for its outcome; the
 outcomes are mutually exclusive slices of [0, 1), so the rates are honoured exactly in expectation and

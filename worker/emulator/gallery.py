@@ -1,9 +1,11 @@
 """Groups, persons and faces per appid: an in-memory index for matching, written through to SQLite.
 
 Semantics (docs/api-notes.md#management-calls): a group exists while it has persons (``newperson``/``addgroupids``
-create it, the last leaving person removes it); a face belongs to one person; limits answer -1309
-(faces per person), -1310 (persons per group), -1311 (groups per appid); a face whose confidence
-against one of the person's faces is ≥ ``duplicate_confidence`` is a near-duplicate (-1312).
+create it, the last leaving person removes it) or once it was created explicitly (:meth:`Gallery.create_group`,
+IAI's ``CreateGroup``: it stays, empty or not, until :meth:`Gallery.delete_group`); a face belongs to one
+person; limits answer -1309 (faces per person), -1310 (persons per group), -1311 (groups per appid); a face
+whose confidence against one of the person's faces is ≥ ``duplicate_confidence`` is a near-duplicate (-1312).
+Callers may lower the face limit and skip the duplicate rule per call (IAI: five faces, no such rule).
 
 Every mutation is committed to SQLite before it returns, so a restarted emulator with the same file
 finds the same gallery. Matching never touches SQLite: each set of requested groups gets a cached
@@ -28,7 +30,11 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS persons (
     appid TEXT NOT NULL, person_id TEXT NOT NULL, name TEXT NOT NULL, tag TEXT NOT NULL,
+    gender INTEGER NOT NULL DEFAULT 0, created_ms INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (appid, person_id));
+CREATE TABLE IF NOT EXISTS named_groups (
+    appid TEXT NOT NULL, group_id TEXT NOT NULL, name TEXT NOT NULL, tag TEXT NOT NULL, created_ms INTEGER NOT NULL,
+    PRIMARY KEY (appid, group_id));
 CREATE TABLE IF NOT EXISTS memberships (
     appid TEXT NOT NULL, group_id TEXT NOT NULL, person_id TEXT NOT NULL,
     PRIMARY KEY (appid, group_id, person_id));
@@ -37,6 +43,8 @@ CREATE TABLE IF NOT EXISTS faces (
     x INTEGER NOT NULL, y INTEGER NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL,
     vector BLOB NOT NULL, PRIMARY KEY (appid, face_id));
 """
+# Columns added to ``persons`` after its first release: a gallery file from before gets them on open.
+ADDED_PERSON_COLUMNS = {"gender": "INTEGER NOT NULL DEFAULT 0", "created_ms": "INTEGER NOT NULL DEFAULT 0"}
 
 
 class GalleryError(Exception):
@@ -61,6 +69,18 @@ class Person:
     tag: str = ""
     group_ids: list[str] = field(default_factory=list)
     face_ids: list[str] = field(default_factory=list)
+    gender: int = 0  # IAI: 0 unknown, 1 male, 2 female
+    created_ms: int = 0
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    """A group created explicitly (IAI ``CreateGroup``); implicit v1 groups are listed with their id as name."""
+
+    group_id: str
+    name: str
+    tag: str = ""
+    created_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -93,6 +113,7 @@ class _App:
     persons: dict[str, Person] = field(default_factory=dict)
     faces: dict[str, Face] = field(default_factory=dict)
     groups: dict[str, dict[str, None]] = field(default_factory=dict)  # ordered sets of person ids
+    named: dict[str, GroupInfo] = field(default_factory=dict)  # explicitly created groups, in creation order
     indexes: dict[tuple[str, ...], _Index] = field(default_factory=dict)
 
 
@@ -112,6 +133,7 @@ class Gallery:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        self._migrate()
         self._check_engine()
         self._apps: dict[str, _App] = {}
         self.version = 0  # bumped by every mutation; lets callers cache search results
@@ -129,11 +151,21 @@ class Gallery:
         elif row[0] != signature:
             raise ValueError(f"{self.db_path} holds vectors of engine {row[0]}, not {signature}")
 
+    def _migrate(self) -> None:
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(persons)")}
+        for name, declaration in ADDED_PERSON_COLUMNS.items():
+            if name not in have:
+                self._db.execute(f"ALTER TABLE persons ADD COLUMN {name} {declaration}")
+
     def _load(self) -> None:
-        for appid, person_id, name, tag in self._db.execute(
-            "SELECT appid, person_id, name, tag FROM persons ORDER BY rowid"
+        for appid, group_id, name, tag, created_ms in self._db.execute(
+            "SELECT appid, group_id, name, tag, created_ms FROM named_groups ORDER BY rowid"
         ):
-            self._app(appid).persons[person_id] = Person(person_id, name, tag)
+            self._app(appid).named[group_id] = GroupInfo(group_id, name, tag, created_ms)
+        for appid, person_id, name, tag, gender, created_ms in self._db.execute(
+            "SELECT appid, person_id, name, tag, gender, created_ms FROM persons ORDER BY rowid"
+        ):
+            self._app(appid).persons[person_id] = Person(person_id, name, tag, gender=gender, created_ms=created_ms)
         for appid, group_id, person_id in self._db.execute(
             "SELECT appid, group_id, person_id FROM memberships ORDER BY rowid"
         ):
@@ -185,8 +217,8 @@ class Gallery:
     def _join_groups(self, appid: str, app: _App, person: Person, group_ids: Sequence[str]) -> list[str]:
         """Add person to groups (creating them); checks all limits before changing anything."""
         joining = [g for g in _unique(group_ids) if g not in person.group_ids]
-        new_groups = [g for g in joining if g not in app.groups]
-        if len(app.groups) + len(new_groups) > self.limits.max_groups:
+        new_groups = [g for g in joining if g not in app.groups and g not in app.named]
+        if len(app.groups.keys() | app.named.keys()) + len(new_groups) > self.limits.max_groups:
             raise GalleryError(-1311, "too many groups for this appid")
         for g in joining:
             if g in app.groups and len(app.groups[g]) >= self.limits.max_persons_per_group:
@@ -224,20 +256,40 @@ class Gallery:
 
     # --- operations (each one transaction) -------------------------------------------------------------------
 
+    def _remove_person(self, appid: str, app: _App, person: Person) -> None:
+        """Delete a person with its faces and memberships (inside the caller's transaction)."""
+        self._leave_groups(appid, app, person, list(person.group_ids))
+        for face_id in person.face_ids:
+            app.faces.pop(face_id, None)
+        self._db.execute("DELETE FROM faces WHERE appid=? AND person_id=?", (appid, person.person_id))
+        self._db.execute("DELETE FROM persons WHERE appid=? AND person_id=?", (appid, person.person_id))
+        del app.persons[person.person_id]
+
+    # --- operations (each one transaction) -------------------------------------------------------------------
+
     def new_person(
-        self, appid: str, person_id: str, group_ids: Sequence[str], face: DetectedFace, name: str = "", tag: str = ""
+        self,
+        appid: str,
+        person_id: str,
+        group_ids: Sequence[str],
+        face: DetectedFace,
+        name: str = "",
+        tag: str = "",
+        *,
+        gender: int = 0,
     ) -> tuple[str, list[str]]:
         """Create a person with one face in the groups; returns (face_id, joined group ids)."""
         app = self._app(appid)
         if person_id in app.persons:
             raise GalleryError(-1302, f"person {person_id} already exists")
-        person = Person(person_id, name, tag)
+        person = Person(person_id, name, tag, gender=gender, created_ms=int(time.time() * 1000))
         with self._db:
             self._db.execute("BEGIN")
             joined = self._join_groups(appid, app, person, group_ids)
             app.persons[person_id] = person
             self._db.execute(
-                "INSERT INTO persons (appid, person_id, name, tag) VALUES (?,?,?,?)", (appid, person_id, name, tag)
+                "INSERT INTO persons (appid, person_id, name, tag, gender, created_ms) VALUES (?,?,?,?,?,?)",
+                (appid, person_id, name, tag, gender, person.created_ms),
             )
             face_id = self._insert_face(appid, app, person, face, tag)
         self._changed(app)
@@ -247,19 +299,59 @@ class Gallery:
         app, person = self._person(appid, person_id)
         with self._db:
             self._db.execute("BEGIN")
-            self._leave_groups(appid, app, person, list(person.group_ids))
-            for face_id in person.face_ids:
-                app.faces.pop(face_id, None)
-            self._db.execute("DELETE FROM faces WHERE appid=? AND person_id=?", (appid, person_id))
-            self._db.execute("DELETE FROM persons WHERE appid=? AND person_id=?", (appid, person_id))
-            del app.persons[person_id]
+            self._remove_person(appid, app, person)
         self._changed(app)
 
+    def create_group(self, appid: str, group_id: str, name: str, tag: str = "") -> GroupInfo:
+        """Create an empty group that stays until :meth:`delete_group` (the caller checked it is new)."""
+        if self.has_group(appid, group_id):
+            raise ValueError(f"group {group_id} exists")
+        info = GroupInfo(group_id, name, tag, int(time.time() * 1000))
+        with self._db:
+            self._db.execute(
+                "INSERT INTO named_groups (appid, group_id, name, tag, created_ms) VALUES (?,?,?,?,?)",
+                (appid, group_id, name, tag, info.created_ms),
+            )
+        self._app(appid).named[group_id] = info
+        return info
+
+    def delete_group(self, appid: str, group_id: str) -> list[str]:
+        """Delete a group: its persons leave it, and those in no other group are deleted with their faces.
+
+        Returns the deleted persons' ids; GalleryError(-1306) if the group does not exist."""
+        self.check_groups(appid, [group_id])
+        app = self._apps[appid]
+        deleted: list[str] = []
+        with self._db:
+            self._db.execute("BEGIN")
+            for person_id in list(app.groups.get(group_id, {})):
+                person = app.persons[person_id]
+                if person.group_ids == [group_id]:
+                    self._remove_person(appid, app, person)
+                    deleted.append(person_id)
+                else:
+                    self._leave_groups(appid, app, person, [group_id])
+            app.named.pop(group_id, None)
+            self._db.execute("DELETE FROM named_groups WHERE appid=? AND group_id=?", (appid, group_id))
+        self._changed(app)
+        return deleted
+
     def add_faces(
-        self, appid: str, person_id: str, faces: Sequence[DetectedFace | int], tag: str = ""
+        self,
+        appid: str,
+        person_id: str,
+        faces: Sequence[DetectedFace | int],
+        tag: str = "",
+        *,
+        max_faces: int | None = None,
+        duplicates: bool = True,
     ) -> tuple[list[str], list[int]]:
-        """Add faces (an int is an image that already failed with that code); returns (added ids, code per item)."""
+        """Add faces (an int is an image that already failed with that code); returns (added ids, code per item).
+
+        ``max_faces`` lowers the faces-per-person limit for this call; ``duplicates=False`` skips the
+        near-duplicate rule (-1312)."""
         app, person = self._person(appid, person_id)
+        limit = min(self.limits.max_faces_per_person, max_faces or self.limits.max_faces_per_person)
         added: list[str] = []
         codes: list[int] = []
         with self._db:
@@ -267,9 +359,9 @@ class Gallery:
             for item in faces:
                 if isinstance(item, int):
                     codes.append(item)
-                elif len(person.face_ids) >= self.limits.max_faces_per_person:
+                elif len(person.face_ids) >= limit:
                     codes.append(-1309)
-                elif self._is_duplicate(app, person, item.vector):
+                elif duplicates and self._is_duplicate(app, person, item.vector):
                     codes.append(-1312)
                 else:
                     added.append(self._insert_face(appid, app, person, item, tag))
@@ -317,15 +409,24 @@ class Gallery:
     def get_person(self, appid: str, person_id: str) -> Person:
         return self._person(appid, person_id)[1]
 
+    def has_group(self, appid: str, group_id: str) -> bool:
+        app = self._apps.get(appid)
+        return app is not None and (group_id in app.groups or group_id in app.named)
+
     def group_ids(self, appid: str) -> list[str]:
         app = self._apps.get(appid)
-        return list(app.groups) if app else []
+        return list(app.groups) + [g for g in app.named if g not in app.groups] if app else []
+
+    def group_infos(self, appid: str) -> list[GroupInfo]:
+        """Every group: the explicitly created ones in creation order, then implicit ones (id as name)."""
+        app = self._apps.get(appid)
+        if app is None:
+            return []
+        return list(app.named.values()) + [GroupInfo(g, g) for g in app.groups if g not in app.named]
 
     def person_ids(self, appid: str, group_id: str) -> list[str]:
-        app = self._apps.get(appid)
-        if app is None or group_id not in app.groups:
-            raise GalleryError(-1306, f"group {group_id} does not exist")
-        return list(app.groups[group_id])
+        self.check_groups(appid, [group_id])
+        return list(self._apps[appid].groups.get(group_id, {}))
 
     def face(self, appid: str, face_id: str) -> Face:
         app = self._apps.get(appid)
@@ -354,7 +455,7 @@ class Gallery:
         """Forget every appid's gallery (memory and file)."""
         with self._db:
             self._db.execute("BEGIN")
-            for table in ("persons", "memberships", "faces"):
+            for table in ("persons", "memberships", "faces", "named_groups"):
                 self._db.execute(f"DELETE FROM {table}")
         self._apps.clear()
         self.version += 1
@@ -362,7 +463,7 @@ class Gallery:
     def counts(self) -> dict[str, int]:
         return {
             "appids": len(self._apps),
-            "groups": sum(len(a.groups) for a in self._apps.values()),
+            "groups": sum(len(a.groups.keys() | a.named.keys()) for a in self._apps.values()),
             "persons": sum(len(a.persons) for a in self._apps.values()),
             "faces": sum(len(a.faces) for a in self._apps.values()),
         }
@@ -370,10 +471,15 @@ class Gallery:
     # --- matching ------------------------------------------------------------------------------------------------
 
     def check_groups(self, appid: str, group_ids: Sequence[str]) -> None:
-        app = self._apps.get(appid)
         for g in group_ids:
-            if app is None or g not in app.groups:
+            if not self.has_group(appid, g):
                 raise GalleryError(-1306, f"group {g} does not exist")
+
+    def size(self, appid: str, group_ids: Sequence[str]) -> tuple[int, int]:
+        """(persons, faces) across the groups, each counted once; GalleryError(-1306) for a missing group."""
+        self.check_groups(appid, group_ids)
+        index = self._index(self._apps[appid], group_ids)
+        return len(set(index.person_ids)), len(index.face_ids)
 
     def _index(self, app: _App, group_ids: Sequence[str]) -> _Index:
         key = tuple(sorted(set(group_ids)))
@@ -384,7 +490,7 @@ class Gallery:
             vectors: list[Vector] = []
             seen: set[str] = set()
             for g in key:
-                for pid in app.groups[g]:
+                for pid in app.groups.get(g, {}):
                     if pid in seen:
                         continue
                     seen.add(pid)
@@ -398,10 +504,12 @@ class Gallery:
             index = app.indexes[key] = _Index(matrix, face_ids, person_ids)
         return index
 
-    def search(self, appid: str, group_ids: Sequence[str], queries: Sequence[Vector]) -> list[list[Candidate]]:
+    def search(
+        self, appid: str, group_ids: Sequence[str], queries: Sequence[Vector], *, top_n: int | None = None
+    ) -> list[list[Candidate]]:
         """Top-N persons per query across the groups (best face per person), confidence descending.
 
-        Raises GalleryError(-1306) if a group does not exist."""
+        ``top_n`` defaults to ``Limits.top_n``. Raises GalleryError(-1306) if a group does not exist."""
         self.check_groups(appid, group_ids)
         app = self._apps[appid]
         index = self._index(app, group_ids)
@@ -409,7 +517,7 @@ class Gallery:
         if n == 0 or not queries:
             return [[] for _ in queries]
         sims = self.engine.similarity_matrix(np.stack(queries), index.matrix)
-        top_n = self.limits.top_n
+        top_n = top_n or self.limits.top_n
         k = top_n * self.limits.max_faces_per_person  # enough faces to hold top_n distinct persons
         results: list[list[Candidate]] = []
         for row in sims:

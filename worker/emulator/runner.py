@@ -97,6 +97,7 @@ def config_to_options(config: EmulatorConfig) -> dict[str, Any]:
         "url_cache_ttl_s": config.url_cache_ttl_s,
         "detect_cache_entries": config.detect_cache_entries,
         "images_dir": config.images_dir,
+        "iai_shared_gallery": config.iai_shared_gallery,
     }
 
 

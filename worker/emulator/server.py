@@ -1,5 +1,8 @@
 """The emulator's HTTP server: Tencent face API v1 on aiohttp.web, plus an admin API for tests.
 
+IAI (API 3.0) is served on ``POST /`` by :class:`worker.emulator.iai.IaiApi` over this server's engine, gallery,
+fetcher, faults and statistics; the rest of this docstring is about v1.
+
 Why aiohttp.web: one event loop serves thousands of concurrent slow requests (injected latency is an
 ``asyncio.sleep``, not a thread), and it is fast enough that the emulator is never what a benchmark of
 the worker measures. A prototype (docs/design.md) measured aiohttp.web + uvloop at ≈31k req/s per
@@ -53,6 +56,7 @@ from worker.emulator.engine import DetectionCache, SyntheticEngine
 from worker.emulator.faces import DetectedFace, FaceEngine, ImageError
 from worker.emulator.faults import NO_FAULT, FaultConfig, FaultInjector, FaultPlan
 from worker.emulator.gallery import Gallery, GalleryError
+from worker.emulator.iai import IaiApi
 from worker.emulator.serving import PARSE_ERROR_RESPONSE
 from worker.emulator.wire import (
     MAX_TEXT_LENGTH,
@@ -108,8 +112,9 @@ class Stats:
         self.codes: dict[str, Counter[str]] = {}
         self.http_status: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
-        self.in_flight = 0
-        self.max_in_flight = 0
+        # A gauge, not a counter: requests in flight at a reset are still in flight, and end after it.
+        self.in_flight: int = getattr(self, "in_flight", 0)
+        self.max_in_flight = self.in_flight
 
     def answered(self, path: str, outcome: str, status: int | None) -> None:
         per_path = self.codes.get(path)
@@ -136,6 +141,7 @@ class Emulator:
         self.stats = Stats()
         self._results: dict[tuple[str, bytes, tuple[str, ...], int], list[dict[str, Any]]] = {}
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="face-engine")
+        self.iai = IaiApi(self, self._executor)  # IAI (API 3.0) on POST /, over the same engine, gallery and faults
         self._actions: dict[str, Action] = {
             "multidentify": self._multidentify,
             "identify": self._identify,
@@ -163,6 +169,7 @@ class Emulator:
         app[EMULATOR_KEY] = self
         app[PARSE_ERROR_RESPONSE] = self._unparseable
         app.router.add_post("/face/{action}", self.handle_face)
+        app.router.add_post("/", self.iai.handle)
         app.router.add_get("/__admin/faults", self._admin_get_faults)
         app.router.add_post("/__admin/faults", self._admin_set_faults)
         app.router.add_get("/__admin/stats", self._admin_stats)

@@ -9,6 +9,11 @@ gray/tinted noise, so nothing but a frame ever looks magenta.
 An identity is a fixed vector (:func:`identity_for`); each rendered "photo" of it adds small noise
 (``variation``, seeded), so two photos of one person score ~90–97 and the same photo twice scores ~100
 (the near-duplicate rule, code -1312), while two people score far below 60.
+
+A face may pass the image's edge (as in a real photo, where Tencent's FaceRect then starts left of or above
+the image): the reader takes a face cut by the edge to be square, as :func:`layout` draws them, and reports
+its whole box, with a negative X or Y, or X + Width past the width. Its cells outside the image are unknown
+and read as mid-gray, so such a face scores lower against its person, the more so the more is cut off.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ MARKER = (255, 0, 255)
 GAP_GRAY = 128
 LUMA_LO, LUMA_HI = 30.0, 225.0
 MIN_FACE = 24  # smallest side the reader accepts (px); render faces ≥ 48 px to keep identities exact
+UNKNOWN = 0.5  # the value of a cell outside the image
 DEFAULT_VARIATION = 0.03
 
 IdentityLike = Vector | str | int
@@ -103,16 +109,24 @@ def render_array(
     width, height = size
     rng = np.random.default_rng(seed)
     canvas = _background(width, height, rng)
-    for identity, rect_like in faces:
-        rect = Rect(*rect_like)
-        if rect.x < 0 or rect.y < 0 or rect.x + rect.width > width or rect.y + rect.height > height:
-            raise ValueError(f"face {rect} does not fit in {size}")
+    rects = [Rect(*rect_like) for _, rect_like in faces]
+    for rect in rects:
+        if rect.x >= width or rect.y >= height or rect.x + rect.width <= 0 or rect.y + rect.height <= 0:
+            raise ValueError(f"face {rect} is outside the image {size}")
         if min(rect.width, rect.height) < MIN_FACE:
             raise ValueError(f"face {rect} is smaller than {MIN_FACE} px")
+    # Faces passing the edge are painted on a margin cropped off afterwards. The margin is even, so every
+    # coordinate keeps its parity and np.round's ties fall as without it: faces inside get the same pixels.
+    over = max([0] + [max(-r.x, -r.y, r.x + r.width - width, r.y + r.height - height) for r in rects])
+    pad = over + over % 2
+    board = np.pad(canvas, ((pad, pad), (pad, pad), (0, 0)), mode="edge") if pad else canvas
+    for (identity, _), rect in zip(faces, rects, strict=True):
         vector = _as_identity(identity)
         if variation:
             vector = vector + rng.normal(0.0, variation, DIM).astype(np.float32)
-        _paint_face(canvas, rect, vector)
+        _paint_face(board, Rect(rect.x + pad, rect.y + pad, rect.width, rect.height), vector)
+    if pad:
+        canvas = np.ascontiguousarray(board[pad : pad + height, pad : pad + width])
     return canvas
 
 
@@ -246,6 +260,7 @@ def _components(mask: npt.NDArray[np.bool_]) -> list[tuple[int, int, int, int, i
 
 
 def _decode_cells(luma: npt.NDArray[np.float32], rect: Rect) -> Vector:
+    height, width = luma.shape
     x, y, w, h = rect
     side = min(w, h)
     t = side * BORDER_FRAC
@@ -260,9 +275,26 @@ def _decode_cells(luma: npt.NDArray[np.float32], rect: Rect) -> Vector:
             cx1 = max(cx0 + 1, round(ix0 + (col + 0.75) * cw))
             cy0 = round(iy0 + (row + 0.25) * ch)
             cy1 = max(cy0 + 1, round(iy0 + (row + 0.75) * ch))
-            values[row * GRID + col] = float(luma[cy0:cy1, cx0:cx1].mean())
+            cx0, cy0, cx1, cy1 = max(cx0, 0), max(cy0, 0), min(cx1, width), min(cy1, height)
+            if cx0 >= cx1 or cy0 >= cy1:  # the cell is beyond the image's edge
+                values[row * GRID + col] = LUMA_LO + UNKNOWN * (LUMA_HI - LUMA_LO)
+            else:
+                values[row * GRID + col] = float(luma[cy0:cy1, cx0:cx1].mean())
     decoded: Vector = np.clip((values - LUMA_LO) / (LUMA_HI - LUMA_LO), 0.0, 1.0).astype(np.float32)
     return decoded
+
+
+def _whole_box(visible: Rect, width: int, height: int) -> Rect:
+    """The box of a face of which ``visible`` is seen: cut by an edge, it is taken to be square (a few pixels'
+    difference is JPEG's blur, not a cut)."""
+    x, y, w, h = visible
+    side = max(w, h)
+    slack = max(2, round(side * 0.04))
+    if w < side - slack and (x == 0 or x + w == width):
+        x, w = (x + w - side if x == 0 else x), side
+    if h < side - slack and (y == 0 or y + h == height):
+        y, h = (y + h - side if y == 0 else y), side
+    return Rect(x, y, w, h)
 
 
 def read_faces(rgb: npt.NDArray[np.uint8]) -> list[tuple[Rect, Vector]]:
@@ -280,7 +312,7 @@ def read_faces(rgb: npt.NDArray[np.uint8]) -> list[tuple[Rect, Vector]]:
             continue
         if luma is None:
             luma = (rgb[:, :, 0] * 0.299 + rgb[:, :, 1] * 0.587 + rgb[:, :, 2] * 0.114).astype(np.float32)
-        rect = Rect(x0, y0, w, h)
+        rect = _whole_box(Rect(x0, y0, w, h), rgb.shape[1], rgb.shape[0])
         found.append((rect, _decode_cells(luma, rect)))
     found.sort(key=lambda item: (-item[0].area, item[0].y, item[0].x))
     return found
