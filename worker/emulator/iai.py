@@ -102,7 +102,9 @@ class IaiApi:
         self._em = emulator
         self._book = AccountBook(emulator.config.accounts)
         self.clock: Callable[[], float] = time.time
-        self._actions = IaiActions(emulator.gallery, emulator.engine, emulator.detections, emulator.fetcher, executor)
+        self._actions = IaiActions(
+            emulator.gallery, emulator.engine, emulator.detections, emulator.downloader, executor
+        )
 
     # --- the request path ---------------------------------------------------------------------------------------
 

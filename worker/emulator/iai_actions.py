@@ -1,4 +1,4 @@
-"""The ten IAI actions of the emulator over the shared engine, detection cache, gallery and image fetcher.
+"""The ten IAI actions of the emulator over the shared engine, detection cache, gallery and image downloader.
 
 Each action takes the account's gallery space and its request's :class:`~worker.emulator.iai_wire.Params`, and
 returns the answer's fields (without ``RequestId``) or raises :class:`~worker.emulator.iai_wire.IaiError`.
@@ -27,10 +27,11 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import Any
 
+from worker.api.images import GIF, sniff_image_type
 from worker.emulator import iai_wire as w
-from worker.emulator.engine import DetectionCache, is_gif
+from worker.emulator.download import DownloadError, UrlDownloader
+from worker.emulator.engine import DetectionCache
 from worker.emulator.faces import DetectedFace, FaceEngine, ImageError, Vector
-from worker.emulator.fetch import FetchError, ImageFetcher
 from worker.emulator.gallery import Candidate, Gallery
 from worker.emulator.iai_wire import IaiError, Params
 
@@ -55,13 +56,13 @@ class IaiActions:
         gallery: Gallery,
         engine: FaceEngine,
         detections: DetectionCache,
-        fetcher: ImageFetcher,
+        downloader: UrlDownloader,
         executor: Executor,
     ) -> None:
         self._gallery = gallery
         self._engine = engine
         self._detections = detections
-        self._fetcher = fetcher
+        self._downloader = downloader
         self._executor = executor
         self.table: dict[str, Action] = {
             "SearchFaces": self._search_faces,
@@ -84,8 +85,8 @@ class IaiActions:
             if not url.lower().startswith(("http://", "https://")):
                 raise IaiError("InvalidParameterValue.UrlIllegal")
             try:
-                data = await self._fetcher.fetch(url)
-            except FetchError as exc:
+                data = await self._downloader.download(url)
+            except DownloadError as exc:
                 raise IaiError("FailedOperation.ImageDownloadError", f"Image download failed: {exc}") from exc
             if w.base64_length(len(data)) > w.MAX_IMAGE_BASE64:
                 raise IaiError("FailedOperation.ImageSizeExceed")
@@ -96,7 +97,7 @@ class IaiActions:
 
     async def _faces(self, data: bytes) -> tuple[DetectedFace, ...]:
         """Faces largest first (cached by the bytes' sha1); undecodable or GIF → ImageDecodeFailed."""
-        if is_gif(data):
+        if sniff_image_type(data) == GIF:
             raise IaiError("FailedOperation.ImageDecodeFailed", "GIF images are not supported.")
         detections = self._detections
         key = DetectionCache.key(data)
