@@ -12,10 +12,10 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from tests.support.kafkatest import read_everything
 from worker.api.errors import meaning
 from worker.api.models import Candidate, Face, FaceRect, IdentifyResult
 from worker.core import records
+from worker.dev.harness.reader import read_topic
 from worker.tools import _kafka, produce, tail
 
 SOURCE = records.Source("images", 0, 7, 1_700_000_000_000, b"cam-1", ())
@@ -138,7 +138,7 @@ def test_produce_from_a_jsonl_file(kafka_bootstrap: str, make_topic: Callable[..
     )
 
     assert code == 0 and "delivered 3 of 3 record(s)" in out and "1 raw" in out
-    got = {m.value(): m for m in read_everything(kafka_bootstrap, topic)}
+    got = {m.value(): m for m in read_topic(kafka_bootstrap, topic)}
     assert b"{oops" in got
     docs = [orjson.loads(v) for v in got if v != b"{oops"]
     assert sorted(d["image_url"] for d in docs) == ["http://h/a.jpg", "http://h/b.jpg"]
@@ -159,7 +159,7 @@ def test_produce_from_stdin_and_from_an_image_directory(
         produce, kafka_bootstrap, "--images", str(tmp_path), "--image-base-url", "http://127.0.0.1:9/", "--topic", topic
     )
     assert code == 0 and "delivered 1 of 1" in out
-    urls = sorted(orjson.loads(m.value())["image_url"] for m in read_everything(kafka_bootstrap, topic))
+    urls = sorted(orjson.loads(m.value())["image_url"] for m in read_topic(kafka_bootstrap, topic))
     assert urls == ["http://127.0.0.1:9/face.jpg", "http://h/s.jpg"]
 
 
