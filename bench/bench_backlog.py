@@ -13,21 +13,14 @@ from __future__ import annotations
 import time
 import uuid
 
-from common import (
-    BenchStack,
-    Check,
-    OutputReader,
-    ProcMonitor,
-    ScenarioReport,
-    WorkerProc,
-    children,
-    fmt,
-    latency_faults,
-    preload,
-    standalone,
-    tally,
-    worker_env,
-)
+from drain import reading
+from events import preload
+from machine import ProcMonitor
+from report import Check, ScenarioReport, fmt, standalone
+from stack import BenchStack, latency_faults
+from workers import children, start_worker
+
+from worker.dev.harness.outputs import tally
 
 EVENTS = 200_000
 IN_FLIGHT = 256
@@ -43,14 +36,13 @@ def run(quick: bool) -> ScenarioReport:
         t0 = time.monotonic()
         ids = preload(stack.bootstrap, topics.input, PARTITIONS, stack.image_urls, uuid.uuid4().hex[:6], EVENTS)
         preload_s = time.monotonic() - t0
-        env = worker_env(stack, topics, max_in_flight=IN_FLIGHT)
-        with children() as procs, OutputReader(stack.bootstrap, topics) as reader, ProcMonitor(stack.pids()) as mon:
-            worker = WorkerProc(env)
+        with children() as procs, reading(stack, topics) as reader, ProcMonitor(stack.pids()) as mon:
+            worker = start_worker(stack, topics, max_in_flight=IN_FLIGHT)
             procs.append(worker)
             mon.add("worker", worker.pid)
             first = reader.first_ts(60)
             if first is None:
-                raise RuntimeError(f"backlog: no output within 60 s: {worker.log_tail()}")
+                raise RuntimeError(f"backlog: no output within 60 s: {worker.tail()}")
             rss_first = mon.rss_mb_at(worker.pid, first)
             time.sleep(max(0.0, first + window - time.time()))
             mon.sample()

@@ -17,24 +17,15 @@ from __future__ import annotations
 import time
 import uuid
 
-from common import (
-    BenchStack,
-    Check,
-    OutputReader,
-    ProcMonitor,
-    ScenarioReport,
-    WorkerProc,
-    children,
-    fmt,
-    latency_faults,
-    pct,
-    preload,
-    standalone,
-    stop_all,
-    wait_for_assignment,
-    worker_env,
-)
-from longrun import api_calls, delta, emulator_codes, scrape
+from drain import reading
+from events import preload
+from machine import ProcMonitor
+from metrics import api_calls, scrape, wait_for_assignment
+from report import Check, ScenarioReport, fmt, pct, standalone
+from stack import BenchStack, delta, latency_faults
+from workers import children, start_worker
+
+from worker.dev.harness.processes import stop_all
 
 QUOTA = 50.0
 WORKERS = 4
@@ -52,12 +43,10 @@ def run(quick: bool) -> ScenarioReport:
         topics = stack.topics(PARTITIONS)
         with (
             children() as procs,
-            OutputReader(stack.bootstrap, topics) as reader,
+            reading(stack, topics) as reader,
             ProcMonitor(stack.pids(), interval=0.5) as mon,
         ):
-            workers = [
-                WorkerProc(worker_env(stack, topics, max_in_flight=IN_FLIGHT), f"worker{i}") for i in range(WORKERS)
-            ]
+            workers = [start_worker(stack, topics, f"worker{i}", max_in_flight=IN_FLIGHT) for i in range(WORKERS)]
             procs.extend(workers)
             for w in workers:
                 mon.add(w.name, w.pid)
@@ -65,12 +54,12 @@ def run(quick: bool) -> ScenarioReport:
             preload(stack.bootstrap, topics.input, PARTITIONS, stack.image_urls, uuid.uuid4().hex[:6], events)
             first = reader.first_ts(60)
             if first is None:
-                raise RuntimeError("fleet quota: no output within 60 s: " + workers[0].log_tail())
+                raise RuntimeError("fleet quota: no output within 60 s: " + workers[0].tail())
             time.sleep(max(0.0, first + warmup - time.time()))
-            a_t, a_codes = time.time(), emulator_codes(stack)
+            a_t, a_codes = time.time(), stack.emulator_codes()
             a_workers = [api_calls(scrape(w, 2.0)) for w in workers]
             time.sleep(window)
-            b_t, b_codes = time.time(), emulator_codes(stack)
+            b_t, b_codes = time.time(), stack.emulator_codes()
             b_scrapes = [scrape(w, 2.0) for w in workers]
             alive = [w.alive() for w in workers]
             exit_codes = list(stop_all(workers, 20).values())

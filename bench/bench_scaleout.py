@@ -12,24 +12,15 @@ from __future__ import annotations
 
 import uuid
 
-from common import (
-    BenchStack,
-    OutputReader,
-    ProcMonitor,
-    ScenarioReport,
-    WorkerProc,
-    children,
-    events_for,
-    fmt,
-    latency_faults,
-    mean_latency_s,
-    pct,
-    preload,
-    standalone,
-    tally,
-    wait_for_assignment,
-    worker_env,
-)
+from drain import events_for, reading
+from events import preload
+from machine import ProcMonitor
+from metrics import wait_for_assignment
+from report import ScenarioReport, fmt, pct, standalone
+from stack import BenchStack, latency_faults, mean_latency_s
+from workers import children, start_worker
+
+from worker.dev.harness.outputs import tally
 
 PARTITIONS = 8
 IN_FLIGHT = 64
@@ -49,14 +40,12 @@ def run(quick: bool) -> ScenarioReport:
             events = events_for(bound, seconds)
             topics = stack.topics(PARTITIONS)
             with children() as procs, ProcMonitor(stack.pids()) as mon:
-                workers = [
-                    WorkerProc(worker_env(stack, topics, max_in_flight=IN_FLIGHT), f"worker{i}") for i in range(count)
-                ]
+                workers = [start_worker(stack, topics, f"worker{i}", max_in_flight=IN_FLIGHT) for i in range(count)]
                 procs.extend(workers)
                 for w in workers:
                     mon.add(w.name, w.pid)
                 assignment = wait_for_assignment(workers, PARTITIONS, 60)
-                with OutputReader(stack.bootstrap, topics) as reader:
+                with reading(stack, topics) as reader:
                     ids = preload(
                         stack.bootstrap, topics.input, PARTITIONS, stack.image_urls, uuid.uuid4().hex[:6], events
                     )
