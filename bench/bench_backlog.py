@@ -11,14 +11,12 @@ of the worker process, sampled every 0.1 s; the drain after SIGTERM is timed as 
 from __future__ import annotations
 
 import time
-import uuid
 
-from drain import reading
-from events import preload
+from drain import first_output, reading
 from machine import ProcMonitor
 from report import Check, ScenarioReport, fmt, standalone
 from stack import BenchStack, latency_faults
-from workers import children, start_worker
+from workers import children, start_workers
 
 from worker.dev.harness.outputs import tally
 
@@ -34,15 +32,11 @@ def run(quick: bool) -> ScenarioReport:
         stack.set_faults(latency_faults("lognormal", 200))
         topics = stack.topics(PARTITIONS)
         t0 = time.monotonic()
-        ids = preload(stack.bootstrap, topics.input, PARTITIONS, stack.image_urls, uuid.uuid4().hex[:6], EVENTS)
+        ids = stack.preload(topics, PARTITIONS, EVENTS)
         preload_s = time.monotonic() - t0
         with children() as procs, reading(stack, topics) as reader, ProcMonitor(stack.pids()) as mon:
-            worker = start_worker(stack, topics, max_in_flight=IN_FLIGHT)
-            procs.append(worker)
-            mon.add("worker", worker.pid)
-            first = reader.first_ts(60)
-            if first is None:
-                raise RuntimeError(f"backlog: no output within 60 s: {worker.tail()}")
+            (worker,) = start_workers(procs, stack, topics, monitor=mon, max_in_flight=IN_FLIGHT)
+            first = first_output(reader, "backlog", worker)
             rss_first = mon.rss_mb_at(worker.pid, first)
             time.sleep(max(0.0, first + window - time.time()))
             mon.sample()

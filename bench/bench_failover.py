@@ -16,15 +16,13 @@ is the moment a worker produced it, so:
 from __future__ import annotations
 
 import time
-import uuid
 
-from drain import reading
-from events import preload
+from drain import first_output, reading
 from machine import ProcMonitor
 from metrics import assigned_partitions, scrape, wait_for_assignment
 from report import Check, ScenarioReport, fmt, standalone
 from stack import BenchStack, latency_faults
-from workers import SESSION_TIMEOUT_MS, children, start_worker
+from workers import SESSION_TIMEOUT_MS, children, start_workers
 
 from worker.config import BY_NAME
 from worker.dev.harness.outputs import tally
@@ -42,16 +40,11 @@ def run(quick: bool) -> ScenarioReport:
         stack.set_faults(latency_faults("fixed", 200))
         topics = stack.topics(PARTITIONS)
         with children() as procs, ProcMonitor(stack.pids()) as mon:
-            workers = [start_worker(stack, topics, f"worker{i}", max_in_flight=IN_FLIGHT) for i in range(WORKERS)]
-            procs.extend(workers)
-            for w in workers:
-                mon.add(w.name, w.pid)
+            workers = start_workers(procs, stack, topics, WORKERS, monitor=mon, max_in_flight=IN_FLIGHT)
             wait_for_assignment(workers, PARTITIONS, 60)
             with reading(stack, topics) as reader:
-                ids = preload(stack.bootstrap, topics.input, PARTITIONS, stack.image_urls, uuid.uuid4().hex[:6], events)
-                first = reader.first_ts(60)
-                if first is None:
-                    raise RuntimeError("failover: no output within 60 s: " + workers[0].tail())
+                ids = stack.preload(topics, PARTITIONS, events)
+                first = first_output(reader, "failover", workers[0])
                 time.sleep(max(0.0, first + before_kill - time.time()))
                 victim = workers[0]
                 victim_parts = assigned_partitions(victim)

@@ -32,7 +32,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from drain import reading
+from drain import first_output, reading
 from events import SteadyStream
 from longrun import (
     Timeline,
@@ -110,9 +110,7 @@ def run(quick: bool, rebalance: str = "join") -> ScenarioReport:
             with SteadyStream(
                 stack.bootstrap, topics.input, PARTITIONS, stack.image_urls, OFFERED, scheduled + 60
             ) as stream:
-                first = reader.first_ts(60)
-                if first is None:
-                    raise RuntimeError("long faults: no output within 60 s: " + workers[0].tail())
+                first = first_output(reader, "long faults", workers[0])
                 marks["start"] = tl.sample().wall  # ≈ the first output (read back within ~0.1 s)
                 sleep_until(first + plan.steady_s)
                 mark("outage")

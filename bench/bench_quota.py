@@ -12,15 +12,13 @@ calls answered 15.
 from __future__ import annotations
 
 import time
-import uuid
 
-from drain import reading
-from events import preload
+from drain import first_output, reading
 from machine import ProcMonitor
 from metrics import scrape
 from report import Check, ScenarioReport, fmt, pct, standalone
 from stack import BenchStack, delta, latency_faults
-from workers import children, start_worker
+from workers import children, start_workers
 
 QUOTA = 50.0
 CLIENT_RATE = 100.0
@@ -37,16 +35,13 @@ def run(quick: bool) -> ScenarioReport:
     with BenchStack() as stack:
         stack.set_faults(latency_faults("fixed", 200, qps_limit=QUOTA))
         topics = stack.topics(PARTITIONS)
-        preload(stack.bootstrap, topics.input, PARTITIONS, stack.image_urls, uuid.uuid4().hex[:6], events)
+        stack.preload(topics, PARTITIONS, events)
         assert stack.emulator is not None
         stack.emulator.reset(stats=True, faults=False, caches=False)
         with children() as procs, reading(stack, topics) as reader, ProcMonitor(stack.pids()) as mon:
-            worker = start_worker(stack, topics, max_in_flight=IN_FLIGHT, rate_limit_qps=CLIENT_RATE)
-            procs.append(worker)
-            mon.add("worker", worker.pid)
-            first = reader.first_ts(60)
-            if first is None:
-                raise RuntimeError(f"quota: no output within 60 s: {worker.tail()}")
+            settings = {"max_in_flight": IN_FLIGHT, "rate_limit_qps": CLIENT_RATE}
+            (worker,) = start_workers(procs, stack, topics, monitor=mon, **settings)
+            first = first_output(reader, "quota", worker)
             start_codes = stack.emulator_codes()  # calls before the first output: the first ~200 ms
             time.sleep(max(0.0, first + WARMUP_S - time.time()))
             a_t, a = time.time(), stack.emulator_codes()

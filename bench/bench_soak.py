@@ -24,7 +24,7 @@ import math
 import statistics
 from collections.abc import Sequence
 
-from drain import reading
+from drain import first_output, reading
 from events import SteadyStream
 from longrun import Point, Timeline, committed_offsets, count_between, lost_and_pending, sleep_until, wait_for_outputs
 from metrics import wait_for_assignment
@@ -66,9 +66,7 @@ def run(quick: bool, minutes: float = 0.0) -> ScenarioReport:
             with SteadyStream(
                 stack.bootstrap, topics.input, PARTITIONS, stack.image_urls, OFFERED, seconds + 60
             ) as stream:
-                first = reader.first_ts(60)
-                if first is None:
-                    raise RuntimeError("soak: no output within 60 s: " + worker.tail())
+                first = first_output(reader, "soak", worker)
                 sleep_until(first + seconds, worker.alive)
                 stop = tl.sample().wall
                 unacked = stream.stop()

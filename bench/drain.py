@@ -11,17 +11,16 @@ benchmark reads up to 100,000s of them).
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from events import preload
 from machine import ProcMonitor
 from stack import ApiSampler, BenchStack
 from workers import children, start_naive, start_worker
 
 from worker.dev.harness.outputs import OutputReader, Tally, tally
+from worker.dev.harness.processes import ChildProcess
 from worker.dev.harness.topics import Topics
 
 
@@ -33,6 +32,14 @@ def reading(stack: BenchStack, topics: Topics, max_seconds: float = 1800.0) -> I
         reader.in_background(max_seconds),
     ):
         yield reader
+
+
+def first_output(reader: OutputReader, scenario: str, worker: ChildProcess, timeout: float = 60.0) -> float:
+    """The Kafka timestamp of the first output; RuntimeError with ``worker``'s last log lines after ``timeout``."""
+    first = reader.first_ts(timeout)
+    if first is None:
+        raise RuntimeError(f"{scenario}: no output within {timeout:.0f} s: {worker.tail()}")
+    return first
 
 
 @dataclass
@@ -75,7 +82,7 @@ def measure_drain(
     """Preload ``n_events`` on fresh topics, start one worker (or the naive loop), wait until every event has
     an output (at most ``timeout`` s after start), stop it, and measure the window first → last output."""
     topics = stack.topics(partitions)
-    ids = preload(stack.bootstrap, topics.input, partitions, stack.image_urls, uuid.uuid4().hex[:6], n_events)
+    ids = stack.preload(topics, partitions, n_events)
     with (
         children() as procs,
         reading(stack, topics) as reader,

@@ -16,11 +16,13 @@ import os
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
+from events import preload
 
 from worker.api.client import MultidentifyClient
 from worker.dev.devstack import Broker, start_broker
@@ -113,6 +115,10 @@ class BenchStack:
         """Replace the emulator's fault configuration (worker.emulator.faults JSON shape)."""
         assert self.emulator is not None
         self.emulator.admin(dict(faults))
+
+    def preload(self, topics: Topics, partitions: int, n: int) -> list[str]:
+        """``n`` events on the input topic of ``topics`` (a fresh run's ids), every one acknowledged; their ids."""
+        return preload(self.bootstrap, topics.input, partitions, self.image_urls, uuid.uuid4().hex[:6], n)
 
     def topics(self, partitions: int, prefix: str = "b") -> Topics:
         """Fresh input, results and dead-letter topics of ``partitions`` each, and a fresh group."""

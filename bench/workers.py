@@ -13,7 +13,7 @@ import contextlib
 import sys
 from collections.abc import Iterator, Sequence
 
-from machine import ROOT, pin_to_worker_cpu
+from machine import ROOT, ProcMonitor, pin_to_worker_cpu
 from stack import GROUP, BenchStack
 
 from worker.dev.harness.env import SettingValue, worker_env
@@ -44,6 +44,25 @@ def start_worker(stack: BenchStack, topics: Topics, name: str = "worker", **sett
     # Popen returns once the child has exec'd, long before the interpreter starts any thread.
     pin_to_worker_cpu(worker.pid)
     return worker
+
+
+def start_workers(
+    procs: list[ChildProcess],
+    stack: BenchStack,
+    topics: Topics,
+    count: int = 1,
+    *,
+    monitor: ProcMonitor | None = None,
+    **settings: SettingValue,
+) -> list[WorkerProcess]:
+    """``count`` workers of one group (``worker`` alone, else ``worker0``, ``worker1``…), appended to ``procs``
+    (a :func:`children` list: stopped when its block ends) and sampled by ``monitor``."""
+    names = ["worker"] if count == 1 else [f"worker{i}" for i in range(count)]
+    workers = [start_worker(stack, topics, name, **settings) for name in names]
+    procs.extend(workers)
+    for w in workers if monitor is not None else []:
+        monitor.add(w.name, w.pid)
+    return workers
 
 
 def start_child(name: str, argv: Sequence[str]) -> ChildProcess:
