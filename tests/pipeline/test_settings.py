@@ -8,10 +8,8 @@ import base64
 import contextlib
 import datetime as dt
 import io
-import ssl
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import orjson
@@ -20,6 +18,7 @@ from PIL import Image
 
 from tests.support.kafkatest import produce_all, wait_until
 from tests.support.pipeline import enrolled_emulator, settings_env, thread_worker, validate_all
+from tests.support.servers import loopback_server, serving
 from worker import config
 from worker.dev.harness.outputs import OutputReader, read_outputs
 from worker.dev.harness.topics import Topics
@@ -100,19 +99,8 @@ class _ImageHandler(BaseHTTPRequestHandler):
 @pytest.fixture
 def https_image_url(tmp_path: Path) -> Iterator[str]:
     """An image on an HTTPS server (127.0.0.1, OS-assigned port) whose certificate is self-signed."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _ImageHandler)
-    server.daemon_threads = True
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(_self_signed(tmp_path))
-    server.socket = ctx.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serving(loopback_server(_ImageHandler), _self_signed(tmp_path)) as server:
         yield f"https://localhost:{server.server_address[1]}/face.jpg"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 @pytest.fixture(scope="module")

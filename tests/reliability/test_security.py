@@ -15,10 +15,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import socket
-import ssl
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,6 +30,7 @@ from tests.support.kafkatest import wait_until
 from tests.support.netguard import Tripwire, install_tripwire
 from tests.support.pipeline import ThreadWorker, settings_env
 from tests.support.reliability import Record, event_value, produce_records
+from tests.support.servers import loopback_server, serving
 from worker import config
 from worker.api.client import MultidentifyClient
 from worker.api.errors import ApiError
@@ -100,15 +99,8 @@ class _RedirectHandler(BaseHTTPRequestHandler):
 
 @contextlib.contextmanager
 def redirect_server(routes: dict[str, str], image: bytes) -> Iterator[_Redirects]:
-    server = _Redirects(routes, image)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serving(_Redirects(routes, image)) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 # --- fixtures ----------------------------------------------------------------------------------------------------
@@ -386,19 +378,8 @@ class _ApiHandler(BaseHTTPRequestHandler):
 
 @contextlib.contextmanager
 def https_api(certfile: Path) -> Iterator[int]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _ApiHandler)
-    server.daemon_threads = True
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(certfile)
-    server.socket = ctx.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serving(loopback_server(_ApiHandler), certfile) as server:
         yield int(server.server_address[1])
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 @pytest.mark.parametrize("certificate", ["keycert.pem", "keycert3.pem"], ids=["self-signed", "unknown-ca"])

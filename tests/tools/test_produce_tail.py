@@ -21,11 +21,13 @@ from worker.tools import _kafka, produce, tail
 SOURCE = records.Source("images", 0, 7, 1_700_000_000_000, b"cam-1", ())
 
 
-def result_value(event_id: str = "e-1") -> bytes:
-    faces = (
-        Face(FaceRect(1, 2, 3, 4), (Candidate("bob", "f2", 71.25, ""), Candidate("alice", "f1", 93.5, ""))),
-        Face(FaceRect(5, 6, 7, 8), ()),
-    )
+TWO_FACES = (
+    Face(FaceRect(1, 2, 3, 4), (Candidate("bob", "f2", 71.25, ""), Candidate("alice", "f1", 93.5, ""))),
+    Face(FaceRect(5, 6, 7, 8), ()),
+)
+
+
+def result_value(event_id: str = "e-1", faces: tuple[Face, ...] = TWO_FACES) -> bytes:
     return records.build_result(
         records.Event(event_id, "http://127.0.0.1:1/a.jpg"),
         IdentifyResult(faces, "sess", 200),
@@ -52,16 +54,7 @@ def test_a_result_line_shows_each_faces_best_match() -> None:
 
 
 def test_a_result_without_faces() -> None:
-    value = records.build_result(
-        records.Event("e-9", "http://127.0.0.1:1/a.jpg"),
-        IdentifyResult((), "s", 200),
-        source=SOURCE,
-        attempts=1,
-        api_latency_ms=1.0,
-        worker_version="0",
-        processed_at_ms=0,
-        image_mode="url",
-    )
+    value = result_value("e-9", faces=())
     assert tail.format_record("results", value, None, "r/0/0") == "e-9  faces=0"
 
 
