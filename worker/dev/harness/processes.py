@@ -85,17 +85,23 @@ class ChildProcess:
             self._logdir = tempfile.TemporaryDirectory(prefix=f"mdw-{name}-")
             log_path = Path(self._logdir.name) / "log.txt"
         self.log_path = log_path
-        self._log: IO[bytes] | None = open(log_path, "ab" if append_log else "wb") if keep_log else None  # noqa: SIM115 - closed in stop()
+        mode = "ab" if append_log else "wb"
+        self._log: IO[bytes] | None = open(log_path, mode) if keep_log else None  # noqa: SIM115 - closed in stop()
         spawn = spawn_with_stop_signals_blocked if block_stop_signals else subprocess.Popen
-        self.popen: subprocess.Popen[bytes] = spawn(
-            list(argv),
-            env=child_environ(env, drop_env),
-            stdin=subprocess.DEVNULL,
-            stdout=self._log if self._log is not None else subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-            cwd=cwd,
-            start_new_session=new_session,
-        )
+        try:
+            self.popen: subprocess.Popen[bytes] = spawn(
+                list(argv),
+                env=child_environ(env, drop_env),
+                stdin=subprocess.DEVNULL,
+                stdout=self._log if self._log is not None else subprocess.DEVNULL,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                start_new_session=new_session,
+            )
+        except BaseException:
+            if self._log is not None:
+                self._log.close()
+            raise
         _LIVE.add(self)
 
     @property
