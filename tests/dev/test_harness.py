@@ -15,8 +15,8 @@ import pytest
 from confluent_kafka import Message
 
 from tests.support.kafkatest import produce_all, wait_until
+from tests.support.records import dead_letter_value, result_value
 from worker import config
-from worker.api.models import Candidate, Face, FaceRect, IdentifyResult
 from worker.core import records
 from worker.dev.harness.env import worker_env
 from worker.dev.harness.outputs import Output, parse_output, tally
@@ -54,22 +54,8 @@ def _message(topic: str, value: bytes, key: bytes | None, headers: list[tuple[st
 
 
 def test_outputs_name_the_input_coordinates_of_results_and_dead_letters() -> None:
-    face = Face(FaceRect(1, 2, 3, 4), (Candidate("alice", "f1", 93.5, ""),))
-    result = records.build_result(
-        records.Event("e-1", "http://127.0.0.1:9/a.jpg"),
-        IdentifyResult((face,), "s", 200),
-        source=SOURCE,
-        attempts=1,
-        api_latency_ms=1.0,
-        worker_version="t",
-        processed_at_ms=1_000,
-        image_mode="url",
-        worker_instance="host/42",
-    )
-    error = records.ErrorInfo("-1308", "permanent", "download failed", 200, 1, 1, 2)
-    dead = records.build_dead_letter(
-        b"{}", event_id="e-2", error=error, source=SOURCE, worker_version="t", dead_lettered_at_ms=2_000
-    )
+    result = result_value("e-1", source=SOURCE, processed_at_ms=1_000, worker_instance="host/42")
+    dead = dead_letter_value("e-2", source=SOURCE, dead_lettered_at_ms=2_000)
     r = parse_output(_message("out", result, b"cam-1", [("traceparent", b"00-1-2-01")]), "out")
     d = parse_output(_message("dlq", dead, b"-1308"), "out")
     assert (r.kind, r.code, r.event_id, r.partition, r.offset, r.written_ms) == (

@@ -24,8 +24,9 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.records import result_value
 from worker.api.errors import ApiError, ErrorClass
-from worker.api.models import IdentifyResult, parse_multidentify
+from worker.api.models import Candidate, Face, FaceRect, parse_multidentify
 from worker.api.signature import ParsedSignature, SignatureFormatError, parse, sign, sign_plain
 from worker.core import records
 from worker.emulator import DEV_ACCOUNT, EmulatorHandle
@@ -130,23 +131,8 @@ def test_parse_event_accepts_or_refuses_with_a_known_code(raw: bytes | None) -> 
         assert envelope["original"]["value_base64"] == (None if raw is None else base64.b64encode(raw).decode())
         return
     _check_event(event)
-    from worker.api.models import Candidate, Face, FaceRect
-
-    result = IdentifyResult(
-        faces=(Face(FaceRect(1, 2, 3, 4), (Candidate("p", "f", 90.5, "t"),)),), session_id="", http_status=200
-    )
-    record = orjson.loads(
-        records.build_result(
-            event,
-            result,
-            source=SOURCE,
-            attempts=1,
-            api_latency_ms=1.0,
-            worker_version="t",
-            processed_at_ms=1,
-            image_mode="url",
-        )
-    )
+    face = Face(FaceRect(1, 2, 3, 4), (Candidate("p", "f", 90.5, "t"),))
+    record = orjson.loads(result_value(faces=(face,), event=event, source=SOURCE, processed_at_ms=1))
     assert record["metadata"] == event.metadata  # passed through unchanged
     assert record["event_id"] == event.event_id
 

@@ -12,38 +12,10 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
+from tests.support.records import dead_letter_value, result_value
 from worker.api.errors import meaning
-from worker.api.models import Candidate, Face, FaceRect, IdentifyResult
-from worker.core import records
 from worker.dev.harness.reader import read_topic
 from worker.tools import _kafka, produce, tail
-
-SOURCE = records.Source("images", 0, 7, 1_700_000_000_000, b"cam-1", ())
-
-
-TWO_FACES = (
-    Face(FaceRect(1, 2, 3, 4), (Candidate("bob", "f2", 71.25, ""), Candidate("alice", "f1", 93.5, ""))),
-    Face(FaceRect(5, 6, 7, 8), ()),
-)
-
-
-def result_value(event_id: str = "e-1", faces: tuple[Face, ...] = TWO_FACES) -> bytes:
-    return records.build_result(
-        records.Event(event_id, "http://127.0.0.1:1/a.jpg"),
-        IdentifyResult(faces, "sess", 200),
-        source=SOURCE,
-        attempts=1,
-        api_latency_ms=12.0,
-        worker_version="0.1.0",
-        processed_at_ms=1_700_000_000_000,
-        image_mode="url",
-    )
-
-
-def dead_letter_value(event_id: str | None = "e-2") -> bytes:
-    error = records.ErrorInfo("-1308", "permanent", "图片下载失败\nline two", 200, 3, 1, 2)
-    return records.build_dead_letter(b"{}", event_id=event_id, error=error, source=SOURCE, worker_version="0.1.0")
-
 
 # --- tail lines ---------------------------------------------------------------------------------------------
 
