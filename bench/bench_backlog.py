@@ -11,23 +11,14 @@ of the worker process, sampled every 0.1 s; the drain after SIGTERM is timed as 
 from __future__ import annotations
 
 import time
-import uuid
 
-from common import (
-    BenchStack,
-    Check,
-    OutputReader,
-    ProcMonitor,
-    ScenarioReport,
-    WorkerProc,
-    children,
-    fmt,
-    latency_faults,
-    preload,
-    standalone,
-    tally,
-    worker_env,
-)
+from drain import first_output, reading
+from machine import ProcMonitor
+from report import Check, ScenarioReport, fmt, standalone
+from stack import BenchStack, latency_faults
+from workers import children, start_workers
+
+from worker.dev.harness.outputs import tally
 
 EVENTS = 200_000
 IN_FLIGHT = 256
@@ -41,16 +32,11 @@ def run(quick: bool) -> ScenarioReport:
         stack.set_faults(latency_faults("lognormal", 200))
         topics = stack.topics(PARTITIONS)
         t0 = time.monotonic()
-        ids = preload(stack.bootstrap, topics.input, PARTITIONS, stack.image_urls, uuid.uuid4().hex[:6], EVENTS)
+        ids = stack.preload(topics, PARTITIONS, EVENTS)
         preload_s = time.monotonic() - t0
-        env = worker_env(stack, topics, max_in_flight=IN_FLIGHT)
-        with children() as procs, OutputReader(stack.bootstrap, topics) as reader, ProcMonitor(stack.pids()) as mon:
-            worker = WorkerProc(env)
-            procs.append(worker)
-            mon.add("worker", worker.pid)
-            first = reader.first_ts(60)
-            if first is None:
-                raise RuntimeError(f"backlog: no output within 60 s: {worker.log_tail()}")
+        with children() as procs, reading(stack, topics) as reader, ProcMonitor(stack.pids()) as mon:
+            (worker,) = start_workers(procs, stack, topics, monitor=mon, max_in_flight=IN_FLIGHT)
+            first = first_output(reader, "backlog", worker)
             rss_first = mon.rss_mb_at(worker.pid, first)
             time.sleep(max(0.0, first + window - time.time()))
             mon.sample()

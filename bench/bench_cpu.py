@@ -19,17 +19,10 @@ import threading
 import time
 
 import orjson
-from common import (
-    BenchStack,
-    Check,
-    Child,
-    ScenarioReport,
-    fmt,
-    latency_faults,
-    measure_drain,
-    pct,
-    standalone,
-)
+from drain import measure_drain
+from report import Check, ScenarioReport, fmt, pct, standalone
+from stack import BenchStack, latency_faults
+from workers import start_child
 
 PARTITIONS = 4
 IN_FLIGHT = 64
@@ -104,13 +97,13 @@ def _run_bare(stack: BenchStack, threads: int, seconds: float) -> dict[str, floa
         "--urls",
         ",".join(stack.image_urls),
     ]
-    child = Child(f"bare{threads}", argv)
+    child = start_child(f"bare{threads}", argv)
     try:
-        child.popen.wait(seconds + 60)
+        child.wait(seconds + 60)
         child.stop(5)
-        lines = [ln for ln in child.log_tail(4000).splitlines() if ln.startswith("{")]
-        if child.popen.returncode != 0 or not lines:
-            raise RuntimeError(f"bare client failed: {child.log_tail()}")
+        lines = [ln for ln in child.tail(4000).splitlines() if ln.startswith("{")]
+        if child.returncode != 0 or not lines:
+            raise RuntimeError(f"bare client failed: {child.tail()}")
         return dict(orjson.loads(lines[-1]))
     finally:
         child.cleanup()

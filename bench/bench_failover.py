@@ -16,27 +16,16 @@ is the moment a worker produced it, so:
 from __future__ import annotations
 
 import time
-import uuid
 
-from common import (
-    SESSION_TIMEOUT_MS,
-    BenchStack,
-    Check,
-    OutputReader,
-    ProcMonitor,
-    ScenarioReport,
-    WorkerProc,
-    children,
-    fmt,
-    latency_faults,
-    preload,
-    standalone,
-    tally,
-    wait_for_assignment,
-    worker_env,
-)
+from drain import first_output, reading
+from machine import ProcMonitor
+from metrics import assigned_partitions, scrape, wait_for_assignment
+from report import Check, ScenarioReport, fmt, standalone
+from stack import BenchStack, latency_faults
+from workers import SESSION_TIMEOUT_MS, children, start_workers
 
 from worker.config import BY_NAME
+from worker.dev.harness.outputs import tally
 
 PARTITIONS = 6
 WORKERS = 3
@@ -51,29 +40,22 @@ def run(quick: bool) -> ScenarioReport:
         stack.set_faults(latency_faults("fixed", 200))
         topics = stack.topics(PARTITIONS)
         with children() as procs, ProcMonitor(stack.pids()) as mon:
-            workers = [
-                WorkerProc(worker_env(stack, topics, max_in_flight=IN_FLIGHT), f"worker{i}") for i in range(WORKERS)
-            ]
-            procs.extend(workers)
-            for w in workers:
-                mon.add(w.name, w.pid)
+            workers = start_workers(procs, stack, topics, WORKERS, monitor=mon, max_in_flight=IN_FLIGHT)
             wait_for_assignment(workers, PARTITIONS, 60)
-            with OutputReader(stack.bootstrap, topics) as reader:
-                ids = preload(stack.bootstrap, topics.input, PARTITIONS, stack.image_urls, uuid.uuid4().hex[:6], events)
-                first = reader.first_ts(60)
-                if first is None:
-                    raise RuntimeError("failover: no output within 60 s: " + workers[0].log_tail())
+            with reading(stack, topics) as reader:
+                ids = stack.preload(topics, PARTITIONS, events)
+                first = first_output(reader, "failover", workers[0])
                 time.sleep(max(0.0, first + before_kill - time.time()))
                 victim = workers[0]
-                victim_parts = victim.assigned_partitions()
-                in_flight = victim.gauge("mdw_in_flight")
+                victim_parts = assigned_partitions(victim)
+                in_flight = scrape(victim, 2.0).value("mdw_in_flight")
                 kill_at = time.time()
                 victim.kill()
                 survivors = workers[1:]
                 # When the survivors hold the victim's partitions (their /metrics), apart from when they output.
                 assigned_s = float("nan")
                 while time.time() - kill_at < 60:
-                    held = set().union(*(w.assigned_partitions() for w in survivors))
+                    held = set().union(*(assigned_partitions(w) for w in survivors))
                     if victim_parts <= held:
                         assigned_s = time.time() - kill_at
                         break

@@ -19,17 +19,10 @@ from __future__ import annotations
 import os
 import struct
 
-from common import (
-    BenchStack,
-    Check,
-    Run,
-    ScenarioReport,
-    fmt,
-    latency_faults,
-    measure_drain,
-    standalone,
-    wait_for_idle,
-)
+from drain import Run, measure_drain
+from machine import wait_for_idle
+from report import Check, ScenarioReport, fmt, standalone
+from stack import PEOPLE, BenchStack, latency_faults
 
 from worker.config import BY_NAME
 from worker.emulator import synth
@@ -60,8 +53,6 @@ def pad_jpeg(data: bytes, size: int) -> bytes:
 
 def large_images(stack: BenchStack) -> list[str]:
     """Write IMAGES padded photos of enrolled people into the emulator's image folder; their URLs."""
-    from common import PEOPLE
-
     urls = []
     base = stack.image_urls[0].rsplit("/", 1)[0]
     for i in range(IMAGES):

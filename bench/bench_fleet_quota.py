@@ -15,26 +15,15 @@ share of calls answered 15 from the emulator's own counters, each worker's succe
 from __future__ import annotations
 
 import time
-import uuid
 
-from common import (
-    BenchStack,
-    Check,
-    OutputReader,
-    ProcMonitor,
-    ScenarioReport,
-    WorkerProc,
-    children,
-    fmt,
-    latency_faults,
-    pct,
-    preload,
-    standalone,
-    stop_all,
-    wait_for_assignment,
-    worker_env,
-)
-from longrun import api_calls, delta, emulator_codes, scrape
+from drain import first_output, reading
+from machine import ProcMonitor
+from metrics import api_calls, scrape, wait_for_assignment
+from report import Check, ScenarioReport, fmt, pct, standalone
+from stack import BenchStack, delta, latency_faults
+from workers import children, start_workers
+
+from worker.dev.harness.processes import stop_all
 
 QUOTA = 50.0
 WORKERS = 4
@@ -52,25 +41,18 @@ def run(quick: bool) -> ScenarioReport:
         topics = stack.topics(PARTITIONS)
         with (
             children() as procs,
-            OutputReader(stack.bootstrap, topics) as reader,
+            reading(stack, topics) as reader,
             ProcMonitor(stack.pids(), interval=0.5) as mon,
         ):
-            workers = [
-                WorkerProc(worker_env(stack, topics, max_in_flight=IN_FLIGHT), f"worker{i}") for i in range(WORKERS)
-            ]
-            procs.extend(workers)
-            for w in workers:
-                mon.add(w.name, w.pid)
+            workers = start_workers(procs, stack, topics, WORKERS, monitor=mon, max_in_flight=IN_FLIGHT)
             held = wait_for_assignment(workers, PARTITIONS, 60)
-            preload(stack.bootstrap, topics.input, PARTITIONS, stack.image_urls, uuid.uuid4().hex[:6], events)
-            first = reader.first_ts(60)
-            if first is None:
-                raise RuntimeError("fleet quota: no output within 60 s: " + workers[0].log_tail())
+            stack.preload(topics, PARTITIONS, events)
+            first = first_output(reader, "fleet quota", workers[0])
             time.sleep(max(0.0, first + warmup - time.time()))
-            a_t, a_codes = time.time(), emulator_codes(stack)
+            a_t, a_codes = time.time(), stack.emulator_codes()
             a_workers = [api_calls(scrape(w, 2.0)) for w in workers]
             time.sleep(window)
-            b_t, b_codes = time.time(), emulator_codes(stack)
+            b_t, b_codes = time.time(), stack.emulator_codes()
             b_scrapes = [scrape(w, 2.0) for w in workers]
             alive = [w.alive() for w in workers]
             exit_codes = list(stop_all(workers, 20).values())

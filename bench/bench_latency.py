@@ -10,19 +10,9 @@ the same emulator at the same fixed latency.
 
 from __future__ import annotations
 
-from common import (
-    BenchStack,
-    Check,
-    Run,
-    ScenarioReport,
-    events_for,
-    fmt,
-    latency_faults,
-    mean_latency_s,
-    measure_drain,
-    pct,
-    standalone,
-)
+from drain import Run, events_for, measure_drain
+from report import Check, ScenarioReport, fmt, pct, standalone
+from stack import BenchStack, latency_faults, mean_latency_s
 
 PARTITIONS = 4
 IN_FLIGHT = (16, 64, 256)

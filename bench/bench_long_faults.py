@@ -32,26 +32,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from common import (
-    BenchStack,
-    Check,
-    Output,
-    OutputReader,
-    ScenarioReport,
-    Table,
-    WorkerProc,
-    children,
-    fmt,
-    latency_faults,
-    pct,
-    standalone,
-    stop_all,
-    tally,
-    wait_for_assignment,
-    worker_env,
-)
+from drain import first_output, reading
+from events import SteadyStream
 from longrun import (
-    SteadyStream,
     Timeline,
     committed_offsets,
     count_between,
@@ -60,6 +43,13 @@ from longrun import (
     sleep_until,
     wait_for_outputs,
 )
+from metrics import wait_for_assignment
+from report import Check, ScenarioReport, Table, fmt, pct, standalone
+from stack import BenchStack, latency_faults
+from workers import children, start_worker
+
+from worker.dev.harness.outputs import Output, tally
+from worker.dev.harness.processes import WorkerProcess, stop_all
 
 OFFERED = 100.0  # events/s
 LATENCY_MS = 100
@@ -100,7 +90,7 @@ def run(quick: bool, rebalance: str = "join") -> ScenarioReport:
         settings = {"max_in_flight": IN_FLIGHT, "breaker_open_s": BREAKER_OPEN_S}
         with (
             children() as procs,
-            OutputReader(stack.bootstrap, topics) as reader,
+            reading(stack, topics) as reader,
             Timeline(stack, interval=1.0, max_seconds=scheduled + plan.drain_s + 300) as tl,
         ):
 
@@ -109,8 +99,8 @@ def run(quick: bool, rebalance: str = "join") -> ScenarioReport:
                 tl.sample()
                 marks[name] = time.time()
 
-            def start(name: str) -> WorkerProc:
-                w = WorkerProc(worker_env(stack, topics, **settings), name)
+            def start(name: str) -> WorkerProcess:
+                w = start_worker(stack, topics, name, **settings)
                 procs.append(w)
                 tl.add(w)
                 return w
@@ -120,9 +110,7 @@ def run(quick: bool, rebalance: str = "join") -> ScenarioReport:
             with SteadyStream(
                 stack.bootstrap, topics.input, PARTITIONS, stack.image_urls, OFFERED, scheduled + 60
             ) as stream:
-                first = reader.first_ts(60)
-                if first is None:
-                    raise RuntimeError("long faults: no output within 60 s: " + workers[0].log_tail())
+                first = first_output(reader, "long faults", workers[0])
                 marks["start"] = tl.sample().wall  # ≈ the first output (read back within ~0.1 s)
                 sleep_until(first + plan.steady_s)
                 mark("outage")

@@ -12,40 +12,19 @@ calls answered 15.
 from __future__ import annotations
 
 import time
-import uuid
 
-from common import (
-    BenchStack,
-    Check,
-    OutputReader,
-    ProcMonitor,
-    ScenarioReport,
-    WorkerProc,
-    children,
-    fmt,
-    latency_faults,
-    pct,
-    preload,
-    standalone,
-    worker_env,
-)
+from drain import first_output, reading
+from machine import ProcMonitor
+from metrics import scrape
+from report import Check, ScenarioReport, fmt, pct, standalone
+from stack import BenchStack, delta, latency_faults
+from workers import children, start_workers
 
 QUOTA = 50.0
 CLIENT_RATE = 100.0
 IN_FLIGHT = 64
 PARTITIONS = 4
 WARMUP_S = 10.0
-PATH = "/face/multidentify"
-
-
-def _codes(stats: dict[str, object]) -> dict[str, int]:
-    codes = stats.get("codes") or {}
-    assert isinstance(codes, dict)
-    return {str(k): int(v) for k, v in (codes.get(PATH) or {}).items()}
-
-
-def _delta(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
-    return {k: b.get(k, 0) - a.get(k, 0) for k in set(a) | set(b)}
 
 
 def run(quick: bool) -> ScenarioReport:
@@ -56,28 +35,24 @@ def run(quick: bool) -> ScenarioReport:
     with BenchStack() as stack:
         stack.set_faults(latency_faults("fixed", 200, qps_limit=QUOTA))
         topics = stack.topics(PARTITIONS)
-        preload(stack.bootstrap, topics.input, PARTITIONS, stack.image_urls, uuid.uuid4().hex[:6], events)
+        stack.preload(topics, PARTITIONS, events)
         assert stack.emulator is not None
         stack.emulator.reset(stats=True, faults=False, caches=False)
-        env = worker_env(stack, topics, max_in_flight=IN_FLIGHT, rate_limit_qps=CLIENT_RATE)
-        with children() as procs, OutputReader(stack.bootstrap, topics) as reader, ProcMonitor(stack.pids()) as mon:
-            worker = WorkerProc(env)
-            procs.append(worker)
-            mon.add("worker", worker.pid)
-            first = reader.first_ts(60)
-            if first is None:
-                raise RuntimeError(f"quota: no output within 60 s: {worker.log_tail()}")
-            start_codes = _codes(stack.emulator.stats())  # calls before the first output: the first ~200 ms
+        with children() as procs, reading(stack, topics) as reader, ProcMonitor(stack.pids()) as mon:
+            settings = {"max_in_flight": IN_FLIGHT, "rate_limit_qps": CLIENT_RATE}
+            (worker,) = start_workers(procs, stack, topics, monitor=mon, **settings)
+            first = first_output(reader, "quota", worker)
+            start_codes = stack.emulator_codes()  # calls before the first output: the first ~200 ms
             time.sleep(max(0.0, first + WARMUP_S - time.time()))
-            a_t, a = time.time(), _codes(stack.emulator.stats())
+            a_t, a = time.time(), stack.emulator_codes()
             time.sleep(window)
-            b_t, b = time.time(), _codes(stack.emulator.stats())
-            limiter_rate = worker.gauge("mdw_rate_limit_qps")
+            b_t, b = time.time(), stack.emulator_codes()
+            limiter_rate = scrape(worker, 2.0).value("mdw_rate_limit_qps")
             alive = worker.alive()
             worker.stop(30)
             outputs = reader.snapshot()
-        warm = _delta(start_codes, a)
-        measured = _delta(a, b)
+        warm = delta(start_codes, a)
+        measured = delta(a, b)
         span = b_t - a_t
         ok_rate = measured.get("0", 0) / span
         total = sum(measured.values())
@@ -141,7 +116,7 @@ def run(quick: bool) -> ScenarioReport:
             "the end of the window. Code 15 is retried by the worker (jittered backoff, 5 attempts).",
         ]
         if not alive:
-            notes.append("the worker had exited before the end of the window: " + worker.log_tail(500))
+            notes.append("the worker had exited before the end of the window: " + worker.tail(500))
     return ScenarioReport(
         name="quota",
         title="Rate quota: emulator limit 50 calls/s (code 15 above it), worker limiter starting at 100/s",

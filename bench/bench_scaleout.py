@@ -10,26 +10,14 @@ join and the rebalances are outside the window.
 
 from __future__ import annotations
 
-import uuid
+from drain import events_for, reading
+from machine import ProcMonitor
+from metrics import wait_for_assignment
+from report import ScenarioReport, fmt, pct, standalone
+from stack import BenchStack, latency_faults, mean_latency_s
+from workers import children, start_workers
 
-from common import (
-    BenchStack,
-    OutputReader,
-    ProcMonitor,
-    ScenarioReport,
-    WorkerProc,
-    children,
-    events_for,
-    fmt,
-    latency_faults,
-    mean_latency_s,
-    pct,
-    preload,
-    standalone,
-    tally,
-    wait_for_assignment,
-    worker_env,
-)
+from worker.dev.harness.outputs import tally
 
 PARTITIONS = 8
 IN_FLIGHT = 64
@@ -49,17 +37,10 @@ def run(quick: bool) -> ScenarioReport:
             events = events_for(bound, seconds)
             topics = stack.topics(PARTITIONS)
             with children() as procs, ProcMonitor(stack.pids()) as mon:
-                workers = [
-                    WorkerProc(worker_env(stack, topics, max_in_flight=IN_FLIGHT), f"worker{i}") for i in range(count)
-                ]
-                procs.extend(workers)
-                for w in workers:
-                    mon.add(w.name, w.pid)
+                workers = start_workers(procs, stack, topics, count, monitor=mon, max_in_flight=IN_FLIGHT)
                 assignment = wait_for_assignment(workers, PARTITIONS, 60)
-                with OutputReader(stack.bootstrap, topics) as reader:
-                    ids = preload(
-                        stack.bootstrap, topics.input, PARTITIONS, stack.image_urls, uuid.uuid4().hex[:6], events
-                    )
+                with reading(stack, topics) as reader:
+                    ids = stack.preload(topics, PARTITIONS, events)
                     done = reader.wait_for_unique(events, events / (0.1 * bound) + 60)
                     mon.sample()
                     outputs = reader.snapshot()

@@ -24,31 +24,16 @@ import math
 import statistics
 from collections.abc import Sequence
 
-from common import (
-    BenchStack,
-    Check,
-    OutputReader,
-    ScenarioReport,
-    WorkerProc,
-    children,
-    fmt,
-    latency_faults,
-    standalone,
-    stop_all,
-    tally,
-    wait_for_assignment,
-    worker_env,
-)
-from longrun import (
-    Point,
-    SteadyStream,
-    Timeline,
-    committed_offsets,
-    count_between,
-    lost_and_pending,
-    sleep_until,
-    wait_for_outputs,
-)
+from drain import first_output, reading
+from events import SteadyStream
+from longrun import Point, Timeline, committed_offsets, count_between, lost_and_pending, sleep_until, wait_for_outputs
+from metrics import wait_for_assignment
+from report import Check, ScenarioReport, fmt, standalone
+from stack import BenchStack, latency_faults
+from workers import children, start_worker
+
+from worker.dev.harness.outputs import tally
+from worker.dev.harness.processes import stop_all
 
 OFFERED = 100.0
 PARTITIONS = 6
@@ -71,19 +56,17 @@ def run(quick: bool, minutes: float = 0.0) -> ScenarioReport:
         topics = stack.topics(PARTITIONS)
         with (
             children() as procs,
-            OutputReader(stack.bootstrap, topics, max_seconds=seconds + 600) as reader,
+            reading(stack, topics, max_seconds=seconds + 600) as reader,
             Timeline(stack, interval=SAMPLE_S, max_seconds=seconds + 600) as tl,
         ):
-            worker = WorkerProc(worker_env(stack, topics, max_in_flight=IN_FLIGHT), NAME)
+            worker = start_worker(stack, topics, NAME, max_in_flight=IN_FLIGHT)
             procs.append(worker)
             tl.add(worker)
             wait_for_assignment([worker], PARTITIONS, 60)
             with SteadyStream(
                 stack.bootstrap, topics.input, PARTITIONS, stack.image_urls, OFFERED, seconds + 60
             ) as stream:
-                first = reader.first_ts(60)
-                if first is None:
-                    raise RuntimeError("soak: no output within 60 s: " + worker.log_tail())
+                first = first_output(reader, "soak", worker)
                 sleep_until(first + seconds, worker.alive)
                 stop = tl.sample().wall
                 unacked = stream.stop()

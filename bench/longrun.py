@@ -1,211 +1,41 @@
-"""Machinery of the long-running scenarios (long faults, fleet quota, soak): a steady event stream, a
-timeline of the API's and the workers' counters, and figures over time windows.
+"""Figures of the long-running scenarios (long faults, fleet quota, soak) over time windows.
 
-* ``SteadyStream`` produces events at a fixed rate from a thread, so a fault hits workers that are
-  keeping up with live traffic (as in production) rather than draining a preloaded backlog. Bounded in
-  count (rate × max_seconds) and time.
 * ``Timeline`` samples, every ``interval`` s: the emulator's answers by code (its own counters: what
   really reached the API) and each worker's /metrics (API attempts by outcome, limiter rate, breaker
   state, partitions, every ``mdw_structure_entries{structure=…}`` series the worker exposes) and RSS.
+* ``lost_and_pending``: events without an output, split by the offsets the group committed.
 * ``recovery_s``: time from a fault's end to full throughput again, i.e. to the first moment from which
   ``bins`` consecutive bins of ``bin_s`` each carry ≥ ``share`` of the offered rate in outputs (output
   records counted by their Kafka timestamps, as everywhere in the suite).
 
-Every loop is bounded in time; every scrape has a timeout; nothing here starts or stops a process.
+The steady event stream they run on is ``events.SteadyStream``. Every loop is bounded in time; every scrape
+has a timeout; nothing here starts or stops a process.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import re
 import statistics
 import threading
 import time
-import urllib.request
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from common import BenchStack, WorkerProc, event_value, proc_memory_kb
-from confluent_kafka import Consumer, Producer, TopicPartition
+from machine import proc_memory_kb
+from metrics import Scrape, api_calls, scrape, structures
+from stack import BenchStack, delta
 
-API_PATH = "/face/multidentify"
-STRUCTURE_GAUGE = "mdw_structure_entries"
-_SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{([^}]*)\})? (\S+)", re.M)
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+from worker.dev.harness.positions import committed_positions
+from worker.dev.harness.processes import WorkerProcess
 
-
-# -- /metrics --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Scrape:
-    """One /metrics text, parsed: (name, labels, value) per series. Empty when the scrape failed."""
-
-    samples: tuple[tuple[str, tuple[tuple[str, str], ...], float], ...] = ()
-
-    @classmethod
-    def parse(cls, text: str) -> Scrape:
-        out = []
-        for name, labels, value in _SAMPLE.findall(text):
-            with contextlib.suppress(ValueError):
-                out.append((name, tuple(sorted(_LABEL.findall(labels or ""))), float(value)))
-        return cls(tuple(out))
-
-    @property
-    def ok(self) -> bool:
-        return bool(self.samples)
-
-    def value(self, name: str, **labels: str) -> float:
-        """Sum of the series called ``name`` whose labels include ``labels``."""
-        want = set(labels.items())
-        return sum(v for n, ls, v in self.samples if n == name and want <= set(ls))
-
-    def by_label(self, name: str, label: str) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for n, ls, v in self.samples:
-            key = dict(ls).get(label)
-            if n == name and key is not None:
-                out[key] = out.get(key, 0.0) + v
-        return out
-
-
-def scrape(worker: WorkerProc, timeout: float = 1.0) -> Scrape:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, never a proxy
-    try:
-        with opener.open(worker.metrics_url, timeout=timeout) as r:
-            return Scrape.parse(r.read().decode())
-    except (OSError, ValueError):
-        return Scrape()
-
-
-def api_calls(s: Scrape) -> dict[str, float]:
-    """API attempts so far by outcome (``ok``, ``15``, ``http_503``, ``timeout``, …), from mdw_api_calls_total."""
-    return s.by_label("mdw_api_calls_total", "outcome")
-
-
-def structures(s: Scrape) -> dict[str, float]:
-    """Entries per long-lived structure, when the worker exposes ``mdw_structure_entries{structure=…}``."""
-    return s.by_label(STRUCTURE_GAUGE, "structure")
-
-
-# -- the emulator's counters -------------------------------------------------------------------------------
-
-
-def emulator_codes(stack: BenchStack) -> dict[str, int]:
-    """Answers to the identify path so far, by code (``0``, ``15``, ``http_503``, ``dropped`` …)."""
-    assert stack.emulator is not None
-    codes = stack.emulator.stats().get("codes") or {}
-    return {str(k): int(v) for k, v in (codes.get(API_PATH) or {}).items()}
-
-
-def delta(a: Mapping[str, float], b: Mapping[str, float]) -> dict[str, float]:
-    return {k: b.get(k, 0) - a.get(k, 0) for k in set(a) | set(b)}
-
-
-# -- a steady stream of events -----------------------------------------------------------------------------
-
-
-class SteadyStream:
-    """Produces ``rate`` events/s (ids ``{run}-{i}``) round-robin over partitions and images, from a thread,
-    until ``stop()`` or ``max_seconds``; ``times[i]`` is when event i was handed to the producer."""
-
-    def __init__(
-        self, bootstrap: str, topic: str, partitions: int, urls: Sequence[str], rate: float, max_seconds: float
-    ) -> None:
-        self.run = uuid.uuid4().hex[:6]
-        self.rate = rate
-        self.ids: list[str] = []
-        self.times: list[float] = []
-        self.placed: dict[str, tuple[int, int]] = {}  # event id → (partition, offset), from delivery reports
-        self.failed = 0
-        self._args = (topic, partitions, list(urls))
-        self._max_seconds = max_seconds
-        self._producer: Producer | None = Producer(
-            {"bootstrap.servers": bootstrap, "linger.ms": 5, "compression.type": "lz4"}
-        )
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._loop, name="steady-stream", daemon=True)
-
-    def __enter__(self) -> SteadyStream:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> int:
-        """Stop producing, wait for every acknowledgement (at most 30 s); returns how many are unacknowledged."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(10)
-        if self._producer is None:
-            return 0
-        left = int(self._producer.flush(30))
-        self._producer = None  # destroyed now, not when the broker is already gone (librdkafka would log)
-        return left
-
-    def produced(self) -> int:
-        with self._lock:
-            return len(self.ids)
-
-    def produced_between(self, t0: float, t1: float) -> int:
-        with self._lock:
-            return sum(1 for t in self.times if t0 <= t < t1)
-
-    def _delivered(self, event_id: str) -> Callable[[Any, Any], None]:
-        def on_delivery(err: Any, msg: Any) -> None:
-            if err is not None:
-                self.failed += 1
-                return
-            with self._lock:
-                self.placed[event_id] = (int(msg.partition()), int(msg.offset()))
-
-        return on_delivery
-
-    def _loop(self) -> None:
-        topic, partitions, urls = self._args
-        producer = self._producer
-        assert producer is not None
-        start = time.monotonic()
-        limit = int(self.rate * self._max_seconds)
-        i = 0
-        while not self._stop.is_set() and i < limit:
-            elapsed = time.monotonic() - start
-            if elapsed >= self._max_seconds:
-                break
-            due = min(limit, int(self.rate * elapsed) + 1)
-            while i < due:
-                event_id = f"{self.run}-{i}"
-                try:
-                    producer.produce(
-                        topic,
-                        event_value(event_id, urls, i),
-                        partition=i % partitions,
-                        on_delivery=self._delivered(event_id),
-                    )
-                except BufferError:
-                    producer.poll(0.05)  # the local queue is full (broker stalled): retry this one
-                    break
-                with self._lock:
-                    self.ids.append(event_id)
-                    self.times.append(time.time())
-                i += 1
-            producer.poll(0)
-            self._stop.wait(0.01)
+# -- what was lost ------------------------------------------------------------------------------------------
 
 
 def committed_offsets(bootstrap: str, topic: str, group: str, partitions: int) -> dict[int, int]:
     """The group's committed offset per partition (the next record it would read; 0 when none is committed)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
-    try:
-        got = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
-    finally:
-        consumer.close()
-    return {tp.partition: max(0, tp.offset) for tp in got}
+    positions = committed_positions(bootstrap, group, topic, range(partitions))
+    return {p: max(0, offset) for p, offset in positions.items()}
 
 
 def lost_and_pending(
@@ -254,12 +84,12 @@ class Timeline:
     points: list[Point] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._workers: list[WorkerProc] = []
+        self._workers: list[WorkerProcess] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="timeline", daemon=True)
 
-    def add(self, worker: WorkerProc) -> None:
+    def add(self, worker: WorkerProcess) -> None:
         with self._lock:
             self._workers.append(worker)
 
@@ -276,7 +106,7 @@ class Timeline:
             workers = list(self._workers)
         codes: dict[str, int] = {}
         with contextlib.suppress(OSError, ValueError):
-            codes = emulator_codes(self.stack)
+            codes = self.stack.emulator_codes()
         wall = time.time()
         points = {}
         for w in workers:

@@ -29,18 +29,8 @@ import bench_long_faults
 import bench_quota
 import bench_scaleout
 import bench_soak
-from common import (
-    RESULTS_DIR,
-    Check,
-    ScenarioReport,
-    checks_table,
-    machine_info,
-    machine_md,
-    pin_orchestrator,
-    print_report,
-    wait_for_idle,
-    write_report,
-)
+from machine import machine_info, pin_orchestrator, wait_for_idle
+from report import RESULTS_DIR, Check, ScenarioReport, checks_table, machine_md, print_report, write_report
 
 Runner = Callable[[bool], ScenarioReport]  # run(quick) of a bench_<name> module
 

@@ -13,6 +13,9 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from worker.dev import devstack
+from worker.dev.harness.topics import Topics, create_topics
+
+pytest_plugins = ["tests.support.emulator"]  # the ``emu`` fixture
 
 
 def _docker_answers() -> bool:
@@ -50,7 +53,18 @@ def make_topic(kafka_bootstrap: str) -> Callable[..., str]:
 
     def _make(prefix: str = "t", partitions: int = 4, config: dict[str, str] | None = None) -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:10]}"
-        devstack.create_topics(kafka_bootstrap, [name], partitions, config)
+        create_topics(kafka_bootstrap, [name], partitions, config)
         return name
+
+    return _make
+
+
+@pytest.fixture
+def make_topics(kafka_bootstrap: str) -> Callable[..., Topics]:
+    """``make_topics(4, results=2, dlq=1)`` → a worker's three topics, unique to this test and created, and a fresh
+    consumer group (``partitions`` each unless ``results``/``dlq`` say otherwise)."""
+
+    def _make(partitions: int = 4, *, results: int | None = None, dlq: int | None = None) -> Topics:
+        return Topics.unique("t").create(kafka_bootstrap, partitions, results=results, dlq=dlq)
 
     return _make

@@ -1,4 +1,7 @@
-"""Fixtures for the emulator tests: an emulator and an image server in threads, and a raw HTTP caller."""
+"""Fixtures for the emulator tests: an image server in a thread and a raw HTTP caller of ``emu``.
+
+``emu`` itself, the emulator in a thread, is the shared fixture of ``tests.support.emulator``.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.emulator import Caller
-from worker.emulator import EmulatorHandle, start_in_thread
+from worker.emulator import EmulatorHandle
 from worker.emulator.imageserver import ImageServerHandle, start_image_server_in_thread
-
-
-@pytest.fixture(scope="module")
-def emu() -> Iterator[EmulatorHandle]:
-    handle = start_in_thread()
-    try:
-        yield handle
-    finally:
-        handle.stop()
 
 
 @pytest.fixture

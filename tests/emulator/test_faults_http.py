@@ -17,15 +17,6 @@ BODY = orjson.dumps({"appid": APPID, "group_id": "nobody-here", "url": "http://1
 # Without faults this request answers -1306 (unknown group) at once: a cheap, stable baseline.
 
 
-@pytest.fixture(scope="module")
-def emu() -> Iterator[EmulatorHandle]:
-    handle = start_in_thread()
-    try:
-        yield handle
-    finally:
-        handle.stop()
-
-
 @pytest.fixture
 def session(emu: EmulatorHandle) -> Iterator[requests.Session]:
     emu.reset()

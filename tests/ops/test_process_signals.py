@@ -11,85 +11,56 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
 
 import orjson
 import pytest
 
 from tests.support.kafkatest import produce_all, wait_until
-from tests.support.pipeline import ROOT, Topics, settings_env
+from tests.support.pipeline import settings_env
 from worker.dev import devstack
-from worker.dev.processes import stop_process
+from worker.dev.harness.processes import WorkerProcess
+from worker.dev.harness.topics import Topics
 from worker.emulator import EmulatorHandle, start_in_thread
 from worker.runtime.exits import ExitCode
-from worker.runtime.stopping import (
-    StopRequest,
-    StopWatchdog,
-    spawn_with_stop_signals_blocked,
-)
+from worker.runtime.stopping import StopRequest, StopWatchdog
 
 DRAIN_S = 2.0
 BOUND_S = DRAIN_S + 5.0  # the README's promise: gone within drain_timeout_s + 5 s of SIGTERM
 
 
-class WorkerProcess:
-    """``python -m worker run`` with its log in a file; stopped by its own PID at the end of a test."""
+def _loaded(worker: WorkerProcess, fragment: str) -> bool:
+    """Is a shared object whose path contains ``fragment`` mapped into the process (it is importing it)?"""
+    try:
+        return fragment in Path(f"/proc/{worker.pid}/maps").read_text()
+    except OSError:
+        return False
 
-    def __init__(self, env: dict[str, str], log_path: Path, *, block_stop_signals: bool) -> None:
-        self.log_path = log_path
-        self._log: IO[bytes] = open(log_path, "wb")  # noqa: SIM115 - closed in close()
-        base = {k: v for k, v in os.environ.items() if not k.startswith("MDW_")}
-        args = [sys.executable, "-m", "worker", "run"]
-        options = {
-            "env": {**base, **env},
-            "stdout": self._log,
-            "stderr": subprocess.STDOUT,
-            "stdin": subprocess.DEVNULL,
-            "cwd": ROOT,
-        }
-        if block_stop_signals:
-            self.popen = spawn_with_stop_signals_blocked(args, **options)
-        else:
-            self.popen = subprocess.Popen(args, **options)  # type: ignore[call-overload]
 
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def loaded(self, fragment: str) -> bool:
-        """Is a shared object whose path contains ``fragment`` mapped into the process (it is importing it)?"""
-        try:
-            return fragment in Path(f"/proc/{self.popen.pid}/maps").read_text()
-        except OSError:
-            return False
-
-    def sigterm_and_wait(self, bound_s: float) -> tuple[int | None, float]:
-        """SIGTERM, then (exit code or None if still running after ``bound_s``, seconds taken)."""
-        started = time.monotonic()
-        self.popen.send_signal(signal.SIGTERM)
-        try:
-            code: int | None = self.popen.wait(bound_s)
-        except subprocess.TimeoutExpired:
-            code = None
-        return code, time.monotonic() - started
-
-    def close(self) -> None:
-        stop_process(self.popen, 10)
-        self._log.close()
+def _sigterm_and_wait(worker: WorkerProcess, bound_s: float) -> tuple[int | None, float]:
+    """SIGTERM, then (exit code or None if still running after ``bound_s``, seconds taken)."""
+    started = time.monotonic()
+    worker.signal(signal.SIGTERM)
+    try:
+        code: int | None = worker.wait(bound_s)
+    except subprocess.TimeoutExpired:
+        code = None
+    return code, time.monotonic() - started
 
 
 @pytest.fixture
 def spawn(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """``spawn(env)``: ``python -m worker run`` with its log in a file; stopped by its own PID at the test's end."""
     started: list[WorkerProcess] = []
 
     def _spawn(env: dict[str, str], *, block_stop_signals: bool = False) -> WorkerProcess:
-        worker = WorkerProcess(env, tmp_path / f"worker-{len(started)}.log", block_stop_signals=block_stop_signals)
+        worker = WorkerProcess(
+            env, log_path=tmp_path / f"worker-{len(started)}.log", block_stop_signals=block_stop_signals
+        )
         started.append(worker)
         return worker
 
@@ -97,20 +68,7 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
         yield _spawn
     finally:
         for worker in started:
-            worker.close()
-
-
-@pytest.fixture(scope="module")
-def emu() -> Iterator[EmulatorHandle]:
-    handle = start_in_thread()
-    try:
-        yield handle
-    finally:
-        handle.stop()
-
-
-def _topics(make_topic: Callable[..., str]) -> Topics:
-    return Topics(make_topic("in", 4), make_topic("results", 4), make_topic("dlq", 2))
+            worker.stop(10)
 
 
 def _events(count: int) -> list[bytes]:
@@ -122,34 +80,34 @@ def _events(count: int) -> list[bytes]:
 
 @pytest.mark.broker
 def test_sigterm_right_after_spawn_exits_0(
-    kafka_bootstrap: str, emu: EmulatorHandle, make_topic: Callable[..., str], spawn: Callable[..., WorkerProcess]
+    kafka_bootstrap: str, emu: EmulatorHandle, make_topics: Callable[..., Topics], spawn: Callable[..., WorkerProcess]
 ) -> None:
-    env = settings_env(kafka_bootstrap, emu.base_url, _topics(make_topic))
+    env = settings_env(kafka_bootstrap, emu.base_url, make_topics(4, results=4, dlq=2))
     for _ in range(3):  # the signal lands before the interpreter has run a line of ours, every time
         worker = spawn(env, block_stop_signals=True)
-        code, _ = worker.sigterm_and_wait(30)
+        code, _ = _sigterm_and_wait(worker, 30)
         assert code == 0, f"exit {code}:\n{worker.output()[-2000:]}"
         assert "stopped before the pipeline" in worker.output()
 
 
 @pytest.mark.broker
 def test_sigterm_while_it_loads_its_kafka_client_exits_0(
-    kafka_bootstrap: str, emu: EmulatorHandle, make_topic: Callable[..., str], spawn: Callable[..., WorkerProcess]
+    kafka_bootstrap: str, emu: EmulatorHandle, make_topics: Callable[..., Topics], spawn: Callable[..., WorkerProcess]
 ) -> None:
     # A plain launcher (no blocked signals): the signal comes while the CLI is still importing.
-    worker = spawn(settings_env(kafka_bootstrap, emu.base_url, _topics(make_topic)))
-    wait_until(lambda: worker.loaded("confluent_kafka") or worker.popen.poll() is not None, 30, 0.002, "librdkafka")
-    code, _ = worker.sigterm_and_wait(30)
+    worker = spawn(settings_env(kafka_bootstrap, emu.base_url, make_topics(4, results=4, dlq=2)))
+    wait_until(lambda: _loaded(worker, "confluent_kafka") or not worker.alive(), 30, 0.002, "librdkafka")
+    code, _ = _sigterm_and_wait(worker, 30)
     assert code == 0, f"exit {code}:\n{worker.output()[-2000:]}"
 
 
 @pytest.mark.broker
 def test_sigterm_at_its_first_log_line_exits_0(
-    kafka_bootstrap: str, emu: EmulatorHandle, make_topic: Callable[..., str], spawn: Callable[..., WorkerProcess]
+    kafka_bootstrap: str, emu: EmulatorHandle, make_topics: Callable[..., Topics], spawn: Callable[..., WorkerProcess]
 ) -> None:
-    worker = spawn(settings_env(kafka_bootstrap, emu.base_url, _topics(make_topic)))
-    wait_until(lambda: worker.output().strip() or worker.popen.poll() is not None, 30, 0.002, "the first log line")
-    code, _ = worker.sigterm_and_wait(30)
+    worker = spawn(settings_env(kafka_bootstrap, emu.base_url, make_topics(4, results=4, dlq=2)))
+    wait_until(lambda: worker.output().strip() or not worker.alive(), 30, 0.002, "the first log line")
+    code, _ = _sigterm_and_wait(worker, 30)
     assert code == 0, f"exit {code}:\n{worker.output()[-2000:]}"
 
 
@@ -158,10 +116,10 @@ def test_sigterm_at_its_first_log_line_exits_0(
 
 @pytest.mark.broker
 def test_sigterm_with_hundreds_of_calls_hanging_ends_the_process_in_time(
-    kafka_bootstrap: str, emu: EmulatorHandle, make_topic: Callable[..., str], spawn: Callable[..., WorkerProcess]
+    kafka_bootstrap: str, emu: EmulatorHandle, make_topics: Callable[..., Topics], spawn: Callable[..., WorkerProcess]
 ) -> None:
     in_flight = 512
-    topics = _topics(make_topic)
+    topics = make_topics(4, results=4, dlq=2)
     produce_all(kafka_bootstrap, topics.input, _events(in_flight + 50))
     emu.admin({"latency_ms": 120_000})  # every call hangs far beyond the drain
     try:
@@ -175,7 +133,7 @@ def test_sigterm_with_hundreds_of_calls_hanging_ends_the_process_in_time(
         )
         worker = spawn(env)
         wait_until(lambda: emu.stats()["in_flight"] >= in_flight, 60, 0.05, f"{in_flight} calls in flight")
-        code, took = worker.sigterm_and_wait(BOUND_S)
+        code, took = _sigterm_and_wait(worker, BOUND_S)
     finally:
         emu.reset()
     assert code == 0, f"exit {code} after {took:.1f}s:\n{worker.output()[-2000:]}"
@@ -195,8 +153,7 @@ def test_sigterm_when_the_broker_hangs_too_ends_the_process_in_time(
     faults = {"latency": {"kind": "uniform", "min_ms": 0, "max_ms": 120_000}, "error_rates": {"-1101": 1.0}, "seed": 7}
     emulator = start_in_thread(faults=faults)
     try:
-        topics = Topics("in", "results", "dlq")
-        devstack.create_topics(broker.bootstrap, [topics.input, topics.results, topics.dlq], 4)
+        topics = Topics("in", "results", "dlq").create(broker.bootstrap, 4)
         produce_all(broker.bootstrap, topics.input, _events(in_flight + 100))
         env = settings_env(
             broker.bootstrap,
@@ -209,7 +166,7 @@ def test_sigterm_when_the_broker_hangs_too_ends_the_process_in_time(
         worker = spawn(env)
         wait_until(lambda: emulator.stats()["in_flight"] >= in_flight - 20, 60, 0.05, "calls in flight")
         broker.process.signal(signal.SIGSTOP)  # type: ignore[union-attr]
-        code, took = worker.sigterm_and_wait(BOUND_S)
+        code, took = _sigterm_and_wait(worker, BOUND_S)
     finally:
         broker.process.signal(signal.SIGCONT)  # type: ignore[union-attr]
         emulator.stop()

@@ -10,16 +10,12 @@ from pathlib import Path
 import pytest
 
 from tests.support.kafkatest import produce_all, wait_until
-from tests.support.pipeline import (
-    Topics,
-    committed,
-    enrolled_emulator,
-    read_outputs,
-    settings_env,
-    thread_worker,
-    validate_all,
-)
+from tests.support.pipeline import by_event, enrolled_emulator, settings_env, thread_worker, validate_all
+from worker.dev.harness.outputs import read_outputs
+from worker.dev.harness.positions import committed_positions
+from worker.dev.harness.topics import Topics
 from worker.dev.scenario import Scenario
+from worker.emulator import EmulatorHandle
 from worker.runtime.exits import ExitCode
 
 pytestmark = pytest.mark.broker
@@ -33,24 +29,24 @@ def images_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def emulator(images_dir: Path) -> Iterator[object]:
+def emulator(images_dir: Path) -> Iterator[EmulatorHandle]:
     with enrolled_emulator(images_dir, PEOPLE) as (handle, _):
         yield handle
 
 
 @pytest.fixture
-def topics(make_topic: Callable[..., str]) -> Topics:
-    return Topics(make_topic("in", 4), make_topic("results", 2), make_topic("dlq", 2))
+def topics(make_topics: Callable[..., Topics]) -> Topics:
+    return make_topics(4, results=2, dlq=2)
 
 
-def _scenario(images_dir: Path, emulator: object) -> Scenario:
-    sc = Scenario(images_dir, emulator.base_url + "/images/")  # type: ignore[attr-defined]
+def _scenario(images_dir: Path, emulator: EmulatorHandle) -> Scenario:
+    sc = Scenario(images_dir, emulator.base_url + "/images/")
     sc.enrolled = list(PEOPLE)
     return sc
 
 
 def test_mixed_batch_yields_exactly_one_valid_output_per_event(
-    kafka_bootstrap: str, emulator: object, images_dir: Path, topics: Topics
+    kafka_bootstrap: str, emulator: EmulatorHandle, images_dir: Path, topics: Topics
 ) -> None:
     sc = _scenario(images_dir, emulator)
     sc.add_known(12, seed=1000)
@@ -59,7 +55,7 @@ def test_mixed_batch_yields_exactly_one_valid_output_per_event(
     sc.add_unreachable(3, seed=1300)
     sc.add_malformed()
     produce_all(kafka_bootstrap, topics.input, [(e.key, e.value) for e in sc.events])
-    env = settings_env(kafka_bootstrap, emulator.base_url, topics, max_in_flight=8)  # type: ignore[attr-defined]
+    env = settings_env(kafka_bootstrap, emulator.base_url, topics, max_in_flight=8)
     with thread_worker(env) as w:
         wait_until(
             lambda: w.pipeline.stats.results + sum(w.pipeline.stats.dead_letters.values()) >= len(sc.events),
@@ -71,14 +67,14 @@ def test_mixed_batch_yields_exactly_one_valid_output_per_event(
 
     out = read_outputs(kafka_bootstrap, topics)
     validate_all(out)
-    by_event = out.by_event()
+    codes = by_event(out)
     for e in sc.events:
         ident = e.event_id if e.expect in ("result", "-1101", "-1308") else base64.b64encode(e.value).decode()
-        assert by_event.get(ident) == [e.expect], (e, by_event.get(ident))
-    assert len(out.results) + len(out.dead_letters) == len(sc.events)
+        assert codes.get(ident) == [e.expect], (e, codes.get(ident))
+    assert len(out) == len(sc.events)
 
     # Every face of a known person is matched to that person; strangers stay low.
-    results = {r["event_id"]: r for r in out.results}
+    results = {o.event_id: o.doc for o in out if o.kind == "result"}
     for e in sc.events:
         if e.expect != "result":
             continue
@@ -91,54 +87,50 @@ def test_mixed_batch_yields_exactly_one_valid_output_per_event(
         assert sorted(best, key=str) == sorted(e.people, key=str)
 
     # Dead letters carry the original bytes exactly, and the error's coordinates.
-    for key, envelope, headers in out.dead_letters:
-        assert envelope["error"]["code"] == key.decode()
-        assert envelope["original"]["topic"] == topics.input
-        names = [h[0] for h in headers]
-        assert "mdw.original.offset" in names and "mdw.error.code" in names
+    for o in out:
+        if o.kind == "dlq":
+            assert o.doc["error"]["code"] == o.code
+            assert o.doc["original"]["topic"] == topics.input
+            names = [h[0] for h in o.headers]
+            assert "mdw.original.offset" in names and "mdw.error.code" in names
 
     # Everything consumed was committed, only after its output was acknowledged.
     per_partition: dict[int, int] = {}
-    for r in out.results:
-        p = r["source"]["partition"]
-        per_partition[p] = max(per_partition.get(p, -1), r["source"]["offset"])
-    for _, envelope, _ in out.dead_letters:
-        p = envelope["original"]["partition"]
-        per_partition[p] = max(per_partition.get(p, -1), envelope["original"]["offset"])
-    positions = committed(kafka_bootstrap, topics.group, topics.input, 4)
+    for o in out:
+        per_partition[o.partition] = max(per_partition.get(o.partition, -1), o.offset)
+    positions = committed_positions(kafka_bootstrap, topics.group, topics.input)
     for p, last in per_partition.items():
         assert positions[p] == last + 1
 
 
 def test_wrong_credentials_stop_the_worker_without_commit_or_dead_letter(
-    kafka_bootstrap: str, emulator: object, images_dir: Path, topics: Topics
+    kafka_bootstrap: str, emulator: EmulatorHandle, images_dir: Path, topics: Topics
 ) -> None:
     sc = _scenario(images_dir, emulator)
     sc.add_known(5, seed=2000)
     produce_all(kafka_bootstrap, topics.input, [(e.key, e.value) for e in sc.events])
-    env = settings_env(kafka_bootstrap, emulator.base_url, topics, max_in_flight=4)  # type: ignore[attr-defined]
+    env = settings_env(kafka_bootstrap, emulator.base_url, topics, max_in_flight=4)
     env["MDW_SECRET_KEY"] = "not-the-right-key"
     with thread_worker(env) as w:
         exit_code = w.join(60)
         assert exit_code == ExitCode.CONFIG_REFUSED
         reason = w.pipeline.fatal_reason or ""
     assert "code 14" in reason and "MDW_SECRET_KEY" in reason
-    out = read_outputs(kafka_bootstrap, topics, idle=0.5)
-    assert out.dead_letters == [] and out.results == []
-    assert all(offset < 0 for offset in committed(kafka_bootstrap, topics.group, topics.input, 4).values())
+    assert read_outputs(kafka_bootstrap, topics) == []
+    assert all(offset < 0 for offset in committed_positions(kafka_bootstrap, topics.group, topics.input).values())
 
 
 def test_api_outage_of_503s_dead_letters_nothing_and_processing_resumes(
-    kafka_bootstrap: str, emulator: object, images_dir: Path, topics: Topics
+    kafka_bootstrap: str, emulator: EmulatorHandle, images_dir: Path, topics: Topics
 ) -> None:
     sc = _scenario(images_dir, emulator)
     sc.add_known(30, stranger_every=0, seed=3000)
-    emulator.admin({"http_error_rates": {"503": 1.0}, "seed": 3})  # type: ignore[attr-defined]
+    emulator.admin({"http_error_rates": {"503": 1.0}, "seed": 3})
     produce_all(kafka_bootstrap, topics.input, [(e.key, e.value) for e in sc.events])
     env = settings_env(
         kafka_bootstrap,
         emulator.base_url,
-        topics,  # type: ignore[attr-defined]
+        topics,
         max_in_flight=8,
         max_attempts=3,
         breaker_open_s=0.5,
@@ -149,14 +141,14 @@ def test_api_outage_of_503s_dead_letters_nothing_and_processing_resumes(
             wait_until(lambda: w.pipeline._breaker.is_open, timeout=30, what="the breaker to open")
             time.sleep(1.5)
             assert w.pipeline.stats.results == 0
-            emulator.admin({})  # type: ignore[attr-defined]  # the API recovers
+            emulator.admin({})  # the API recovers
             wait_until(lambda: w.pipeline.stats.results >= len(sc.events), timeout=60, what="all events identified")
             assert w.stop() == 0
     finally:
-        emulator.admin({})  # type: ignore[attr-defined]
-    out = read_outputs(kafka_bootstrap, topics, idle=0.5)
-    assert out.dead_letters == []
-    assert sorted(r["event_id"] for r in out.results) == sorted(e.event_id for e in sc.events)
+        emulator.admin({})
+    out = read_outputs(kafka_bootstrap, topics)
+    assert [o for o in out if o.kind == "dlq"] == []
+    assert sorted(o.event_id or "" for o in out) == sorted(e.event_id for e in sc.events)
 
 
 def test_a_dead_letter_too_large_for_kafka_is_sent_without_the_original(kafka_bootstrap: str, topics: Topics) -> None:
@@ -182,9 +174,9 @@ def test_a_dead_letter_too_large_for_kafka_is_sent_without_the_original(kafka_bo
         pipeline.request_stop()
         runner.join(30)
     assert pipeline.fatal_reason is None
-    out = read_outputs(kafka_bootstrap, topics, idle=0.5)
+    out = read_outputs(kafka_bootstrap, topics)
     validate_all(out)
-    by_offset = {env["original"]["offset"]: env for _, env, _ in out.dead_letters}
+    by_offset = {o.offset: o.doc for o in out if o.kind == "dlq"}
     assert by_offset[0]["original"]["value_omitted"] is True and by_offset[0]["original"]["value_size"] == len(big)
     assert by_offset[1]["original"]["value_base64"] == base64.b64encode(b"small but not json").decode()
     assert all(env["error"]["code"] == "invalid_json" for env in by_offset.values())

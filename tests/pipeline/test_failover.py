@@ -7,12 +7,15 @@ import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import orjson
 import pytest
 
-from tests.support.kafkatest import TopicReader, produce_all, read_all, wait_until
-from tests.support.pipeline import ProcessWorker, Topics, enrolled_emulator, settings_env
+from tests.support.kafkatest import produce_all, wait_until
+from tests.support.pipeline import enrolled_emulator, settings_env
+from worker.dev.harness.outputs import OutputReader, read_outputs
+from worker.dev.harness.processes import WorkerProcess
+from worker.dev.harness.topics import Topics
 from worker.dev.scenario import Scenario
+from worker.emulator import EmulatorHandle
 
 pytestmark = pytest.mark.broker
 
@@ -22,7 +25,7 @@ COMMIT_INTERVAL_S = 0.2
 
 
 @pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, Scenario]]:
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmulatorHandle, Scenario]]:
     images = tmp_path_factory.mktemp("failover-images")
     with enrolled_emulator(images, ["alice", "bob"], latency_ms=LATENCY_S * 1000) as stack:
         yield stack
@@ -36,12 +39,12 @@ def _uncommitted_window() -> int:
 
 def test_sigkill_one_of_three_workers_loses_nothing(
     kafka_bootstrap: str,
-    emulator: tuple[object, Scenario],
-    make_topic: Callable[..., str],
+    emulator: tuple[EmulatorHandle, Scenario],
+    make_topics: Callable[..., Topics],
     tmp_path: Path,
 ) -> None:
     handle, base = emulator
-    topics = Topics(make_topic("in", 8), make_topic("results", 4), make_topic("dlq", 2))
+    topics = make_topics(8, results=4, dlq=2)
     sc = Scenario(base.images_dir, base.images_url, enrolled=list(base.enrolled))
     sc.add_known(40, stranger_every=0, seed=5000)
     # 40 distinct images, many events each: 1200 events, so every worker is mid-stream when one dies.
@@ -51,22 +54,18 @@ def test_sigkill_one_of_three_workers_loses_nothing(
     ]
     produce_all(kafka_bootstrap, topics.input, events)
     env = settings_env(
-        kafka_bootstrap,
-        handle.base_url,  # type: ignore[attr-defined]
-        topics,
-        max_in_flight=MAX_IN_FLIGHT,
-        commit_interval_s=COMMIT_INTERVAL_S,
+        kafka_bootstrap, handle.base_url, topics, max_in_flight=MAX_IN_FLIGHT, commit_interval_s=COMMIT_INTERVAL_S
     )
-    workers = [ProcessWorker(env, tmp_path / f"worker-{i}.log") for i in range(3)]
+    workers = [WorkerProcess(env, log_path=tmp_path / f"worker-{i}.log") for i in range(3)]
+    progress = OutputReader(kafka_bootstrap, topics)
     try:
-        progress = TopicReader(kafka_bootstrap, topics.results)
 
         def results_by_worker() -> collections.Counter[str]:
             """Distinct events with a result, by the pid that wrote it (duplicates after the kill do not count)."""
-            seen = {}
-            for m in progress.poll():
-                record = orjson.loads(m.value())
-                seen.setdefault(record["event_id"], record["worker"]["instance"].rsplit("/", 1)[1])
+            progress.poll()
+            seen: dict[str | None, str] = {}
+            for o in progress.results():
+                seen.setdefault(o.event_id, o.instance.rsplit("/", 1)[1])
             return collections.Counter(seen.values())
 
         # A loaded runner may start one worker long after the others, so the victim is chosen by progress:
@@ -81,14 +80,15 @@ def test_sigkill_one_of_three_workers_loses_nothing(
         )
         exits = [w.terminate(60) for w in survivors]
     finally:
+        progress.close()
         for w in workers:
             w.stop()
     assert exits == [0, 0], [w.output()[-2000:] for w in survivors]
 
-    results = read_all(kafka_bootstrap, topics.results, idle=1.0)
-    records = [orjson.loads(m.value()) for m in results]
-    counts = collections.Counter(r["event_id"] for r in records)
-    by_instance = collections.Counter(r["worker"]["instance"].rsplit("/", 1)[1] for r in records)
+    outputs = read_outputs(kafka_bootstrap, topics)
+    results = [o for o in outputs if o.kind == "result"]
+    counts = collections.Counter(o.event_id for o in results)
+    by_instance = collections.Counter(o.instance.rsplit("/", 1)[1] for o in results)
     # The killed worker was really mid-stream: it had written results before it died, and events were left.
     assert by_instance[victim_pid] > 0, by_instance
     assert sum(n for pid, n in by_instance.items() if pid != victim_pid) > 0, by_instance
@@ -100,4 +100,4 @@ def test_sigkill_one_of_three_workers_loses_nothing(
         f"(bound {_uncommitted_window()} = the killed worker's uncommitted window)"
     )
     assert duplicates <= _uncommitted_window()
-    assert read_all(kafka_bootstrap, topics.dlq, idle=0.3) == []
+    assert [o for o in outputs if o.kind == "dlq"] == []

@@ -11,8 +11,9 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.kafkatest import produce_all, wait_until
-from tests.support.pipeline import Topics, enrolled_emulator, settings_env
+from tests.support.pipeline import enrolled_emulator, settings_env
 from worker import config
+from worker.dev.harness.topics import Topics
 from worker.ops import HealthState, OpsServer, PrometheusObserver
 from worker.runtime.app import build_pipeline
 from worker.runtime.observer import Observer
@@ -41,7 +42,7 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 def test_metrics_health_and_readiness_follow_a_real_run(
-    kafka_bootstrap: str, make_topic: Callable[..., str], tmp_path: Path
+    kafka_bootstrap: str, make_topics: Callable[..., Topics], tmp_path: Path
 ) -> None:
     images = tmp_path / "images"
     images.mkdir()
@@ -49,7 +50,7 @@ def test_metrics_health_and_readiness_follow_a_real_run(
         sc.add_known(10, stranger_every=0, seed=9000)
         sc.add_no_face(3, seed=9100)
         sc.add_malformed()
-        topics = Topics(make_topic("in", 2), make_topic("results", 1), make_topic("dlq", 1))
+        topics = make_topics(2, results=1, dlq=1)
         settings = config.load(
             environ=settings_env(kafka_bootstrap, emulator.base_url, topics, liveness_timeout_s=1),
             require_credentials=True,
@@ -109,7 +110,7 @@ def test_metrics_health_and_readiness_follow_a_real_run(
 
 
 def test_dead_letters_are_logged_as_json_with_event_coordinates(
-    kafka_bootstrap: str, make_topic: Callable[..., str], tmp_path: Path
+    kafka_bootstrap: str, make_topics: Callable[..., Topics], tmp_path: Path
 ) -> None:
     import io
     import logging
@@ -118,7 +119,7 @@ def test_dead_letters_are_logged_as_json_with_event_coordinates(
 
     from worker.ops import configure_logging
 
-    topics = Topics(make_topic("in", 1), make_topic("results", 1), make_topic("dlq", 1))
+    topics = make_topics(1, results=1, dlq=1)
     stream = io.StringIO()
     logger = logging.getLogger("worker")
     saved = (list(logger.handlers), logger.level, logger.propagate)

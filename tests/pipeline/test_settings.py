@@ -8,25 +8,27 @@ import base64
 import contextlib
 import datetime as dt
 import io
-import ssl
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import orjson
 import pytest
 from PIL import Image
 
-from tests.support.kafkatest import TopicReader, produce_all, wait_until
-from tests.support.pipeline import Topics, enrolled_emulator, read_outputs, settings_env, thread_worker, validate_all
+from tests.support.kafkatest import produce_all, wait_until
+from tests.support.pipeline import enrolled_emulator, settings_env, thread_worker, validate_all
+from tests.support.servers import loopback_server, serving
 from worker import config
+from worker.dev.harness.outputs import OutputReader, read_outputs
+from worker.dev.harness.topics import Topics
+from worker.emulator import EmulatorHandle
 from worker.runtime import kafka
 
 
 @pytest.fixture
-def topics(make_topic: Callable[..., str]) -> Topics:
-    return Topics(make_topic("in", 2), make_topic("results", 1), make_topic("dlq", 1))
+def topics(make_topics: Callable[..., Topics]) -> Topics:
+    return make_topics(2, results=1, dlq=1)
 
 
 def _event(event_id: str, url: str) -> bytes:
@@ -97,23 +99,12 @@ class _ImageHandler(BaseHTTPRequestHandler):
 @pytest.fixture
 def https_image_url(tmp_path: Path) -> Iterator[str]:
     """An image on an HTTPS server (127.0.0.1, OS-assigned port) whose certificate is self-signed."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _ImageHandler)
-    server.daemon_threads = True
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(_self_signed(tmp_path))
-    server.socket = ctx.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serving(loopback_server(_ImageHandler), _self_signed(tmp_path)) as server:
         yield f"https://localhost:{server.server_address[1]}/face.jpg"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 @pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorHandle]:
     with enrolled_emulator(tmp_path_factory.mktemp("images"), ["alice"]) as (handle, _):
         yield handle
 
@@ -130,7 +121,7 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 def test_tls_verify_applies_to_the_api_only_and_fetch_tls_verify_to_image_downloads(
     kafka_bootstrap: str,
     topics: Topics,
-    emulator: object,
+    emulator: EmulatorHandle,
     https_image_url: str,
     tls_settings: dict[str, str],
     downloaded: bool,
@@ -138,7 +129,7 @@ def test_tls_verify_applies_to_the_api_only_and_fetch_tls_verify_to_image_downlo
     produce_all(kafka_bootstrap, topics.input, [(b"cam-1", _event("e-tls", https_image_url))])
     env = settings_env(
         kafka_bootstrap,
-        emulator.base_url,  # type: ignore[attr-defined]
+        emulator.base_url,
         topics,
         image_mode="fetch",
         fetch_allowed_networks="127.0.0.0/8",  # the test server is on loopback
@@ -151,15 +142,16 @@ def test_tls_verify_applies_to_the_api_only_and_fetch_tls_verify_to_image_downlo
             what="the event's output",
         )
         assert w.stop() == 0
-    out = read_outputs(kafka_bootstrap, topics, idle=0.5)
+    out = read_outputs(kafka_bootstrap, topics)
     validate_all(out)
-    codes = [key.decode() for key, _, _ in out.dead_letters]
+    dead = [o for o in out if o.kind == "dlq"]
+    codes = [o.code for o in dead]
     if downloaded:
         # The image reached the API (a plain colour has no face, or it is a result): no certificate failure.
-        assert "fetch_tls" not in codes and len(codes) + len(out.results) == 1, codes
+        assert "fetch_tls" not in codes and len(out) == 1, codes
     else:
-        assert codes == ["fetch_tls"], (codes, out.results)
-        assert "certificate" in out.dead_letters[0][1]["error"]["message"].lower()
+        assert codes == ["fetch_tls"], [o.code for o in out]
+        assert "certificate" in dead[0].doc["error"]["message"].lower()
 
 
 # --- auto_offset_reset ----------------------------------------------------------------------------------------------
@@ -172,7 +164,7 @@ def test_latest_starts_a_new_group_at_the_end_and_skips_the_backlog(kafka_bootst
         produce_all(kafka_bootstrap, topics.input, [(b"k", f"old-{i} (not JSON)".encode())], partition=i % 2)
     # Invalid events are dead-lettered without an API call: no API is needed to see which events were consumed.
     env = settings_env(kafka_bootstrap, "http://127.0.0.1:9", topics, auto_offset_reset="latest")
-    dlq = TopicReader(kafka_bootstrap, topics.dlq)
+    outputs = OutputReader(kafka_bootstrap, topics)
     try:
         with thread_worker(env) as w:
             # The start position is fixed once the worker has its partitions; events published before that may be
@@ -181,7 +173,8 @@ def test_latest_starts_a_new_group_at_the_end_and_skips_the_backlog(kafka_bootst
 
             def one_more_then_any_output() -> bool:
                 nonlocal sent
-                if dlq.count():
+                outputs.poll()
+                if outputs.count():
                     return True
                 new = [(b"k", f"new-{sent} (not JSON)".encode())]
                 produce_all(kafka_bootstrap, topics.input, new, partition=sent % 2)
@@ -191,9 +184,9 @@ def test_latest_starts_a_new_group_at_the_end_and_skips_the_backlog(kafka_bootst
             wait_until(one_more_then_any_output, timeout=60, interval=0.3, what="a new event's dead letter")
             assert w.stop() == 0
     finally:
-        dlq.close()
-    out = read_outputs(kafka_bootstrap, topics, idle=0.5)
-    originals = [base64.b64decode(envelope["original"]["value_base64"]) for _, envelope, _ in out.dead_letters]
+        outputs.close()
+    out = read_outputs(kafka_bootstrap, topics)
+    originals = [base64.b64decode(o.doc["original"]["value_base64"]) for o in out if o.kind == "dlq"]
     assert originals, "no output at all"
     assert all(v.startswith(b"new-") for v in originals), originals
 

@@ -22,17 +22,11 @@ from typing import Any
 import pytest
 
 from tests.support.kafkatest import wait_until
-from tests.support.pipeline import Outputs, ThreadWorker, Topics, settings_env, validate_all
-from tests.support.reliability import (
-    OutputCollector,
-    Record,
-    committed_positions,
-    enroll,
-    event_value,
-    image_urls,
-    produce_records,
-    uncovered_commits,
-)
+from tests.support.pipeline import ThreadWorker, settings_env, validate_all
+from tests.support.reliability import Record, enroll, event_value, image_urls, produce_records, uncovered_commits
+from worker.dev.harness.outputs import OutputReader
+from worker.dev.harness.positions import committed_positions
+from worker.dev.harness.topics import Topics
 from worker.emulator import EmulatorHandle, start_in_thread
 from worker.runtime.exits import ExitCode
 
@@ -163,12 +157,9 @@ CASES: list[Case] = [
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmulatorHandle, list[str]]]:
     images = tmp_path_factory.mktemp("api-fault-images")
-    handle = start_in_thread(images_dir=str(images), url_cache_ttl_s=600)
-    try:
+    with start_in_thread(images_dir=str(images), url_cache_ttl_s=600) as handle:
         sc = enroll(handle.base_url, images, ["alice", "bob", "carol"])
         yield handle, image_urls(sc, 6, seed=9000)
-    finally:
-        handle.stop()
 
 
 def _params() -> list[Any]:
@@ -180,10 +171,10 @@ def test_api_fault_table(
     case: Case,
     kafka_bootstrap: str,
     emulator: tuple[EmulatorHandle, list[str]],
-    make_topic: Callable[..., str],
+    make_topics: Callable[..., Topics],
 ) -> None:
     handle, urls = emulator
-    topics = Topics(make_topic("in", 2), make_topic("results", 1), make_topic("dlq", 1))
+    topics = make_topics(2, results=1, dlq=1)
     ids = [f"{case.id}-{i:04d}" for i in range(case.events)]
     coords = produce_records(
         kafka_bootstrap,
@@ -196,7 +187,7 @@ def test_api_fault_table(
     before = handle.stats()
     if not case.switch_after:
         handle.admin({**case.faults, "seed": 7})
-    collector = OutputCollector(kafka_bootstrap, topics.results, topics.dlq)
+    collector = OutputReader(kafka_bootstrap, topics)
     worker = ThreadWorker(env).start()
     try:
         if case.switch_after:
@@ -232,12 +223,7 @@ def test_api_fault_table(
 
     assert exit_code == case.expect.exit_code, worker.pipeline.fatal_reason
     assert injected, "the emulator injected nothing: the row tests nothing"
-    validate_all(
-        Outputs(
-            [o.doc for o in outputs if o.kind == "result"],
-            [(o.key or b"", o.doc, o.headers) for o in outputs if o.kind == "dlq"],
-        )
-    )
+    validate_all(outputs)
     by_event = Counter(o.event_id for o in outputs)
     assert all(n == 1 for n in by_event.values()), "one worker, no crash: one output per event"
     assert set(by_event) <= set(ids)
@@ -279,12 +265,12 @@ def test_api_fault_table(
 
 
 def test_a_tripped_dlq_guard_holds_the_worker_then_resumes_once_the_cause_is_gone(
-    kafka_bootstrap: str, emulator: tuple[EmulatorHandle, list[str]], make_topic: Callable[..., str]
+    kafka_bootstrap: str, emulator: tuple[EmulatorHandle, list[str]], make_topics: Callable[..., Topics]
 ) -> None:
     """A window of 20 trips after ~20 dead letters: the worker takes nothing new (no exit, so no restart that
     dead-letters another window), readiness says why; after the pause a trial shows the cause is gone."""
     handle, urls = emulator
-    topics = Topics(make_topic("in", 1), make_topic("results", 1), make_topic("dlq", 1))
+    topics = make_topics(1, results=1, dlq=1)
     ids = [f"guard-{i:03d}" for i in range(200)]
     produce_records(kafka_bootstrap, topics.input, [Record(event_value(e, urls[0]), e.encode()) for e in ids])
     env = settings_env(

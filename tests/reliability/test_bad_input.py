@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 import orjson
 import pytest
 
-from tests.support.pipeline import Outputs, ThreadWorker, Topics, settings_env, validate_all
-from tests.support.reliability import Headers, OutputCollector, Record, enroll, event_value, image_urls, produce_records
+from tests.support.pipeline import ThreadWorker, settings_env, validate_all
+from tests.support.reliability import Headers, Record, enroll, event_value, image_urls, produce_records
 from worker.core import records
+from worker.dev.harness.outputs import OutputReader
+from worker.dev.harness.topics import Topics
 from worker.emulator import EmulatorHandle, start_in_thread
 
 pytestmark = pytest.mark.broker
@@ -151,12 +153,9 @@ def corpus(good_url: str) -> list[Bad]:
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmulatorHandle, list[str]]]:
     images = tmp_path_factory.mktemp("bad-input-images")
-    handle = start_in_thread(images_dir=str(images))
-    try:
+    with start_in_thread(images_dir=str(images)) as handle:
         sc = enroll(handle.base_url, images, ["alice", "bob"])
         yield handle, image_urls(sc, 2, seed=9500)
-    finally:
-        handle.stop()
 
 
 def _b64(data: bytes | None) -> str | None:
@@ -164,13 +163,13 @@ def _b64(data: bytes | None) -> str | None:
 
 
 def test_hostile_corpus_is_dead_lettered_precisely_and_the_worker_keeps_going(
-    kafka_bootstrap: str, emulator: tuple[EmulatorHandle, list[str]], make_topic: Callable[..., str]
+    kafka_bootstrap: str, emulator: tuple[EmulatorHandle, list[str]], make_topics: Callable[..., Topics]
 ) -> None:
     handle, urls = emulator
     cases = corpus(urls[0])
     assert len(cases) >= 40
     cases.append(Bad("good-event-after-the-corpus", event_value("good-last", urls[1]), "result"))
-    topics = Topics(make_topic("in", 1), make_topic("results", 1), make_topic("dlq", 1))
+    topics = make_topics(1, results=1, dlq=1)
     coords = produce_records(
         kafka_bootstrap, topics.input, [Record(c.value, c.key, list(c.headers), partition=0) for c in cases]
     )
@@ -178,7 +177,7 @@ def test_hostile_corpus_is_dead_lettered_precisely_and_the_worker_keeps_going(
     calls_before = handle.stats()["requests"].get("/face/multidentify", 0)
     env = settings_env(kafka_bootstrap, handle.base_url, topics, max_in_flight=8)
     worker = ThreadWorker(env).start()
-    collector = OutputCollector(kafka_bootstrap, topics.results, topics.dlq)
+    collector = OutputReader(kafka_bootstrap, topics)
     try:
         collector.wait_for(lambda c: len(c.outputs) >= len(cases), timeout=60, what="an output for every record")
         assert worker.exit_code is None, f"the worker stopped: {worker.pipeline.fatal_reason}"
@@ -200,12 +199,7 @@ def test_hostile_corpus_is_dead_lettered_precisely_and_the_worker_keeps_going(
     mismatched = {name: pair for name, pair in mismatched.items() if pair[0] != pair[1]}
     assert mismatched == {}, mismatched
 
-    validate_all(
-        Outputs(
-            [o.doc for o in outputs if o.kind == "result"],
-            [(o.key or b"", o.doc, o.headers) for o in outputs if o.kind == "dlq"],
-        )
-    )
+    validate_all(outputs)
     for offset, o in got.items():
         case = by_offset[offset]
         ours = [(n, v) for n, v in o.headers if n.lower().startswith("mdw.")]
@@ -263,10 +257,10 @@ def test_hostile_corpus_is_dead_lettered_precisely_and_the_worker_keeps_going(
 
 
 def test_a_record_with_huge_headers_cannot_crash_the_worker(
-    kafka_bootstrap: str, emulator: tuple[EmulatorHandle, list[str]], make_topic: Callable[..., str]
+    kafka_bootstrap: str, emulator: tuple[EmulatorHandle, list[str]], make_topics: Callable[..., Topics]
 ) -> None:
     handle, urls = emulator
-    topics = Topics(make_topic("in", 1), make_topic("results", 1), make_topic("dlq", 1))
+    topics = make_topics(1, results=1, dlq=1)
     produce_records(
         kafka_bootstrap,
         topics.input,
@@ -277,16 +271,16 @@ def test_a_record_with_huge_headers_cannot_crash_the_worker(
     )
     env = settings_env(kafka_bootstrap, handle.base_url, topics, max_in_flight=4)
     worker = ThreadWorker(env).start()
-    collector = OutputCollector(kafka_bootstrap, topics.results, topics.dlq)
+    collector = OutputReader(kafka_bootstrap, topics)
     try:
         collector.wait_for(
-            lambda c: len(c.outputs) >= 2 or not worker._thread.is_alive(), timeout=60, what="two outputs or a crash"
+            lambda c: len(c.outputs) >= 2 or not worker.alive(), timeout=60, what="two outputs or a crash"
         )
-        assert worker._thread.is_alive(), "the worker thread died"
+        assert worker.alive(), "the worker thread died"
         assert worker.exit_code is None
         codes = sorted(o.code for o in collector.outputs)
         assert codes == ["invalid_json", "result"], codes
     finally:
-        if worker._thread.is_alive():
+        if worker.alive():
             worker.stop()
         collector.close()

@@ -17,18 +17,13 @@ from pathlib import Path
 import pytest
 from confluent_kafka import KafkaError, Producer
 
-from tests.support.pipeline import ProcessWorker, Topics, settings_env
-from tests.support.reliability import (
-    OutputCollector,
-    TansuProxy,
-    committed_positions,
-    enroll,
-    event_value,
-    image_urls,
-    readiness,
-    uncovered_commits,
-)
-from worker.dev import devstack
+from tests.support.pipeline import settings_env
+from tests.support.reliability import TansuProxy, enroll, event_value, image_urls, readiness, uncovered_commits
+from worker.dev.harness.loopback import free_port
+from worker.dev.harness.outputs import OutputReader
+from worker.dev.harness.positions import committed_positions
+from worker.dev.harness.processes import WorkerProcess
+from worker.dev.harness.topics import Topics
 from worker.emulator import EmulatorHandle, start_in_thread
 
 pytestmark = [pytest.mark.broker, pytest.mark.heavy]
@@ -41,12 +36,9 @@ AFTER_S = 3.0  # production continues this long after the broker is back
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmulatorHandle, list[str]]]:
     images = tmp_path_factory.mktemp("broker-images")
-    handle = start_in_thread(images_dir=str(images), latency_ms=5, url_cache_ttl_s=600)
-    try:
+    with start_in_thread(images_dir=str(images), latency_ms=5, url_cache_ttl_s=600) as handle:
         sc = enroll(handle.base_url, images, ["alice", "bob"])
         yield handle, image_urls(sc, 8, seed=8000)
-    finally:
-        handle.stop()
 
 
 @dataclass
@@ -118,19 +110,19 @@ def test_broker_outage_loses_nothing_resumes_and_reports_not_ready(
     outage: str,
     kafka_bootstrap: str,
     emulator: tuple[EmulatorHandle, list[str]],
-    make_topic: Callable[..., str],
+    make_topics: Callable[..., Topics],
     tmp_path: Path,
 ) -> None:
     handle, urls = emulator
-    topics = Topics(make_topic("in", 4), make_topic("results", 2), make_topic("dlq", 2))
+    topics = make_topics(4, results=2, dlq=2)
     proxy = TansuProxy(kafka_bootstrap, tmp_path / "proxy.log").start()
-    port = devstack.free_port()
+    port = free_port()
     env = settings_env(
         proxy.bootstrap, handle.base_url, topics, max_in_flight=16, metrics_port=port, metrics_host="127.0.0.1"
     )
-    worker = ProcessWorker(env, tmp_path / "worker.log")
+    worker = WorkerProcess(env, log_path=tmp_path / "worker.log")
     producer = SteadyProducer(proxy.bootstrap, topics.input, urls, prefix=outage)
-    collector = OutputCollector(kafka_bootstrap, topics.results, topics.dlq)
+    collector = OutputReader(kafka_bootstrap, topics)
     try:
         with readiness(f"http://127.0.0.1:{port}/readyz") as probe:
             producer.start()

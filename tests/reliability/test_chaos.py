@@ -26,20 +26,22 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.pipeline import Outputs, ProcessWorker, Topics, settings_env, validate_all
+from tests.support.pipeline import settings_env, validate_all
 from tests.support.reliability import (
     TRANSIENT_CODES,
-    OutputCollector,
     Record,
-    committed_positions,
     enroll,
     event_value,
-    http_get,
     image_urls,
     produce_records,
     uncovered_commits,
 )
-from worker.dev.devstack import free_port
+from worker.dev.harness.env import setting_env
+from worker.dev.harness.loopback import free_port
+from worker.dev.harness.outputs import OutputReader
+from worker.dev.harness.positions import committed_positions
+from worker.dev.harness.processes import WorkerProcess
+from worker.dev.harness.topics import Topics
 from worker.emulator import EmulatorProcess, spawn_process
 
 pytestmark = [pytest.mark.broker, pytest.mark.heavy, pytest.mark.timeout(1800)]
@@ -54,6 +56,7 @@ COMMIT_INTERVAL_S = 0.2
 MAX_ATTEMPTS = 5
 INPUT_PARTITIONS = 8
 STALL_S = 120  # no new output for this long is a wedge, whatever the machine's load
+TIMEOUT_S = 1500  # a bound on each wait all the same, below the test's own timeout
 GAUGES = ("mdw_in_flight", "mdw_paused", "mdw_breaker_state", "mdw_partitions_assigned", "mdw_dlq_guard_tripped")
 # 5% transient faults in all, a few ms of latency on every call.
 FAULTS = {
@@ -68,23 +71,20 @@ FAULTS = {
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmulatorProcess, list[str]]]:
     images = tmp_path_factory.mktemp("chaos-images")
     # Its own process: the emulator must not share the test's interpreter lock with the output collector.
-    proc = spawn_process(images_dir=str(images), faults=FAULTS, url_cache_ttl_s=600)
-    try:
+    with spawn_process(images_dir=str(images), faults=FAULTS, url_cache_ttl_s=600) as proc:
         sc = enroll(proc.base_url, images, ["alice", "bob", "carol", "dave"])
         yield proc, image_urls(sc, IMAGES, seed=7000)
-    finally:
-        proc.stop()
 
 
 def test_chaos_five_sigkills_lose_nothing_and_commit_only_outputs(
     kafka_bootstrap: str,
     emulator: tuple[EmulatorProcess, list[str]],
-    make_topic: Callable[..., str],
+    make_topics: Callable[..., Topics],
     tmp_path: Path,
 ) -> None:
     proc, urls = emulator
     rng = random.Random(SEED)
-    topics = Topics(make_topic("in", INPUT_PARTITIONS), make_topic("results", 4), make_topic("dlq", 2))
+    topics = make_topics(INPUT_PARTITIONS, results=4, dlq=2)
     ids = [f"chaos-{i:05d}" for i in range(EVENTS)]
     produce_records(
         kafka_bootstrap,
@@ -103,32 +103,30 @@ def test_chaos_five_sigkills_lose_nothing_and_commit_only_outputs(
     kill_at = sorted(int(EVENTS * f) for f in rng.sample([x / 100 for x in range(10, 80, 3)], KILLS))
     spawned = 0
 
-    ports: dict[int, int] = {}
-
-    def spawn() -> ProcessWorker:
+    def spawn() -> WorkerProcess:
         nonlocal spawned
         spawned += 1
-        port = free_port()
-        worker = ProcessWorker(
-            {**env, "MDW_METRICS_HOST": "127.0.0.1", "MDW_METRICS_PORT": str(port)}, tmp_path / f"worker-{spawned}.log"
-        )
-        ports[worker.pid] = port
-        return worker
+        metrics = setting_env({"metrics_host": "127.0.0.1", "metrics_port": free_port()})
+        return WorkerProcess({**env, **metrics}, log_path=tmp_path / f"worker-{spawned}.log")
 
     def diagnose() -> str:
-        return "; ".join(_report(w.pid, ports[w.pid]) for w in workers)
+        return "; ".join(_report(w) for w in workers)
 
     workers = [spawn() for _ in range(WORKERS)]
     all_workers = list(workers)
     kills: list[dict[str, object]] = []
     snapshots: list[tuple[dict[int, int], int]] = []
     stats_before = proc.stats()
-    collector = OutputCollector(kafka_bootstrap, topics.results, topics.dlq)
+    collector = OutputReader(kafka_bootstrap, topics)
     started = time.monotonic()
     try:
         for threshold in kill_at:
-            collector.wait_for_progress(
-                lambda c, n=threshold: len(c.event_ids()) >= n, STALL_S, f"{threshold} events done", diagnose
+            collector.wait_for(
+                lambda c, n=threshold: len(c.event_ids()) >= n,
+                TIMEOUT_S,
+                f"{threshold} events done",
+                stall_s=STALL_S,
+                diagnose=diagnose,
             )
             per_pid = Counter(o.instance.rsplit("/", 1)[-1] for o in collector.outputs)
             busy = [i for i, w in enumerate(workers) if per_pid[str(w.pid)] > 0] or list(range(WORKERS))
@@ -146,8 +144,12 @@ def test_chaos_five_sigkills_lose_nothing_and_commit_only_outputs(
             )
             workers[slot] = spawn()
             all_workers.append(workers[slot])
-        collector.wait_for_progress(
-            lambda c: len(c.event_ids()) >= EVENTS, STALL_S, "every event to have an output", diagnose
+        collector.wait_for(
+            lambda c: len(c.event_ids()) >= EVENTS,
+            TIMEOUT_S,
+            "every event to have an output",
+            stall_s=STALL_S,
+            diagnose=diagnose,
         )
         elapsed = time.monotonic() - started
         exits = [w.terminate(60) for w in workers]
@@ -187,12 +189,7 @@ def test_chaos_five_sigkills_lose_nothing_and_commit_only_outputs(
     assert sum(final_positions.values()) == EVENTS, final_positions
 
     sample = dead + outputs[:: max(1, len(outputs) // 300)]
-    validate_all(
-        Outputs(
-            [o.doc for o in sample if o.kind == "result"],
-            [(o.key or b"", o.doc, o.headers) for o in sample if o.kind == "dlq"],
-        )
-    )
+    validate_all(sample)
 
     faults = {k: stats["faults"].get(k, 0) - stats_before["faults"].get(k, 0) for k in stats["faults"]}
     codes = stats["codes"].get("/face/multidentify", {})
@@ -221,12 +218,8 @@ def test_chaos_five_sigkills_lose_nothing_and_commit_only_outputs(
     assert duplicates <= bound
 
 
-def _report(pid: int, port: int) -> str:
+def _report(worker: WorkerProcess) -> str:
     """One worker's view of itself: /readyz and the gauges that tell a wedge (paused, breaker, nothing in flight)."""
-    try:
-        status, body = http_get(f"http://127.0.0.1:{port}/readyz")
-        _, metrics = http_get(f"http://127.0.0.1:{port}/metrics")
-    except OSError as exc:
-        return f"pid {pid}: unreachable ({exc})"
-    values = [line for line in metrics.decode().splitlines() if line.startswith(GAUGES)]
-    return f"pid {pid}: readyz {status} {body.decode()[:80]!r} {' '.join(values)}"
+    status, body = worker.readyz()
+    values = [line for line in worker.metrics().splitlines() if line.startswith(GAUGES)]
+    return f"pid {worker.pid}: readyz {status} {body.decode()[:80]!r} {' '.join(values)}"

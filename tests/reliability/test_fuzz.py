@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Iterator
 
 import orjson
 import pytest
@@ -25,11 +24,12 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.records import result_value
 from worker.api.errors import ApiError, ErrorClass
-from worker.api.models import IdentifyResult, parse_multidentify
+from worker.api.models import Candidate, Face, FaceRect, parse_multidentify
 from worker.api.signature import ParsedSignature, SignatureFormatError, parse, sign, sign_plain
 from worker.core import records
-from worker.emulator import DEV_ACCOUNT, EmulatorHandle, start_in_thread
+from worker.emulator import DEV_ACCOUNT, EmulatorHandle
 from worker.emulator.wire import BodyError, Fields
 
 FUZZ = settings(
@@ -131,23 +131,8 @@ def test_parse_event_accepts_or_refuses_with_a_known_code(raw: bytes | None) -> 
         assert envelope["original"]["value_base64"] == (None if raw is None else base64.b64encode(raw).decode())
         return
     _check_event(event)
-    from worker.api.models import Candidate, Face, FaceRect
-
-    result = IdentifyResult(
-        faces=(Face(FaceRect(1, 2, 3, 4), (Candidate("p", "f", 90.5, "t"),)),), request_id="", http_status=200
-    )
-    record = orjson.loads(
-        records.build_result(
-            event,
-            result,
-            source=SOURCE,
-            attempts=1,
-            api_latency_ms=1.0,
-            worker_version="t",
-            processed_at_ms=1,
-            image_mode="url",
-        )
-    )
+    face = Face(FaceRect(1, 2, 3, 4), (Candidate("p", "f", 90.5, "t"),))
+    record = orjson.loads(result_value(faces=(face,), event=event, source=SOURCE, processed_at_ms=1))
     assert record["metadata"] == event.metadata  # passed through unchanged
     assert record["event_id"] == event.event_id
 
@@ -296,15 +281,6 @@ def test_emulator_body_parser_raises_only_body_error(body_and_type: tuple[bytes,
         fields.blobs(name)
 
 
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[EmulatorHandle]:
-    handle = start_in_thread()
-    try:
-        yield handle
-    finally:
-        handle.stop()
-
-
 def _not_http(text: str) -> bool:
     return not text.strip().lower().startswith(("http://", "https://"))
 
@@ -343,14 +319,14 @@ actions = st.sampled_from(["multidentify", "identify", "newperson", "addface", "
 @settings(FUZZ, max_examples=150)
 @given(actions, json_requests | multipart_requests)
 def test_emulator_answers_any_request_with_a_documented_envelope(
-    emulator: EmulatorHandle, action: str, request: tuple[bytes, str]
+    emu: EmulatorHandle, action: str, request: tuple[bytes, str]
 ) -> None:
     body, content_type = request
     header = sign(DEV_ACCOUNT.appid, DEV_ACCOUNT.secret_id, DEV_ACCOUNT.secret_key, now=int(time.time()), lifetime=600)
     with requests.Session() as session:
         session.trust_env = False  # loopback only, never a proxy
         response = session.post(
-            f"{emulator.base_url}/face/{action}",
+            f"{emu.base_url}/face/{action}",
             data=body,
             headers={"Authorization": header, "Content-Type": content_type},
             timeout=10,
@@ -379,22 +355,22 @@ def _header() -> str:
     return sign(DEV_ACCOUNT.appid, DEV_ACCOUNT.secret_id, DEV_ACCOUNT.secret_key, now=int(time.time()), lifetime=600)
 
 
-def test_multipart_index_with_5000_digits_is_a_bad_request(emulator: EmulatorHandle) -> None:
+def test_multipart_index_with_5000_digits_is_a_bad_request(emu: EmulatorHandle) -> None:
     part = b'--x\r\nContent-Disposition: form-data; name="group_ids[' + b"9" * 5000 + b']"\r\n\r\nv\r\n--x--\r\n'
-    response = _post(emulator, part, "multipart/form-data; boundary=x", _header())
+    response = _post(emu, part, "multipart/form-data; boundary=x", _header())
     assert response.status_code == 200 and orjson.loads(response.content)["code"] == 3
 
 
-def test_non_latin1_boundary_is_a_bad_request(emulator: EmulatorHandle) -> None:
-    response = _post(emulator, b"--\xe2\x82\xac\r\n", "multipart/form-data; boundary=€".encode(), _header())
+def test_non_latin1_boundary_is_a_bad_request(emu: EmulatorHandle) -> None:
+    response = _post(emu, b"--\xe2\x82\xac\r\n", "multipart/form-data; boundary=€".encode(), _header())
     assert response.status_code == 200 and orjson.loads(response.content)["code"] == 3
 
 
-def test_signature_with_a_5000_digit_expiry_is_refused_with_a_code(emulator: EmulatorHandle) -> None:
+def test_signature_with_a_5000_digit_expiry_is_refused_with_a_code(emu: EmulatorHandle) -> None:
     a = DEV_ACCOUNT
     header = sign_plain(a.secret_key, f"a={a.appid}&b=&k={a.secret_id}&e={'9' * 5000}&t=1&r=1&f=".encode())
     with pytest.raises(SignatureFormatError):
         parse(header).expires_at  # noqa: B018 - the property is what fails
     body = orjson.dumps({"appid": a.appid, "group_id": "demo", "url": "http://127.0.0.1:9/x.jpg"})
-    response = _post(emulator, body, "application/json", header)
+    response = _post(emu, body, "application/json", header)
     assert response.status_code == 200 and orjson.loads(response.content)["code"] in (5, 9)

@@ -15,10 +15,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import socket
-import ssl
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,13 +28,17 @@ import requests
 
 from tests.support.kafkatest import wait_until
 from tests.support.netguard import Tripwire, install_tripwire
-from tests.support.pipeline import ROOT, ProcessWorker, ThreadWorker, Topics, settings_env
-from tests.support.reliability import OutputCollector, Record, event_value, http_get, produce_records
+from tests.support.pipeline import ThreadWorker, settings_env
+from tests.support.reliability import Record, event_value, produce_records
+from tests.support.servers import loopback_server, serving
 from worker import config
 from worker.api.client import ClientOptions, MultidentifyClient
 from worker.api.errors import ApiError
 from worker.api.signature import sign
-from worker.dev import devstack
+from worker.dev.harness.loopback import free_port, http_get
+from worker.dev.harness.outputs import OutputReader
+from worker.dev.harness.processes import ROOT, WorkerProcess
+from worker.dev.harness.topics import Topics
 from worker.dev.scenario import Scenario
 from worker.emulator import DEV_ACCOUNT, Account, EmulatorHandle, start_in_thread
 from worker.fetch import FetchOptions, ImageFetcher
@@ -97,15 +99,8 @@ class _RedirectHandler(BaseHTTPRequestHandler):
 
 @contextlib.contextmanager
 def redirect_server(routes: dict[str, str], image: bytes) -> Iterator[_Redirects]:
-    server = _Redirects(routes, image)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serving(_Redirects(routes, image)) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 # --- fixtures ----------------------------------------------------------------------------------------------------
@@ -119,23 +114,12 @@ ACCOUNT = Account(APPID, SECRET_ID, SECRET_KEY)
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmulatorHandle, Scenario]]:
     images = tmp_path_factory.mktemp("security-images")
-    handle = start_in_thread(images_dir=str(images), accounts=[DEV_ACCOUNT, ACCOUNT])
-    sc = Scenario(images, handle.base_url + "/images/")
-    for account in (DEV_ACCOUNT, ACCOUNT):
-        with MultidentifyClient(
-            ClientOptions(
-                appid=account.appid,
-                secret_id=account.secret_id,
-                secret_key=account.secret_key,
-                base_url=handle.base_url,
-            )
-        ) as client:
-            sc.enroll(client, ["alice", "bob"])
-    sc.add_known(4, stranger_every=0, seed=9900)
-    try:
+    with start_in_thread(images_dir=str(images), accounts=[DEV_ACCOUNT, ACCOUNT]) as handle:
+        sc = Scenario(images, handle.base_url + "/images/")
+        for account in (DEV_ACCOUNT, ACCOUNT):
+            sc.enroll_at(handle.base_url, ["alice", "bob"], account)
+        sc.add_known(4, stranger_every=0, seed=9900)
         yield handle, sc
-    finally:
-        handle.stop()
 
 
 def _urls(sc: Scenario) -> list[str]:
@@ -149,7 +133,7 @@ def _urls(sc: Scenario) -> list[str]:
 def test_fetch_mode_refuses_internal_addresses_and_checks_every_redirect(
     kafka_bootstrap: str,
     stack: tuple[EmulatorHandle, Scenario],
-    make_topic: Callable[..., str],
+    make_topics: Callable[..., Topics],
     tripwire: Tripwire,
 ) -> None:
     handle, sc = stack
@@ -207,7 +191,7 @@ def test_fetch_mode_refuses_internal_addresses_and_checks_every_redirect(
             (with_allowed, "127.0.0.1/32"),
         ]
         for cases, allowed in runs:
-            topics = Topics(make_topic("in", 1), make_topic("results", 1), make_topic("dlq", 1))
+            topics = make_topics(1, results=1, dlq=1)
             names = list(cases)
             produce_records(
                 kafka_bootstrap, topics.input, [Record(event_value(n, cases[n][0]), n.encode()) for n in names]
@@ -222,7 +206,7 @@ def test_fetch_mode_refuses_internal_addresses_and_checks_every_redirect(
                 fetch_timeout_s=3,
             )
             worker = ThreadWorker(env).start()
-            collector = OutputCollector(kafka_bootstrap, topics.results, topics.dlq)
+            collector = OutputReader(kafka_bootstrap, topics)
             try:
                 want = len(names)
                 collector.wait_for(lambda c, n=want: len(c.outputs) >= n, 60, "an output per fetch case")
@@ -290,7 +274,7 @@ def test_the_leak_detector_sees_plain_and_base64_forms() -> None:
 
 @pytest.mark.broker
 def test_credentials_never_reach_logs_metrics_or_records(
-    kafka_bootstrap: str, stack: tuple[EmulatorHandle, Scenario], make_topic: Callable[..., str], tmp_path: Path
+    kafka_bootstrap: str, stack: tuple[EmulatorHandle, Scenario], make_topics: Callable[..., Topics], tmp_path: Path
 ) -> None:
     handle, sc = stack
     urls = _urls(sc)
@@ -300,11 +284,11 @@ def test_credentials_never_reach_logs_metrics_or_records(
     findings: dict[str, list[str]] = {}
 
     def run(label: str, secret_id: str, secret_key: str, expect_exit: int) -> None:
-        topics = Topics(make_topic("in", 2), make_topic("results", 1), make_topic("dlq", 1))
+        topics = make_topics(2, results=1, dlq=1)
         values = [event_value(f"{label}-{i}", urls[i % len(urls)]) for i in range(6)]
         values += [b"not json", event_value(f"{label}-missing", sc.images_url + "nope.jpg")]
         produce_records(kafka_bootstrap, topics.input, [Record(v) for v in values])
-        port = devstack.free_port()
+        port = free_port()
         env = settings_env(
             kafka_bootstrap,
             handle.base_url,
@@ -317,8 +301,8 @@ def test_credentials_never_reach_logs_metrics_or_records(
             metrics_port=port,
             metrics_host="127.0.0.1",
         )
-        worker = ProcessWorker(env, tmp_path / f"{label}.log")
-        collector = OutputCollector(kafka_bootstrap, topics.results, topics.dlq)
+        worker = WorkerProcess(env, log_path=tmp_path / f"{label}.log")
+        collector = OutputReader(kafka_bootstrap, topics)
         try:
             if expect_exit == 0:
                 collector.wait_for(lambda c: len(c.outputs) >= len(values), 60, f"{label}: every output")
@@ -394,19 +378,8 @@ class _ApiHandler(BaseHTTPRequestHandler):
 
 @contextlib.contextmanager
 def https_api(certfile: Path) -> Iterator[int]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _ApiHandler)
-    server.daemon_threads = True
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(certfile)
-    server.socket = ctx.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serving(loopback_server(_ApiHandler), certfile) as server:
         yield int(server.server_address[1])
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 @pytest.mark.parametrize("certificate", ["keycert.pem", "keycert3.pem"], ids=["self-signed", "unknown-ca"])

@@ -1,18 +1,32 @@
-"""Helpers for the emulator tests: the dev signature and a raw HTTP caller (hand-built requests)."""
+"""The emulator for tests: one fixture that runs it, the dev signature, and a raw HTTP caller (hand-built requests).
+
+``emu`` (registered for every test by ``tests/conftest.py``) is the emulator in a thread of the test process,
+one per test module, with the development account and no faults; a test that changes its faults or its
+gallery resets them (``emu.reset()``) when it is done.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import pytest
 import requests
 
 from worker.api.signature import sign
-from worker.emulator import DEV_ACCOUNT
+from worker.emulator import DEV_ACCOUNT, EmulatorHandle, start_in_thread
 
 APPID = DEV_ACCOUNT.appid
+
+
+@pytest.fixture(scope="module")
+def emu() -> Iterator[EmulatorHandle]:
+    """The emulator in a thread, for the tests of one module; stopped by its handle at the module's end."""
+    with start_in_thread() as handle:
+        yield handle
 
 
 def dev_auth(lifetime: int = 300, now: int | None = None) -> str:

@@ -1,34 +1,29 @@
-"""Machinery of the reliability suite: outputs read incrementally, a Kafka proxy to cut, readiness probes.
+"""Machinery of the reliability suite: records to produce, the commit contract, a Kafka proxy to cut, readiness.
 
-Everything here binds to 127.0.0.1, is stopped by its own handle or PID, and waits with deadlines.
+Outputs are read back with the shared harness (``worker.dev.harness.outputs.OutputReader``). Everything here
+binds to 127.0.0.1, is stopped by its own handle or PID, and waits with deadlines.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import socket
-import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
-import uuid
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import KafkaError, Producer
 
-from worker.api.client import ClientOptions, MultidentifyClient
-from worker.dev import devstack
+from worker.dev.devstack import tansu_binary
+from worker.dev.harness.loopback import free_port, http_get
+from worker.dev.harness.outputs import Output
+from worker.dev.harness.processes import ChildProcess
 from worker.dev.scenario import Scenario
-from worker.emulator import DEV_ACCOUNT
 
 Headers = list[tuple[str, bytes | None]]
 
@@ -38,173 +33,7 @@ TRANSIENT_CODES = frozenset(
 )
 
 
-# --- outputs -----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Output:
-    """One record the worker wrote: a result or a dead letter, with the input coordinates it names."""
-
-    kind: str  # "result" or "dlq"
-    code: str  # "result", or the dead-letter key
-    event_id: str | None
-    partition: int  # input coordinates (source.* of a result, original.* of a dead letter)
-    offset: int
-    written_ms: int  # processed_at_ms / dead_lettered_at_ms: stamped before the record was produced
-    instance: str  # worker host/pid
-    doc: dict[str, Any]
-    key: bytes | None
-    headers: Headers
-
-
-def _output(kind: str, key: str | bytes | None, value: bytes | None, headers: Headers) -> Output:
-    key = key.encode() if isinstance(key, str) else key
-    assert value is not None, "the worker never writes a tombstone"
-    doc = orjson.loads(value)
-    if kind == "result":
-        src = doc["source"]
-        return Output(
-            "result",
-            "result",
-            doc["event_id"],
-            src["partition"],
-            src["offset"],
-            doc["processed_at_ms"],
-            doc["worker"].get("instance", ""),
-            doc,
-            key,
-            headers,
-        )
-    orig = doc["original"]
-    return Output(
-        "dlq",
-        (key or b"").decode("utf-8", "replace"),
-        doc["event_id"],
-        orig["partition"],
-        orig["offset"],
-        doc["dead_lettered_at_ms"],
-        doc["worker"].get("instance", ""),
-        doc,
-        key,
-        headers,
-    )
-
-
-class OutputCollector:
-    """Reads the results and dead-letter topics from the start by assignment (no group) and keeps every record.
-
-    ``poll()`` drains what has arrived; the collector never re-reads, so waiting on 20,000 outputs stays cheap.
-    """
-
-    def __init__(self, bootstrap: str, results_topic: str, dlq_topic: str) -> None:
-        admin = AdminClient({"bootstrap.servers": bootstrap})
-        self._kinds = {results_topic: "result", dlq_topic: "dlq"}
-        tps = []
-        for topic in (results_topic, dlq_topic):
-            meta = admin.list_topics(topic, timeout=10)
-            tps += [TopicPartition(topic, p, 0) for p in meta.topics[topic].partitions]
-        self._consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": f"collector-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
-                "fetch.max.bytes": 64 * 1024 * 1024,
-                "fetch.wait.max.ms": 100,  # Tansu holds every fetch this long: keep the collector responsive
-                "receive.message.max.bytes": 100 * 1024 * 1024,
-            }
-        )
-        self._consumer.assign(tps)
-        self.outputs: list[Output] = []
-        self._lock = threading.Lock()
-
-    def poll(self, budget_s: float = 0.3) -> int:
-        """Read for ``budget_s`` seconds; the number of new records."""
-        deadline = time.monotonic() + budget_s
-        added = 0
-        while (left := deadline - time.monotonic()) > 0:
-            msgs = self._consumer.consume(2000, min(0.1, left))
-            with self._lock:
-                for m in msgs:
-                    if m.error() is not None:
-                        continue
-                    kind = self._kinds[m.topic() or ""]
-                    consumed: list[tuple[str, bytes | None]] = m.headers() or []  # type: ignore[assignment]
-                    headers: Headers = list(consumed)
-                    self.outputs.append(_output(kind, m.key(), m.value(), headers))
-                    added += 1
-        return added
-
-    def drain(self, idle_s: float = 0.6, timeout: float = 60) -> None:
-        """Read until nothing new arrived for ``idle_s`` (longer than the broker's fetch wait) or ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.poll(idle_s):
-            pass
-
-    def wait_for(self, predicate: Any, timeout: float, what: str) -> None:
-        """Poll until ``predicate(self)`` is true; fail with ``what`` after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        while not predicate(self):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} ({self.summary()})")
-            self.poll()
-
-    def wait_for_progress(
-        self, predicate: Any, stall_s: float, what: str, diagnose: Callable[[], str] | None = None
-    ) -> None:
-        """Poll until ``predicate(self)``; fail only when no new output came for ``stall_s`` seconds.
-
-        A busy machine makes the run slower, not wrong: what fails is a stall, and the message says what the
-        workers report then (``diagnose``), so a wedge is told apart from load.
-        """
-        seen, last_progress = len(self.outputs), time.monotonic()
-        while not predicate(self):
-            if len(self.outputs) != seen:
-                seen, last_progress = len(self.outputs), time.monotonic()
-            elif time.monotonic() - last_progress > stall_s:
-                state = f"; workers: {diagnose()}" if diagnose else ""
-                raise AssertionError(f"no progress for {stall_s:.0f}s waiting for {what} ({self.summary()}){state}")
-            self.poll()
-
-    def event_ids(self) -> set[str]:
-        return {o.event_id for o in self.outputs if o.event_id is not None}
-
-    def results(self) -> list[Output]:
-        return [o for o in self.outputs if o.kind == "result"]
-
-    def dead_letters(self) -> list[Output]:
-        return [o for o in self.outputs if o.kind == "dlq"]
-
-    def by_coordinates(self) -> dict[tuple[int, int], list[Output]]:
-        out: dict[tuple[int, int], list[Output]] = {}
-        for o in self.outputs:
-            out.setdefault((o.partition, o.offset), []).append(o)
-        return out
-
-    def summary(self) -> str:
-        codes = Counter(o.code for o in self.outputs)
-        return f"{len(self.outputs)} outputs: {dict(codes)}"
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._consumer.close()
-
-    def __enter__(self) -> OutputCollector:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def committed_positions(bootstrap: str, group: str, topic: str) -> dict[int, int]:
-    """The group's committed position per partition of ``topic`` (-1001 when nothing is committed)."""
-    meta = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
-    parts = sorted(meta.topics[topic].partitions)
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
-    try:
-        tps = consumer.committed([TopicPartition(topic, p) for p in parts], timeout=10)
-        return {tp.partition: tp.offset for tp in tps}
-    finally:
-        consumer.close()
+# --- the commit contract ---------------------------------------------------------------------------------------
 
 
 def uncovered_commits(
@@ -286,15 +115,7 @@ def produce_records(bootstrap: str, topic: str, records: list[Record], timeout: 
 def enroll(base_url: str, images_dir: Path, people: list[str]) -> Scenario:
     """Enroll ``people`` in the emulator at ``base_url``; the scenario writes its images to ``images_dir``."""
     sc = Scenario(images_dir, base_url + "/images/")
-    with MultidentifyClient(
-        ClientOptions(
-            appid=DEV_ACCOUNT.appid,
-            secret_id=DEV_ACCOUNT.secret_id,
-            secret_key=DEV_ACCOUNT.secret_key,
-            base_url=base_url,
-        )
-    ) as client:
-        sc.enroll(client, people)
+    sc.enroll_at(base_url, people)
     return sc
 
 
@@ -319,47 +140,35 @@ class TansuProxy:
     """
 
     def __init__(self, origin: str, log_path: Path) -> None:
-        self.port = devstack.free_port()
+        self.port = free_port()
         self.origin = origin
         self._log_path = log_path
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: ChildProcess | None = None
         self.frozen = False
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    @property
-    def pid(self) -> int:
-        assert self._proc is not None
-        return self._proc.pid
-
     def start(self, timeout: float = 15) -> TansuProxy:
         url = f"tcp://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        argv = [tansu_binary(), "proxy", "--listener-url", url, "--advertised-listener-url", url]
+        argv += ["--origin-url", f"tcp://{self.origin}"]
         deadline = time.monotonic() + timeout
         while True:
-            with open(self._log_path, "ab") as log:
-                self._proc = subprocess.Popen(
-                    [
-                        devstack.tansu_binary(),
-                        "proxy",
-                        "--listener-url",
-                        url,
-                        "--advertised-listener-url",
-                        url,
-                        "--origin-url",
-                        f"tcp://{self.origin}",
-                    ],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log,
-                    env=env,
-                )
+            self._proc = ChildProcess(
+                argv,
+                name="tansu-proxy",
+                drop_env=("MDW_", "OTEL_"),
+                log_path=self._log_path,
+                append_log=True,  # one log across restarts
+                cwd=None,
+                stop_timeout=5,
+            )
             if self._wait_listening(deadline):
                 return self
             # The port may linger for a moment after a kill: try again until the deadline.
-            self._reap()
+            self._proc.kill()
             if time.monotonic() > deadline:
                 raise AssertionError(f"tansu proxy did not listen on {self.port}: {self._log_path.read_text()[-500:]}")
             time.sleep(0.1)
@@ -367,7 +176,7 @@ class TansuProxy:
     def _wait_listening(self, deadline: float) -> bool:
         while time.monotonic() < deadline:
             assert self._proc is not None
-            if self._proc.poll() is not None:
+            if not self._proc.alive():
                 return False
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                 return True
@@ -376,52 +185,29 @@ class TansuProxy:
 
     def freeze(self) -> None:
         """A hang: connections stay open, nothing moves."""
-        os.kill(self.pid, signal.SIGSTOP)
+        assert self._proc is not None
+        self._proc.signal(signal.SIGSTOP)
         self.frozen = True
 
     def thaw(self) -> None:
-        os.kill(self.pid, signal.SIGCONT)
+        assert self._proc is not None
+        self._proc.signal(signal.SIGCONT)
         self.frozen = False
 
     def kill(self) -> None:
         """Connections reset; new ones are refused until :meth:`start` again."""
-        self._reap()
-
-    def _reap(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            if self.frozen:
-                os.kill(self._proc.pid, signal.SIGCONT)
-                self.frozen = False
-            self._proc.send_signal(signal.SIGKILL)
-            self._proc.wait(10)
+        if self._proc is not None:
+            self._proc.kill()  # SIGKILL ends a stopped process too
+            self.frozen = False
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
+        if self._proc is not None:
             if self.frozen:
                 self.thaw()
-            self._proc.terminate()
-            try:
-                self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(5)
+            self._proc.stop()
 
 
 # --- HTTP probes ----------------------------------------------------------------------------------------------
-
-
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
-    """(status, body) of a GET on loopback; (0, reason) when nothing answers."""
-    try:
-        with _NO_PROXY.open(url, timeout=timeout) as resp:
-            return int(resp.status), resp.read()
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), exc.read()
-    except (OSError, urllib.error.URLError) as exc:
-        return 0, str(exc).encode()
 
 
 @dataclass

@@ -12,36 +12,10 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from tests.support.kafkatest import read_everything
+from tests.support.records import dead_letter_value, result_value
 from worker.api.errors import meaning
-from worker.api.models import Candidate, Face, FaceRect, IdentifyResult
-from worker.core import records
+from worker.dev.harness.reader import read_topic
 from worker.tools import _kafka, produce, tail
-
-SOURCE = records.Source("images", 0, 7, 1_700_000_000_000, b"cam-1", ())
-
-
-def result_value(event_id: str = "e-1") -> bytes:
-    faces = (
-        Face(FaceRect(1, 2, 3, 4), (Candidate("bob", "f2", 71.25, ""), Candidate("alice", "f1", 93.5, ""))),
-        Face(FaceRect(5, 6, 7, 8), ()),
-    )
-    return records.build_result(
-        records.Event(event_id, "http://127.0.0.1:1/a.jpg"),
-        IdentifyResult(faces, "sess", 200),
-        source=SOURCE,
-        attempts=1,
-        api_latency_ms=12.0,
-        worker_version="0.1.0",
-        processed_at_ms=1_700_000_000_000,
-        image_mode="url",
-    )
-
-
-def dead_letter_value(event_id: str | None = "e-2") -> bytes:
-    error = records.ErrorInfo("-1308", "permanent", "图片下载失败\nline two", 200, 3, 1, 2)
-    return records.build_dead_letter(b"{}", event_id=event_id, error=error, source=SOURCE, worker_version="0.1.0")
-
 
 # --- tail lines ---------------------------------------------------------------------------------------------
 
@@ -52,16 +26,7 @@ def test_a_result_line_shows_each_faces_best_match() -> None:
 
 
 def test_a_result_without_faces() -> None:
-    value = records.build_result(
-        records.Event("e-9", "http://127.0.0.1:1/a.jpg"),
-        IdentifyResult((), "s", 200),
-        source=SOURCE,
-        attempts=1,
-        api_latency_ms=1.0,
-        worker_version="0",
-        processed_at_ms=0,
-        image_mode="url",
-    )
+    value = result_value("e-9", faces=())
     assert tail.format_record("results", value, None, "r/0/0") == "e-9  faces=0"
 
 
@@ -138,7 +103,7 @@ def test_produce_from_a_jsonl_file(kafka_bootstrap: str, make_topic: Callable[..
     )
 
     assert code == 0 and "delivered 3 of 3 record(s)" in out and "1 raw" in out
-    got = {m.value(): m for m in read_everything(kafka_bootstrap, topic)}
+    got = {m.value(): m for m in read_topic(kafka_bootstrap, topic)}
     assert b"{oops" in got
     docs = [orjson.loads(v) for v in got if v != b"{oops"]
     assert sorted(d["image_url"] for d in docs) == ["http://h/a.jpg", "http://h/b.jpg"]
@@ -159,7 +124,7 @@ def test_produce_from_stdin_and_from_an_image_directory(
         produce, kafka_bootstrap, "--images", str(tmp_path), "--image-base-url", "http://127.0.0.1:9/", "--topic", topic
     )
     assert code == 0 and "delivered 1 of 1" in out
-    urls = sorted(orjson.loads(m.value())["image_url"] for m in read_everything(kafka_bootstrap, topic))
+    urls = sorted(orjson.loads(m.value())["image_url"] for m in read_topic(kafka_bootstrap, topic))
     assert urls == ["http://127.0.0.1:9/face.jpg", "http://h/s.jpg"]
 
 

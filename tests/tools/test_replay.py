@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from tests.support.kafkatest import read_everything
 from worker.api.errors import meaning
 from worker.core import records
+from worker.dev.harness.reader import read_topic
 from worker.tools import _kafka, replay
 from worker.tools.replay_plan import H_REPLAYED_FROM, Selection
 
@@ -101,10 +101,10 @@ def test_replay_by_code_republishes_only_that_code_byte_for_byte(kafka_bootstrap
     code, out = run_replay(kafka_bootstrap, dlq, target, "--code", "15", "--rate", "500")
 
     assert code == 0, out
-    got = read_everything(kafka_bootstrap, target)
+    got = read_topic(kafka_bootstrap, target)
     assert len(got) == 3
     by_value = {value: (key, value, hdrs) for key, value, hdrs in originals.values()}
-    dlq_keys = {f"{dlq}/{m.partition()}/{m.offset()}": m.key() for m in read_everything(kafka_bootstrap, dlq)}
+    dlq_keys = {f"{dlq}/{m.partition()}/{m.offset()}": m.key() for m in read_topic(kafka_bootstrap, dlq)}
     for msg in got:
         hdrs = msg.headers() or []
         origin = dict(hdrs)[H_REPLAYED_FROM].decode()
@@ -116,7 +116,7 @@ def test_replay_by_code_republishes_only_that_code_byte_for_byte(kafka_bootstrap
     # The code-15 run saved its own progress: a later run for every code still finds the others.
     code, out = run_replay(kafka_bootstrap, dlq, target)
     assert code == 0, out
-    later = [dlq_keys[o] for o in origins(read_everything(kafka_bootstrap, target))]
+    later = [dlq_keys[o] for o in origins(read_topic(kafka_bootstrap, target))]
     assert sorted(later) == sorted([b"15"] * 6 + [b"-1308"] * 2 + [b"invalid_json"])
 
 
@@ -133,7 +133,7 @@ def test_dry_run_counts_per_code_and_changes_nothing(kafka_bootstrap: str, topic
     assert "would replay: 5" in out and "selected: 5" in out
     assert meaning("15") in out and meaning("-1308") in out
     assert out.count("code=15 ") + out.count("code=-1308 ") == 5  # the sample lines (5 = the default count)
-    assert read_everything(kafka_bootstrap, target) == []
+    assert read_topic(kafka_bootstrap, target) == []
     selection = Selection(codes=frozenset({"15", "-1308"}))
     group = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": replay.default_group(dlq, selection)})
     try:
@@ -143,7 +143,7 @@ def test_dry_run_counts_per_code_and_changes_nothing(kafka_bootstrap: str, topic
     assert all(tp.offset < 0 for tp in committed)
     # The real run afterwards still finds all five: the dry run saved no progress.
     code, out = run_replay(kafka_bootstrap, dlq, target, "--code", "15", "--code", "-1308")
-    assert code == 0 and len(read_everything(kafka_bootstrap, target)) == 5
+    assert code == 0 and len(read_topic(kafka_bootstrap, target)) == 5
 
 
 def test_an_interrupted_replay_resumes_instead_of_repeating(kafka_bootstrap: str, topics: tuple[str, str]) -> None:
@@ -152,17 +152,17 @@ def test_an_interrupted_replay_resumes_instead_of_repeating(kafka_bootstrap: str
 
     code, out = run_replay(kafka_bootstrap, dlq, target, "--limit", "4")
     assert code == 0 and "stopped at --limit" in out
-    assert len(read_everything(kafka_bootstrap, target)) == 4
+    assert len(read_topic(kafka_bootstrap, target)) == 4
 
     code, out = run_replay(kafka_bootstrap, dlq, target)
     assert code == 0, out
-    got = read_everything(kafka_bootstrap, target)
+    got = read_topic(kafka_bootstrap, target)
     assert len(got) == 10 and len(set(origins(got))) == 10
     assert sorted(m.value() for m in got) == sorted(f'{{"n":{i}}}'.encode() for i in range(10))
 
     code, out = run_replay(kafka_bootstrap, dlq, target)
     assert code == 0 and "replayed: 0" in out
-    assert len(read_everything(kafka_bootstrap, target)) == 10
+    assert len(read_topic(kafka_bootstrap, target)) == 10
 
 
 class _FailingProducer:
@@ -192,11 +192,11 @@ def test_a_failed_replay_commits_only_what_was_delivered(
     code, out = run_replay(kafka_bootstrap, dlq, target)
 
     assert code == 1 and "injected failure" in out
-    assert len(read_everything(kafka_bootstrap, target)) == 3
+    assert len(read_topic(kafka_bootstrap, target)) == 3
     monkeypatch.setattr(replay, "_new_producer", real)
     code, out = run_replay(kafka_bootstrap, dlq, target)
     assert code == 0 and "replayed: 5" in out
-    got = read_everything(kafka_bootstrap, target)
+    got = read_topic(kafka_bootstrap, target)
     assert len(got) == 8 and len(set(origins(got))) == 8
 
 
@@ -217,7 +217,7 @@ def test_records_past_max_replays_and_unreadable_ones_are_skipped_with_a_reason(
 
     assert code == 0, out
     assert "max replays: 1" in out and "value omitted: 1" in out and "unparseable envelope: 1" in out
-    (msg,) = read_everything(kafka_bootstrap, target)
+    (msg,) = read_topic(kafka_bootstrap, target)
     assert (msg.key(), msg.value()) == (b"k2", b'{"a":2}')
     hdrs = msg.headers() or []
     assert hdrs[0] == ("traceparent", TRACEPARENT)
@@ -246,7 +246,7 @@ def test_a_dead_letter_without_its_key_is_skipped_unless_the_operator_allows_a_n
     code, out = run_replay(kafka_bootstrap, dlq, target)
     assert code == 0, out
     assert "replayed: 1" in out and "key omitted: 1" in out and "value omitted: 1" in out, out
-    (msg,) = read_everything(kafka_bootstrap, target)
+    (msg,) = read_topic(kafka_bootstrap, target)
     assert (msg.key(), msg.value()) == (b"cam-0", b'{"n":0}')
 
     # The operator accepts a null key for that one record (its own selection, so its own progress).
@@ -254,7 +254,7 @@ def test_a_dead_letter_without_its_key_is_skipped_unless_the_operator_allows_a_n
     code, out = run_replay(kafka_bootstrap, dlq, target, *flags)
     assert code == 0, out
     assert "replayed: 1" in out and "value omitted: 1" in out and "key omitted" not in out, out
-    got = {m.value(): m for m in read_everything(kafka_bootstrap, target)}
+    got = {m.value(): m for m in read_topic(kafka_bootstrap, target)}
     assert set(got) == {b'{"n":0}', b'{"n":1}'}
     assert got[b'{"n":1}'].key() is None
     assert origins([got[b'{"n":1}']]) == [f"{dlq}/1/1"]
@@ -277,12 +277,12 @@ def test_dead_letters_arriving_during_the_replay_wait_for_the_next_run(
     code, out = run_replay(kafka_bootstrap, dlq, target)
     assert code == 0, out
     assert marks[2] == (0, 30)  # the true end, although the last batch holds many records
-    assert len(read_everything(kafka_bootstrap, target)) == 30
+    assert len(read_topic(kafka_bootstrap, target)) == 30
 
     monkeypatch.setattr(_kafka, "end_offsets", real)
     code, out = run_replay(kafka_bootstrap, dlq, target)
     assert code == 0 and "replayed: 7" in out
-    assert len(set(origins(read_everything(kafka_bootstrap, target)))) == 37
+    assert len(set(origins(read_topic(kafka_bootstrap, target)))) == 37
 
 
 def test_time_window_selects_by_dead_letter_timestamp(kafka_bootstrap: str, topics: tuple[str, str]) -> None:
@@ -296,7 +296,7 @@ def test_time_window_selects_by_dead_letter_timestamp(kafka_bootstrap: str, topi
     code, out = run_replay(kafka_bootstrap, dlq, target, "--since", since, "--until", str(now - 1_800_000))
 
     assert code == 0, out
-    assert sorted(m.value() for m in read_everything(kafka_bootstrap, target)) == [b'{"n":2}', b'{"n":3}', b'{"n":4}']
+    assert sorted(m.value() for m in read_topic(kafka_bootstrap, target)) == [b'{"n":2}', b'{"n":3}', b'{"n":4}']
 
 
 def test_offset_range_selects_inclusive_offsets_of_one_partition(kafka_bootstrap: str, topics: tuple[str, str]) -> None:
@@ -309,7 +309,7 @@ def test_offset_range_selects_inclusive_offsets_of_one_partition(kafka_bootstrap
     )
 
     assert code == 0, out
-    assert sorted(origins(read_everything(kafka_bootstrap, target))) == [f"{dlq}/1/{o}" for o in (2, 3, 4)]
+    assert sorted(origins(read_topic(kafka_bootstrap, target))) == [f"{dlq}/1/{o}" for o in (2, 3, 4)]
 
 
 def test_a_throttled_replay_that_times_out_saves_its_progress(kafka_bootstrap: str, topics: tuple[str, str]) -> None:
@@ -319,9 +319,9 @@ def test_a_throttled_replay_that_times_out_saves_its_progress(kafka_bootstrap: s
     code, out = run_replay(kafka_bootstrap, dlq, target, "--rate", "5", "--timeout", "2")
 
     assert code == 1 and "timed out" in out
-    first = len(read_everything(kafka_bootstrap, target))
+    first = len(read_topic(kafka_bootstrap, target))
     assert first < 30  # 30 records at 5/s need 6 s
     code, out = run_replay(kafka_bootstrap, dlq, target)
     assert code == 0 and f"replayed: {30 - first}" in out
-    got = read_everything(kafka_bootstrap, target)
+    got = read_topic(kafka_bootstrap, target)
     assert len(got) == 30 and len(set(origins(got))) == 30

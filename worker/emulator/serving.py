@@ -30,7 +30,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
-from worker.dev.processes import stop_process
+from worker.dev.harness.processes import stop_process
 
 T = TypeVar("T")
 AppFactory = Callable[[], web.Application]
