@@ -1,4 +1,4 @@
-"""Fixtures for the emulator tests: an image server in a thread and a raw HTTP caller of ``emu``.
+"""Fixtures for the emulator tests: an image server in a thread and raw HTTP callers of ``emu`` (v1 and IAI).
 
 ``emu`` itself, the emulator in a thread, is the shared fixture of ``tests.support.emulator``.
 """
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.emulator.iai_support import IaiCaller
 from tests.support.emulator import Caller
 from worker.emulator import EmulatorHandle
 from worker.emulator.imageserver import ImageServerHandle, start_image_server_in_thread
@@ -19,6 +20,17 @@ from worker.emulator.imageserver import ImageServerHandle, start_image_server_in
 def api(emu: EmulatorHandle) -> Iterator[Caller]:
     emu.reset(gallery=True)
     caller = Caller(emu.base_url)
+    try:
+        yield caller
+    finally:
+        caller.close()
+
+
+@pytest.fixture
+def iai(emu: EmulatorHandle) -> Iterator[IaiCaller]:
+    """Signed IAI requests to ``emu`` (whichever ``emu`` the module uses), on an empty gallery."""
+    emu.reset(gallery=True)
+    caller = IaiCaller(emu.base_url)
     try:
         yield caller
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,7 +17,7 @@ import orjson
 import requests
 
 from worker.api import tc3
-from worker.emulator import DEV_ACCOUNT, synth
+from worker.emulator import DEV_ACCOUNT, EmulatorHandle, synth
 
 VERSION = "2020-03-03"
 JSON = "application/json"
@@ -30,6 +31,13 @@ def photo(name: str, seed: int = 1, side: int = 120, size: tuple[int, int] = (20
     """One face of ``name``, ``side`` pixels wide, in the middle of the image."""
     x, y = (size[0] - side) // 2, (size[1] - side) // 2
     return synth.render_scene([(name, (x, y, side, side))], size, seed=seed)
+
+
+def publish(emu: EmulatorHandle, name: str, data: bytes) -> str:
+    """Write an image where the emulator serves it (its ``images_dir``); returns its URL."""
+    assert emu.config.images_dir
+    (Path(emu.config.images_dir) / name).write_bytes(data)
+    return f"{emu.base_url}/images/{name}"
 
 
 @dataclass

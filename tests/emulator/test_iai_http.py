@@ -36,16 +36,6 @@ def emu() -> Iterator[EmulatorHandle]:
         handle.stop()
 
 
-@pytest.fixture
-def iai(emu: EmulatorHandle) -> Iterator[IaiCaller]:
-    emu.reset(gallery=True)
-    caller = IaiCaller(emu.base_url)
-    try:
-        yield caller
-    finally:
-        caller.close()
-
-
 def enrol(iai: IaiCaller, names: tuple[str, ...] = ("alice", "bob")) -> None:
     iai.ok("CreateGroup", {"GroupId": "staff", "GroupName": "Staff"})
     for i, name in enumerate(names):

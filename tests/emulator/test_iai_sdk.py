@@ -12,7 +12,6 @@ import base64
 import json
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,6 +23,7 @@ from tencentcloud.common.profile.http_profile import HttpProfile
 from tencentcloud.iai.v20200303 import models
 from tencentcloud.iai.v20200303.iai_client import IaiClient
 
+from tests.emulator.iai_support import publish
 from tests.support.emulator import Caller
 from worker.emulator import DEV_ACCOUNT, EmulatorHandle, EmulatorProcess, spawn_process, start_in_thread, synth
 
@@ -68,13 +68,6 @@ def b64(data: bytes) -> str:
 
 def photo(name: str, seed: int) -> bytes:
     return synth.render_scene([(name, FACE)], (200, 200), seed=seed)
-
-
-def publish(emu: EmulatorHandle, name: str, data: bytes) -> str:
-    """Write an image where the emulator serves it; returns its URL."""
-    assert emu.config.images_dir
-    (Path(emu.config.images_dir) / name).write_bytes(data)
-    return f"{emu.base_url}/images/{name}"
 
 
 def enrol(client: IaiClient, group: str = "staff") -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from tests.emulator.iai_support import IaiCaller, b64, photo
+from tests.emulator.iai_support import IaiCaller, b64, photo, publish
 from tests.support.emulator import Caller
 from worker.emulator import EmulatorHandle, start_in_thread, synth
 from worker.emulator.iai_wire import QUALITY_MIN_SIDE, iai_score
@@ -29,22 +29,6 @@ def emu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorHandle]:
         yield handle
     finally:
         handle.stop()
-
-
-@pytest.fixture
-def iai(emu: EmulatorHandle) -> Iterator[IaiCaller]:
-    emu.reset(gallery=True)
-    caller = IaiCaller(emu.base_url)
-    try:
-        yield caller
-    finally:
-        caller.close()
-
-
-def publish(emu: EmulatorHandle, name: str, data: bytes) -> str:
-    assert emu.config.images_dir
-    (Path(emu.config.images_dir) / name).write_bytes(data)
-    return f"{emu.base_url}/images/{name}"
 
 
 def enrol(iai: IaiCaller, names: list[str], group: str = "staff", **extra: Any) -> None:

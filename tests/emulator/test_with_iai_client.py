@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from tests.emulator.iai_support import publish
 from worker.api.codes import Api
 from worker.api.errors import ApiError, ErrorClass
 from worker.api.iai_client import IaiClient, IaiOptions
@@ -47,12 +47,6 @@ def client(emu: EmulatorHandle) -> Iterator[IaiClient]:
         yield c
     finally:
         c.close()
-
-
-def publish(emu: EmulatorHandle, name: str, data: bytes) -> str:
-    assert emu.config.images_dir
-    (Path(emu.config.images_dir) / name).write_bytes(data)
-    return f"{emu.base_url}/images/{name}"
 
 
 def enrol(client: IaiClient, group: str = "staff") -> None:

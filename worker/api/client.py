@@ -156,16 +156,7 @@ class MultidentifyClient:
             clock=clock,
             bucket=options.bucket,
         )
-        self._http = HttpTransport(
-            options.base_url,
-            connect_timeout=options.connect_timeout,
-            read_timeout=options.read_timeout,
-            pool_size=options.pool_size,
-            verify=options.verify,
-            user_agent=options.user_agent,
-            session=session,
-            clock=clock,
-        )
+        self._http = HttpTransport.configured(options.base_url, options, session=session, clock=clock)
 
     # -- multidentify -------------------------------------------------------------------------------
 

@@ -75,16 +75,7 @@ class IaiClient:
         self._search = options.search
         self._language = options.language
         self._clock = clock
-        self._http = HttpTransport(
-            endpoint.url,
-            connect_timeout=options.connect_timeout,
-            read_timeout=options.read_timeout,
-            pool_size=options.pool_size,
-            verify=options.verify,
-            user_agent=options.user_agent,
-            session=session,
-            clock=clock,
-        )
+        self._http = HttpTransport.configured(endpoint.url, options, session=session, clock=clock)
 
     # -- search (the worker's FaceApi) ------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import dataclasses
 import time
 import urllib.parse
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import requests
 import urllib3
@@ -29,6 +29,21 @@ from worker.api.retry_after import parse_retry_after
 
 #: Any face API answer is a few KB; far more is not the API.
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+
+
+class TransportSettings(Protocol):
+    """The part of a client's options the transport reads (``ClientOptions`` and ``IaiOptions`` both have it)."""
+
+    @property
+    def connect_timeout(self) -> float: ...
+    @property
+    def read_timeout(self) -> float: ...
+    @property
+    def pool_size(self) -> int: ...
+    @property
+    def verify(self) -> bool | str: ...
+    @property
+    def user_agent(self) -> str | None: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +102,27 @@ class HttpTransport:
         self._send_settings: dict[str, Any] = dict(
             session.merge_environment_settings(self.base_url, {}, True, verify, None)
         )  # stream=True: the body is read under the call's deadline (_read_body)
+
+    @classmethod
+    def configured(
+        cls,
+        base_url: str,
+        options: TransportSettings,
+        *,
+        session: requests.Session | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> HttpTransport:
+        """A transport to ``base_url`` with a client's timeouts, pool, TLS and user agent."""
+        return cls(
+            base_url,
+            connect_timeout=options.connect_timeout,
+            read_timeout=options.read_timeout,
+            pool_size=options.pool_size,
+            verify=options.verify,
+            user_agent=options.user_agent,
+            session=session,
+            clock=clock,
+        )
 
     def prepare(self, path: str, headers: dict[str, str], body: Any) -> requests.PreparedRequest:
         """A POST to ``path`` with the transport's ``Host`` and ``User-Agent`` and ``headers`` on top."""
