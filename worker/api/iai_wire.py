@@ -597,25 +597,27 @@ class PersonPage:
     request_id: str
 
 
+def _objects(response: dict[str, Any], key: str) -> list[tuple[str, dict[str, Any]]]:
+    """The objects of the array ``key`` (absent: none), each with where it sits for error messages."""
+    items = response.get(key)
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise _Malformed(f"'{key}' is not an array")
+    return [(f"{key}[{i}]", _object(item, f"{key}[{i}]")) for i, item in enumerate(items)]
+
+
 def parse_group_list(body: bytes, http_status: int) -> GroupPage:
     response = parse_response(body, http_status)
     try:
-        infos = response.get("GroupInfos")
-        if infos is None:
-            infos = []  # an account without groups
-        if not isinstance(infos, list):
-            raise _Malformed("'GroupInfos' is not an array")
-        groups = []
-        for i, item in enumerate(infos):
-            where = f"GroupInfos[{i}]"
-            obj = _object(item, where)
-            groups.append(
-                GroupInfo(
-                    group_id=_str(obj, "GroupId", where),
-                    group_name=_str(obj, "GroupName", where, default=""),
-                    face_model_version=_optional_str(obj, "FaceModelVersion", where),
-                )
+        groups = [
+            GroupInfo(
+                group_id=_str(obj, "GroupId", where),
+                group_name=_str(obj, "GroupName", where, default=""),
+                face_model_version=_optional_str(obj, "FaceModelVersion", where),
             )
+            for where, obj in _objects(response, "GroupInfos")  # absent: an account without groups
+        ]
         total = _optional_int(response, "GroupNum", "Response")
     except _Malformed as exc:
         raise _bad_response(f"GetGroupList answer: {exc}", http_status) from None
@@ -685,22 +687,14 @@ def parse_create_face(body: bytes, http_status: int) -> CreatedFaces:
 def parse_person_list(body: bytes, http_status: int) -> PersonPage:
     response = parse_response(body, http_status)
     try:
-        infos = response.get("PersonInfos")
-        if infos is None:
-            infos = []  # an empty group
-        if not isinstance(infos, list):
-            raise _Malformed("'PersonInfos' is not an array")
-        persons = []
-        for i, item in enumerate(infos):
-            where = f"PersonInfos[{i}]"
-            obj = _object(item, where)
-            persons.append(
-                PersonInfo(
-                    person_id=_str(obj, "PersonId", where),
-                    person_name=_str(obj, "PersonName", where, default=""),
-                    face_ids=_str_list(obj, "FaceIds", where),
-                )
+        persons = [
+            PersonInfo(
+                person_id=_str(obj, "PersonId", where),
+                person_name=_str(obj, "PersonName", where, default=""),
+                face_ids=_str_list(obj, "FaceIds", where),
             )
+            for where, obj in _objects(response, "PersonInfos")  # absent: an empty group
+        ]
         page = PersonPage(
             persons=tuple(persons),
             person_num=_optional_int(response, "PersonNum", "Response"),

@@ -203,13 +203,9 @@ class Fields:
 
     def texts(self, name: str) -> list[str] | None:
         """An array field (JSON array, ``name[i]`` parts or repeated parts); a lone string is a 1-item list."""
-        if name in self._lists:
-            items: list[Any] = self._lists[name]
-        else:
-            value = self._values.get(name)
-            if value is None:
-                return None
-            items = value if isinstance(value, list) else [value]
+        items = self._items(name)
+        if items is None:
+            return None
         out = [_to_text(v) for v in items]
         return [t for t in out if t is not None]
 
@@ -221,14 +217,19 @@ class Fields:
         return _to_blob(value)
 
     def blobs(self, name: str) -> list[bytes] | None:
-        if name in self._lists:
-            items: list[Any] = self._lists[name]
-        else:
-            value = self._values.get(name)
-            if value is None:
-                return None
-            items = value if isinstance(value, list) else [value]
+        items = self._items(name)
+        if items is None:
+            return None
         return [b for b in (_to_blob(v) for v in items) if b is not None]
+
+    def _items(self, name: str) -> list[Any] | None:
+        """An array field's raw items: ``name[i]`` or repeated parts, a JSON array, or one value as a list."""
+        if name in self._lists:
+            return self._lists[name]
+        value = self._values.get(name)
+        if value is None:
+            return None
+        return value if isinstance(value, list) else [value]
 
 
 def _to_blob(value: Any) -> bytes | None:
