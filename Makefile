@@ -39,8 +39,9 @@ unit: $(STAMP) $(CHECKOV)
 
 test: lint typecheck unit
 
+# `make demo API=iai` runs it against the emulator's IAI (SearchFaces) instead of v1 (multidentify).
 demo: $(STAMP)
-	$(BIN)/multidentify-worker demo
+	$(BIN)/multidentify-worker demo $(if $(API),--api $(API))
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import typing
 from collections.abc import Sequence
 
 import orjson
@@ -56,7 +57,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from worker.dev.demo import run_demo
 
-    return run_demo()
+    return run_demo(api=args.api)
 
 
 def _cmd_config_table(args: argparse.Namespace) -> int:
@@ -67,7 +68,7 @@ def _cmd_config_table(args: argparse.Namespace) -> int:
 def _cmd_devstack(args: argparse.Namespace) -> int:
     from worker.dev import devstack
 
-    return devstack.main_devstack(args.partitions, args.topics)
+    return devstack.main_devstack(args.partitions, args.topics, api=args.api)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
 
     demo = sub.add_parser("demo", help="run the whole system end to end on an embedded stack (about 30 s)")
+    _add_api_choice(demo, "the face API the workers call; iai enrols through CreateGroup/CreatePerson")
     demo.set_defaults(func=_cmd_demo)
 
     table = sub.add_parser("config-table", help="print the configuration table (markdown) the README embeds")
@@ -97,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("devstack", help="run the embedded broker (and emulator) until Ctrl-C")
     dev.add_argument("--partitions", type=int, default=4)
     dev.add_argument("--topics", nargs="*", default=["images", "face-results", "face-dlq"])
+    _add_api_choice(dev, "the face API of the MDW_* exports it prints (the emulator serves both)")
     dev.set_defaults(func=_cmd_devstack)
 
     for name, module, text in (
@@ -110,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
         tool_parser.set_defaults(func=tool.run)
     _add_emulator(sub)
     return parser
+
+
+def _add_api_choice(parser: argparse.ArgumentParser, text: str) -> None:
+    """``--api v1|iai`` for the development commands: the choices of the worker's own ``api`` setting."""
+    choices = typing.get_args(config.ApiName)
+    parser.add_argument("--api", choices=choices, default=config.BY_NAME["api"].default, help=f"{text} (default v1)")
 
 
 def _add_emulator(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

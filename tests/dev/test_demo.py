@@ -1,4 +1,5 @@
-"""The README's first command: the demo runs end to end, prints its summary, and leaves no process behind."""
+"""The README's first command: the demo runs end to end, prints its summary, and leaves no process behind,
+on either face API (``--api iai``: enrolled through IAI, IAI's codes in the summary and the replay)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+
+from worker.config import ApiName
+from worker.dev.scenario import EXPECTED_CODES
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,19 +34,25 @@ def _processes_marked(mark: str) -> set[int]:
 
 
 @pytest.mark.broker
-def test_demo_prints_the_summary_and_cleans_up() -> None:
+@pytest.mark.parametrize("api", ["v1", "iai"])
+def test_demo_prints_the_summary_and_cleans_up(api: ApiName) -> None:
     mark = uuid.uuid4().hex
     env = {k: v for k, v in os.environ.items() if not k.startswith("MDW_")}
     env["DEMO_TEST_MARK"] = mark
-    proc = subprocess.run(
-        [sys.executable, "-m", "worker", "demo"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
-    )
+    argv = [sys.executable, "-m", "worker", "demo", *(["--api", api] if api != "v1" else [])]  # v1: the default
+    proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
+    codes = EXPECTED_CODES[api]
+    assert f"API {api}" in out
+    if api == "iai":
+        assert "through IAI's CreateGroup, then CreatePerson per person" in out
     # The events are published only once both workers answer /readyz 200 (joined, partitions assigned).
     assert out.index("two workers joined one consumer group and are ready") < out.index("published 49 events")
     assert "Summary: 49 events → 36 results, 13 dead letters" in out
-    assert "-1308  ×4" in out and "-1101  ×4" in out and "invalid_json  ×1" in out
+    assert f"{codes['unreachable']}  ×4" in out and f"{codes['no_face']}  ×4" in out and "invalid_json  ×1" in out
+    assert "every event got the output the scenario expects" in out
+    assert f"replaying dead letters with code {codes['unreachable']} only" in out
     assert "replayed 4 records" in out
     assert out.count("late-7") == 4  # the four fixed events, each now identified
     assert "workers stopped (exit codes [0, 0])" in out

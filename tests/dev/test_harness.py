@@ -44,6 +44,14 @@ def test_the_environment_is_what_the_worker_reads() -> None:
     assert all(name.startswith("MDW_") for name in env)
 
 
+def test_the_environment_of_a_worker_on_iai_points_its_iai_client_at_the_api_url() -> None:
+    env = worker_env("127.0.0.1:9092", "http://127.0.0.1:9", TOPICS, group_ids="a", api="iai")
+    settings = config.load(environ=env, require_credentials=True)  # IAI needs no AppID
+    assert (settings.api, settings.iai_endpoint, settings.appid) == ("iai", "http://127.0.0.1:9", "")
+    assert settings.secret_id == DEV_ACCOUNT.secret_id and settings.secret_key == DEV_ACCOUNT.secret_key
+    assert "MDW_API" not in worker_env("127.0.0.1:9092", "http://127.0.0.1:9")  # v1: the worker's default
+
+
 def test_an_unknown_setting_fails_naming_it() -> None:
     with pytest.raises(ValueError, match="max_inflight"):
         worker_env("127.0.0.1:9092", "http://127.0.0.1:9", settings={"max_inflight": 8})

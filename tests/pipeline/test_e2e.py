@@ -1,4 +1,9 @@
-"""End to end on the embedded broker and the emulator: one output per event, commits after delivery."""
+"""End to end on the embedded broker and the emulator: one output per event, commits after delivery.
+
+The tests that use the ``emulator`` fixture run once per face API (``api``: v1 and IAI). For IAI the gallery is
+enrolled through IAI itself (CreateGroup, CreatePerson), as a real IAI account must; the scenario expects IAI's
+codes.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,12 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from tests.support.kafkatest import produce_all, wait_until
-from tests.support.pipeline import by_event, enrolled_emulator, settings_env, thread_worker, validate_all
+from tests.support.pipeline import enrolled_emulator, settings_env, thread_worker, validate_all
+from worker.config import ApiName
 from worker.dev.harness.outputs import read_outputs
 from worker.dev.harness.positions import committed_positions
 from worker.dev.harness.topics import Topics
@@ -28,9 +35,15 @@ def images_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("images")
 
 
+@pytest.fixture(scope="module", params=["v1", "iai"])
+def api(request: pytest.FixtureRequest) -> ApiName:
+    """The face API the worker calls (its ``api`` setting)."""
+    return request.param  # type: ignore[no-any-return]
+
+
 @pytest.fixture(scope="module")
-def emulator(images_dir: Path) -> Iterator[EmulatorHandle]:
-    with enrolled_emulator(images_dir, PEOPLE) as (handle, _):
+def emulator(images_dir: Path, api: ApiName) -> Iterator[EmulatorHandle]:
+    with enrolled_emulator(images_dir, PEOPLE, api=api) as (handle, _):
         yield handle
 
 
@@ -39,23 +52,23 @@ def topics(make_topics: Callable[..., Topics]) -> Topics:
     return make_topics(4, results=2, dlq=2)
 
 
-def _scenario(images_dir: Path, emulator: EmulatorHandle) -> Scenario:
-    sc = Scenario(images_dir, emulator.base_url + "/images/")
+def _scenario(images_dir: Path, emulator: EmulatorHandle, api: ApiName) -> Scenario:
+    sc = Scenario(images_dir, emulator.base_url + "/images/", api=api)
     sc.enrolled = list(PEOPLE)
     return sc
 
 
 def test_mixed_batch_yields_exactly_one_valid_output_per_event(
-    kafka_bootstrap: str, emulator: EmulatorHandle, images_dir: Path, topics: Topics
+    kafka_bootstrap: str, emulator: EmulatorHandle, images_dir: Path, topics: Topics, api: ApiName
 ) -> None:
-    sc = _scenario(images_dir, emulator)
+    sc = _scenario(images_dir, emulator, api)
     sc.add_known(12, seed=1000)
     sc.add_strangers(3, seed=1100)
     sc.add_no_face(3, seed=1200)
     sc.add_unreachable(3, seed=1300)
     sc.add_malformed()
     produce_all(kafka_bootstrap, topics.input, [(e.key, e.value) for e in sc.events])
-    env = settings_env(kafka_bootstrap, emulator.base_url, topics, max_in_flight=8)
+    env = settings_env(kafka_bootstrap, emulator.base_url, topics, api=api, max_in_flight=8)
     with thread_worker(env) as w:
         wait_until(
             lambda: w.pipeline.stats.results + sum(w.pipeline.stats.dead_letters.values()) >= len(sc.events),
@@ -67,11 +80,12 @@ def test_mixed_batch_yields_exactly_one_valid_output_per_event(
 
     out = read_outputs(kafka_bootstrap, topics)
     validate_all(out)
-    codes = by_event(out)
-    for e in sc.events:
-        ident = e.event_id if e.expect in ("result", "-1101", "-1308") else base64.b64encode(e.value).decode()
-        assert codes.get(ident) == [e.expect], (e, codes.get(ident))
+    assert sc.unexpected(out) == []
     assert len(out) == len(sc.events)
+    assert {sc.code("no_face"), sc.code("unreachable")} <= {o.code for o in out}
+    # Every record names the API the worker called.
+    assert {o.doc["api"]["name"] for o in out if o.kind == "result"} == {api}
+    assert {o.doc["worker"]["api"] for o in out if o.kind == "dlq"} == {api}
 
     # Every face of a known person is matched to that person; strangers stay low.
     results = {o.event_id: o.doc for o in out if o.kind == "result"}
@@ -103,27 +117,61 @@ def test_mixed_batch_yields_exactly_one_valid_output_per_event(
         assert positions[p] == last + 1
 
 
+#: What a wrong SecretKey is refused with, per API.
+WRONG_KEY_CODE = {"v1": "code 14", "iai": "code AuthFailure.SignatureFailure"}
+
+
 def test_wrong_credentials_stop_the_worker_without_commit_or_dead_letter(
-    kafka_bootstrap: str, emulator: EmulatorHandle, images_dir: Path, topics: Topics
+    kafka_bootstrap: str, emulator: EmulatorHandle, images_dir: Path, topics: Topics, api: ApiName
 ) -> None:
-    sc = _scenario(images_dir, emulator)
+    sc = _scenario(images_dir, emulator, api)
     sc.add_known(5, seed=2000)
     produce_all(kafka_bootstrap, topics.input, [(e.key, e.value) for e in sc.events])
-    env = settings_env(kafka_bootstrap, emulator.base_url, topics, max_in_flight=4)
+    env = settings_env(kafka_bootstrap, emulator.base_url, topics, api=api, max_in_flight=4)
     env["MDW_SECRET_KEY"] = "not-the-right-key"
     with thread_worker(env) as w:
         exit_code = w.join(60)
         assert exit_code == ExitCode.CONFIG_REFUSED
         reason = w.pipeline.fatal_reason or ""
-    assert "code 14" in reason and "MDW_SECRET_KEY" in reason
+    assert WRONG_KEY_CODE[api] in reason and "MDW_SECRET_KEY" in reason, reason
     assert read_outputs(kafka_bootstrap, topics) == []
     assert all(offset < 0 for offset in committed_positions(kafka_bootstrap, topics.group, topics.input).values())
 
 
-def test_api_outage_of_503s_dead_letters_nothing_and_processing_resumes(
-    kafka_bootstrap: str, emulator: EmulatorHandle, images_dir: Path, topics: Topics
+@pytest.mark.parametrize("api", ["iai"], indirect=True)
+def test_iai_a_configured_group_that_does_not_exist_stops_the_worker_naming_the_setting(
+    kafka_bootstrap: str, emulator: EmulatorHandle, images_dir: Path, topics: Topics, api: ApiName
 ) -> None:
-    sc = _scenario(images_dir, emulator)
+    """IAI creates groups explicitly: a group in MDW_GROUP_IDS that was never created (a typo) is answered
+    InvalidParameterValue.GroupIdNotExist; GetGroupList confirms it is missing, so the worker stops (exit 3) naming
+    MDW_GROUP_IDS instead of dead-lettering every event. An event naming an unknown group of its own is its fault."""
+    sc = _scenario(images_dir, emulator, api)
+    sc.add_known(3, seed=2500)
+    own_group = orjson.dumps(
+        {"event_id": "own-group", "image_url": sc.images_url + "known-2500.jpg", "group_ids": ["nope"]}
+    )
+    produce_all(kafka_bootstrap, topics.input, [(b"own", own_group)], partition=0)
+    env = settings_env(kafka_bootstrap, emulator.base_url, topics, api=api, max_in_flight=1)
+    with thread_worker(env) as w:  # the configured group exists: the event's own unknown group is dead-lettered
+        wait_until(lambda: sum(w.pipeline.stats.dead_letters.values()) == 1, timeout=60, what="the event's dead letter")
+        assert w.stop() == 0
+    (dead,) = read_outputs(kafka_bootstrap, topics)
+    assert dead.code == "InvalidParameterValue.GroupIdNotExist" and dead.event_id == "own-group"
+
+    produce_all(kafka_bootstrap, topics.input, [(e.key, e.value) for e in sc.events])
+    env = settings_env(kafka_bootstrap, emulator.base_url, topics, api=api, max_in_flight=4, group_ids="demo,dmeo")
+    with thread_worker(env) as w:
+        exit_code = w.join(60)
+        reason = w.pipeline.fatal_reason or ""
+    assert exit_code == ExitCode.CONFIG_REFUSED, reason
+    assert "InvalidParameterValue.GroupIdNotExist" in reason and "MDW_GROUP_IDS" in reason, reason
+    assert read_outputs(kafka_bootstrap, topics) == [dead]
+
+
+def test_api_outage_of_503s_dead_letters_nothing_and_processing_resumes(
+    kafka_bootstrap: str, emulator: EmulatorHandle, images_dir: Path, topics: Topics, api: ApiName
+) -> None:
+    sc = _scenario(images_dir, emulator, api)
     sc.add_known(30, stranger_every=0, seed=3000)
     emulator.admin({"http_error_rates": {"503": 1.0}, "seed": 3})
     produce_all(kafka_bootstrap, topics.input, [(e.key, e.value) for e in sc.events])
@@ -131,6 +179,7 @@ def test_api_outage_of_503s_dead_letters_nothing_and_processing_resumes(
         kafka_bootstrap,
         emulator.base_url,
         topics,
+        api=api,
         max_in_flight=8,
         max_attempts=3,
         breaker_open_s=0.5,

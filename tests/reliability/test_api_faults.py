@@ -10,6 +10,10 @@ from the start, or switched on mid-run — and checks the outcome the README's d
     configuration/auth mid-run            → exit 3 naming the cause, no dead letter for the affected events,
                                             their offsets not committed
     permanent on every call               → the DLQ guard stops the worker (exit 4)
+
+Rows named ``iai-…`` run the worker on IAI (``api = "iai"``) against the emulator's IAI, which answers the same
+faults with IAI's codes (a QPS limit or code 15 → RequestLimitExceeded, a wrong key → AuthFailure.SignatureFailure,
+…); the gallery is enrolled through IAI as well.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import pytest
 from tests.support.kafkatest import wait_until
 from tests.support.pipeline import ThreadWorker, settings_env, validate_all
 from tests.support.reliability import Record, enroll, event_value, image_urls, produce_records, uncovered_commits
+from worker.config import ApiName
 from worker.dev.harness.outputs import OutputReader
 from worker.dev.harness.positions import committed_positions
 from worker.dev.harness.topics import Topics
@@ -55,9 +60,10 @@ class Case:
     events: int = 24
     switch_after: int = 0  # >0: the faults start once this many outputs exist (mid-run)
     recover: bool = False  # an outage: clear the faults once the breaker has opened
+    api: ApiName = "v1"  # the face API the worker calls
 
 
-def _config_case(id_: str, faults: dict[str, Any], *reason: str) -> Case:
+def _config_case(id_: str, faults: dict[str, Any], *reason: str, api: ApiName = "v1") -> Case:
     # 200 ms per call, two in flight: the switch lands while most events are still to come. The fault applies
     # to the management API too, so the worker's confirming check call (getgroupids) fails the same way.
     return Case(
@@ -67,6 +73,7 @@ def _config_case(id_: str, faults: dict[str, Any], *reason: str) -> Case:
         settings={"max_in_flight": 2},
         events=40,
         switch_after=4,
+        api=api,
     )
 
 
@@ -151,6 +158,46 @@ CASES: list[Case] = [
         {"http_error_rates": {"403": 0.3}},
         Expect(SOME, frozenset({"http_403"}), "permanent"),
     ),
+    # the same contract on IAI: rate limits slow the worker (no dead letter), image codes are dead-lettered at once,
+    # a confirmed configuration error stops it naming the setting
+    Case(
+        "iai-qps-limit-40-answers-RequestLimitExceeded",
+        {"qps_limit": 40, "qps_burst": 5},
+        Expect(),
+        {**RETRY_HARD, "rate_limit_qps": 80},
+        api="iai",
+    ),
+    Case("iai-RequestLimitExceeded-bursts-30pct", {"error_rates": {"15": 0.3}}, Expect(), RETRY_HARD, api="iai"),
+    Case(
+        "iai-image-codes-at-10pct-each",  # -1101, -1308, -1400 in IAI's words
+        {"error_rates": {"-1101": 0.1, "-1308": 0.1, "-1400": 0.1}},
+        Expect(
+            SOME,
+            frozenset(
+                {
+                    "InvalidParameterValue.NoFaceInPhoto",
+                    "FailedOperation.ImageDownloadError",
+                    "FailedOperation.ImageDecodeFailed",
+                }
+            ),
+            "permanent",
+        ),
+        api="iai",
+    ),
+    _config_case(
+        "iai-wrong-key-mid-run",
+        {"error_rates": {"14": 1.0}},
+        "AuthFailure.SignatureFailure",
+        "MDW_SECRET_KEY",
+        api="iai",
+    ),
+    _config_case(
+        "iai-unknown-secret-id-mid-run",
+        {"error_rates": {"11": 1.0}},
+        "AuthFailure.SecretIdNotFound",
+        "MDW_SECRET_ID",
+        api="iai",
+    ),
 ]
 
 
@@ -159,6 +206,7 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Emulato
     images = tmp_path_factory.mktemp("api-fault-images")
     with start_in_thread(images_dir=str(images), url_cache_ttl_s=600) as handle:
         sc = enroll(handle.base_url, images, ["alice", "bob", "carol"])
+        enroll(handle.base_url, images, ["alice", "bob", "carol"], api="iai")  # IAI's gallery is its own
         yield handle, image_urls(sc, 6, seed=9000)
 
 
@@ -183,7 +231,7 @@ def test_api_fault_table(
     )
     # A short session: Tansu completes a group join after about half of it (docs/api-notes.md#broker-notes).
     settings = {"max_in_flight": 32, "session_timeout_ms": 1000, **case.settings}
-    env = settings_env(kafka_bootstrap, handle.base_url, topics, **settings)
+    env = settings_env(kafka_bootstrap, handle.base_url, topics, api=case.api, **settings)
     before = handle.stats()
     if not case.switch_after:
         handle.admin({**case.faults, "seed": 7})
@@ -224,6 +272,8 @@ def test_api_fault_table(
     assert exit_code == case.expect.exit_code, worker.pipeline.fatal_reason
     assert injected, "the emulator injected nothing: the row tests nothing"
     validate_all(outputs)
+    assert {o.doc["api"]["name"] for o in outputs if o.kind == "result"} <= {case.api}
+    assert {o.doc["worker"]["api"] for o in outputs if o.kind == "dlq"} <= {case.api}
     by_event = Counter(o.event_id for o in outputs)
     assert all(n == 1 for n in by_event.values()), "one worker, no crash: one output per event"
     assert set(by_event) <= set(ids)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from worker import config, schemas
+from worker.config import ApiName
 from worker.dev.harness.env import SettingValue, worker_env
 from worker.dev.harness.outputs import Output
 from worker.dev.harness.topics import Topics
@@ -34,9 +35,12 @@ TEST_SETTINGS: dict[str, SettingValue] = {
 }
 
 
-def settings_env(bootstrap: str, api_url: str, topics: Topics, **overrides: SettingValue) -> dict[str, str]:
-    """The ``MDW_*`` environment of a test worker searching group ``demo``; ``overrides`` by setting name."""
-    return worker_env(bootstrap, api_url, topics, group_ids="demo", settings={**TEST_SETTINGS, **overrides})
+def settings_env(
+    bootstrap: str, api_url: str, topics: Topics, *, api: ApiName = "v1", **overrides: SettingValue
+) -> dict[str, str]:
+    """The ``MDW_*`` environment of a test worker calling ``api`` at ``api_url`` and searching group ``demo``;
+    ``overrides`` by setting name."""
+    return worker_env(bootstrap, api_url, topics, group_ids="demo", api=api, settings={**TEST_SETTINGS, **overrides})
 
 
 class ThreadWorker:
@@ -95,12 +99,15 @@ def by_event(outputs: Iterable[Output]) -> dict[str, list[str]]:
 
 
 @contextlib.contextmanager
-def enrolled_emulator(images_dir: Path, people: list[str], **options: Any) -> Iterator[tuple[EmulatorHandle, Scenario]]:
-    """The emulator in a thread, serving ``images_dir`` under /images/, with ``people`` enrolled in group ``demo``.
+def enrolled_emulator(
+    images_dir: Path, people: list[str], *, api: ApiName = "v1", **options: Any
+) -> Iterator[tuple[EmulatorHandle, Scenario]]:
+    """The emulator in a thread, serving ``images_dir`` under /images/, with ``people`` enrolled in group ``demo``
+    through ``api`` (IAI's data are apart from v1's: a worker on IAI finds only those enrolled through IAI).
 
-    Yields the emulator handle and a Scenario whose images go to ``images_dir``.
+    Yields the emulator handle and a Scenario of ``api`` whose images go to ``images_dir``.
     """
     with start_in_thread(images_dir=str(images_dir), **options) as handle:
-        sc = Scenario(images_dir, handle.base_url + "/images/")
+        sc = Scenario(images_dir, handle.base_url + "/images/", api=api)
         sc.enroll_at(handle.base_url, people)
         yield handle, sc

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 from confluent_kafka import KafkaError, Producer
 
+from worker.config import ApiName
 from worker.dev.devstack import tansu_binary
 from worker.dev.harness.loopback import free_port, http_get
 from worker.dev.harness.outputs import Output
@@ -112,9 +113,10 @@ def produce_records(bootstrap: str, topic: str, records: list[Record], timeout: 
 # --- the emulator with a gallery -----------------------------------------------------------------------------
 
 
-def enroll(base_url: str, images_dir: Path, people: list[str]) -> Scenario:
-    """Enroll ``people`` in the emulator at ``base_url``; the scenario writes its images to ``images_dir``."""
-    sc = Scenario(images_dir, base_url + "/images/")
+def enroll(base_url: str, images_dir: Path, people: list[str], *, api: ApiName = "v1") -> Scenario:
+    """Enroll ``people`` in the emulator at ``base_url`` through ``api``; the scenario writes its images to
+    ``images_dir``."""
+    sc = Scenario(images_dir, base_url + "/images/", api=api)
     sc.enroll_at(base_url, people)
     return sc
 

@@ -1,4 +1,8 @@
-"""`replay` against a real broker, with dead letters built exactly as the worker writes them."""
+"""`replay` against a real broker, with dead letters built exactly as the worker writes them.
+
+Selection by code runs for both face APIs' codes (v1's integers, IAI's dotted strings); the last test replays the
+dead letters of a fixed cause through a running worker on each API, end to end.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +11,37 @@ import io
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from tests.support.kafkatest import produce_all
+from tests.support.pipeline import enrolled_emulator, settings_env, thread_worker, validate_all
 from worker.api.errors import meaning
+from worker.api.models import Api
+from worker.config import ApiName
 from worker.core import records
+from worker.dev.harness.outputs import OutputReader
 from worker.dev.harness.reader import read_topic
+from worker.dev.harness.topics import Topics
 from worker.tools import _kafka, replay
 from worker.tools.replay_plan import H_REPLAYED_FROM, Selection
 
 pytestmark = pytest.mark.broker
 
 TRACEPARENT = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-CLASSES = {"15": "transient", "-1308": "permanent", "invalid_json": "invalid"}
+CLASSES = {
+    "15": "transient",
+    "-1308": "permanent",
+    "RequestLimitExceeded": "transient",
+    "FailedOperation.ImageDownloadError": "permanent",
+    "invalid_json": "invalid",
+}
+#: Per face API, the code of a rate limit and of an image that could not be downloaded.
+LIMITED = {"v1": "15", "iai": "RequestLimitExceeded"}
+UNREACHABLE = {"v1": "-1308", "iai": "FailedOperation.ImageDownloadError"}
 
 DeadLetter = tuple[bytes, bytes, list[tuple[str, bytes | None]]]
 
@@ -35,8 +55,10 @@ def dead_letter(
     offset: int = 0,
     replay_count: int = 0,
     max_original_bytes: int = records.MAX_ORIGINAL_BYTES,
+    api: Api | None = None,
 ) -> DeadLetter:
-    """(key, value, headers) of a dead-letter record, built by the worker's own functions."""
+    """(key, value, headers) of a dead-letter record, built by the worker's own functions (by a worker calling
+    ``api``)."""
     source = records.Source("images-src", 1, offset, 1_700_000_000_000, key, headers)
     error = records.ErrorInfo(code, CLASSES[code], f"failed with {code}", 200, 1, 1_700_000_000_000, 1_700_000_000_000)
     value_out = records.build_dead_letter(
@@ -47,6 +69,7 @@ def dead_letter(
         worker_version="0.1.0",
         replay_count=replay_count,
         max_original_bytes=max_original_bytes,
+        api=api,
     )
     return records.dead_letter_key(code), value_out, records.dead_letter_headers(source, error, "0.1.0", replay_count)
 
@@ -85,20 +108,24 @@ def topics(make_topic: Callable[..., str]) -> tuple[str, str]:
     return make_topic("dlq", partitions=4), make_topic("in", partitions=4)
 
 
-def test_replay_by_code_republishes_only_that_code_byte_for_byte(kafka_bootstrap: str, topics: tuple[str, str]) -> None:
+@pytest.mark.parametrize("api", ["v1", "iai"])
+def test_replay_by_code_republishes_only_that_code_byte_for_byte(
+    kafka_bootstrap: str, topics: tuple[str, str], api: str
+) -> None:
     dlq, target = topics
+    limited, unreachable, which = LIMITED[api], UNREACHABLE[api], Api(api)
     headers = (("traceparent", TRACEPARENT), ("dup", b"1"), ("dup", b"2"), ("nullhdr", None))
     originals = {
         0: (b"cam-1", b'{"image_url":"http://127.0.0.1:1/a.jpg","event_id":"e-0"}', headers),
         1: (b"\x00\xffbinary-key", b"\xff\xfe\x00 not UTF-8 \x80", (("traceparent", TRACEPARENT),)),
         2: (None, b'{"image_url":"http://127.0.0.1:1/c.jpg"}', ()),
     }
-    items = [dead_letter("15", v, key=k, headers=h, offset=o) for o, (k, v, h) in originals.items()]
-    items += [dead_letter("-1308", b"{}", offset=10 + i) for i in range(2)]
-    items += [dead_letter("invalid_json", b"{", offset=20)]
+    items = [dead_letter(limited, v, key=k, headers=h, offset=o, api=which) for o, (k, v, h) in originals.items()]
+    items += [dead_letter(unreachable, b"{}", offset=10 + i, api=which) for i in range(2)]
+    items += [dead_letter("invalid_json", b"{", offset=20, api=which)]
     produce(kafka_bootstrap, dlq, items)
 
-    code, out = run_replay(kafka_bootstrap, dlq, target, "--code", "15", "--rate", "500")
+    code, out = run_replay(kafka_bootstrap, dlq, target, "--code", limited, "--rate", "500")
 
     assert code == 0, out
     got = read_topic(kafka_bootstrap, target)
@@ -108,33 +135,36 @@ def test_replay_by_code_republishes_only_that_code_byte_for_byte(kafka_bootstrap
     for msg in got:
         hdrs = msg.headers() or []
         origin = dict(hdrs)[H_REPLAYED_FROM].decode()
-        assert dlq_keys[origin] == b"15"
+        assert dlq_keys[origin] == limited.encode()
         key, _, original_headers = by_value[msg.value()]
         assert msg.key() == key
         assert hdrs == [*original_headers, ("mdw.replay.count", b"1"), (H_REPLAYED_FROM, origin.encode())]
-    assert "replayed: 3" in out and meaning("15") in out
-    # The code-15 run saved its own progress: a later run for every code still finds the others.
+    assert "replayed: 3" in out and meaning(limited) in out
+    # The rate-limit run saved its own progress: a later run for every code still finds the others.
     code, out = run_replay(kafka_bootstrap, dlq, target)
     assert code == 0, out
     later = [dlq_keys[o] for o in origins(read_topic(kafka_bootstrap, target))]
-    assert sorted(later) == sorted([b"15"] * 6 + [b"-1308"] * 2 + [b"invalid_json"])
+    assert sorted(later) == sorted([limited.encode()] * 6 + [unreachable.encode()] * 2 + [b"invalid_json"])
 
 
-def test_dry_run_counts_per_code_and_changes_nothing(kafka_bootstrap: str, topics: tuple[str, str]) -> None:
+@pytest.mark.parametrize("api", ["v1", "iai"])
+def test_dry_run_counts_per_code_and_changes_nothing(kafka_bootstrap: str, topics: tuple[str, str], api: str) -> None:
     dlq, target = topics
-    items = [dead_letter("15", b"{}", offset=i) for i in range(3)]
-    items += [dead_letter("-1308", b"{}", offset=10 + i) for i in range(2)]
-    items += [dead_letter("invalid_json", b"{", offset=20)]
+    limited, unreachable, which = LIMITED[api], UNREACHABLE[api], Api(api)
+    items = [dead_letter(limited, b"{}", offset=i, api=which) for i in range(3)]
+    items += [dead_letter(unreachable, b"{}", offset=10 + i, api=which) for i in range(2)]
+    items += [dead_letter("invalid_json", b"{", offset=20, api=which)]
     produce(kafka_bootstrap, dlq, items)
 
-    code, out = run_replay(kafka_bootstrap, dlq, target, "--code", "15", "--code", "-1308", "--dry-run")
+    code, out = run_replay(kafka_bootstrap, dlq, target, "--code", limited, "--code", unreachable, "--dry-run")
 
     assert code == 0, out
     assert "would replay: 5" in out and "selected: 5" in out
-    assert meaning("15") in out and meaning("-1308") in out
-    assert out.count("code=15 ") + out.count("code=-1308 ") == 5  # the sample lines (5 = the default count)
+    assert meaning(limited) in out and meaning(unreachable) in out
+    # the sample lines (5 = the default count)
+    assert out.count(f"code={limited} ") + out.count(f"code={unreachable} ") == 5
     assert read_topic(kafka_bootstrap, target) == []
-    selection = Selection(codes=frozenset({"15", "-1308"}))
+    selection = Selection(codes=frozenset({limited, unreachable}))
     group = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": replay.default_group(dlq, selection)})
     try:
         committed = group.committed([TopicPartition(dlq, p) for p in range(4)], timeout=10)
@@ -142,7 +172,7 @@ def test_dry_run_counts_per_code_and_changes_nothing(kafka_bootstrap: str, topic
         group.close()
     assert all(tp.offset < 0 for tp in committed)
     # The real run afterwards still finds all five: the dry run saved no progress.
-    code, out = run_replay(kafka_bootstrap, dlq, target, "--code", "15", "--code", "-1308")
+    code, out = run_replay(kafka_bootstrap, dlq, target, "--code", limited, "--code", unreachable)
     assert code == 0 and len(read_topic(kafka_bootstrap, target)) == 5
 
 
@@ -325,3 +355,41 @@ def test_a_throttled_replay_that_times_out_saves_its_progress(kafka_bootstrap: s
     assert code == 0 and f"replayed: {30 - first}" in out
     got = read_topic(kafka_bootstrap, target)
     assert len(got) == 30 and len(set(origins(got))) == 30
+
+
+@pytest.mark.parametrize("api", ["v1", "iai"])
+def test_dead_letters_of_a_fixed_cause_come_back_as_results_through_a_worker(
+    kafka_bootstrap: str, make_topics: Callable[..., Topics], tmp_path: Path, api: ApiName
+) -> None:
+    """A worker on either API dead-letters the images that are not there yet (v1 -1308, IAI
+    FailedOperation.ImageDownloadError) and those without a face. Once the missing images are published, replaying
+    that one code brings each of its events back as a result with its person identified; the other dead letters are
+    not replayed. On IAI the gallery is enrolled through IAI (CreateGroup, CreatePerson)."""
+    topics = make_topics(2, results=1, dlq=1)
+    with enrolled_emulator(tmp_path, ["alice", "bob"], api=api) as (handle, sc):
+        sc.add_unreachable(4, seed=4000)
+        sc.add_no_face(2, seed=4100)
+        produce_all(kafka_bootstrap, topics.input, [(e.key, e.value) for e in sc.events])
+        reader = OutputReader(kafka_bootstrap, topics)
+        try:
+            with thread_worker(settings_env(kafka_bootstrap, handle.base_url, topics, api=api, max_in_flight=4)) as w:
+                reader.wait_for(lambda r: r.count() >= len(sc.events), 60, "a dead letter per event")
+                assert sc.unexpected(reader.outputs) == []
+                assert sc.fix_unreachable() == 4
+                unreachable = sc.code("unreachable")
+                code, out = run_replay(kafka_bootstrap, topics.dlq, topics.input, "--code", unreachable)
+                assert code == 0 and "replayed: 4" in out, out
+                reader.wait_for(lambda r: len(r.results()) >= 4, 60, "the replayed events' results")
+                assert w.stop() == 0
+            reader.drain()
+        finally:
+            reader.close()
+    late = {e.event_id: e for e in sc.events if e.expect == unreachable}
+    results = reader.results()
+    validate_all(reader.outputs)
+    assert sorted(o.event_id or "" for o in results) == sorted(late)
+    for o in results:
+        assert o.doc["api"]["name"] == api
+        (face,) = o.doc["faces"]
+        assert [face["candidates"][0]["person_id"]] == list(late[o.event_id].people)
+    assert sorted(o.code for o in reader.dead_letters()) == sorted(e.expect for e in sc.events)

@@ -23,6 +23,7 @@ from typing import Any
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+from worker.config import ApiName
 from worker.dev.harness.loopback import free_port
 from worker.dev.harness.processes import ChildProcess
 from worker.dev.harness.topics import create_topics
@@ -154,11 +155,11 @@ class Stack:
     def images_url(self) -> str:
         return f"{self.api_url}/images/"
 
-    def env(self) -> dict[str, str]:
-        """Worker settings that point at this stack (the emulator's development account)."""
+    def env(self, api: ApiName = "v1") -> dict[str, str]:
+        """Worker settings that point at this stack (the emulator's development account) through ``api``."""
         from worker.dev.harness.env import worker_env
 
-        return worker_env(self.bootstrap, self.api_url)
+        return worker_env(self.bootstrap, self.api_url, api=api)
 
     def stop(self) -> None:
         with contextlib.suppress(Exception):
@@ -191,8 +192,9 @@ def stack(
         b.stop()
 
 
-def main_devstack(partitions: int, topics: Sequence[str], out: Any = sys.stdout) -> int:
-    """``multidentify-worker devstack``: run broker + emulator until Ctrl-C / SIGTERM."""
+def main_devstack(partitions: int, topics: Sequence[str], out: Any = sys.stdout, *, api: ApiName = "v1") -> int:
+    """``multidentify-worker devstack``: run broker + emulator until Ctrl-C / SIGTERM; print the exports of a
+    worker calling ``api`` there."""
     import tempfile
 
     stopping = False
@@ -207,9 +209,11 @@ def main_devstack(partitions: int, topics: Sequence[str], out: Any = sys.stdout)
         tempfile.TemporaryDirectory(prefix="mdw-images-") as images,
         stack(topics, partitions, images_dir=images) as st,
     ):
-        for name, value in st.env().items():
+        for name, value in st.env(api).items():
             print(f"export {name}={value}", file=out)
         print(f"# images in {images} are served at {st.images_url}", file=out)
+        if api == "iai":  # IAI's groups exist only once created: nothing is enrolled yet
+            print(f"# IAI at {st.api_url} (POST /): create the groups of MDW_GROUP_IDS first (CreateGroup)", file=out)
         for t in topics:
             print(f"# topic {t} ({partitions} partitions)", file=out)
         print("# devstack running; Ctrl-C stops it", file=out, flush=True)

@@ -4,21 +4,37 @@ A scenario enrolls a small gallery in the emulator, writes synthetic photos into
 emulator serves under ``/images/``, and builds input events of every kind a camera fleet sends:
 known people, strangers, images without faces, URLs that do not exist (yet), and malformed events.
 Each event carries what the worker should make of it, so a caller can check every output.
+
+A scenario is for one face API (``api``, the worker's setting of that name): people are enrolled through it
+(v1: ``newperson``; IAI: ``CreateGroup`` once, then ``CreatePerson`` per person, as an IAI user must — IAI
+data are apart from v1's), and the dead-letter codes its events expect are that API's
+(:data:`EXPECTED_CODES`, the one place that says what the emulator answers for each kind of bad image).
 """
 
 from __future__ import annotations
 
+import base64
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 
 from worker.api.client import ClientOptions, MultidentifyClient
+from worker.api.iai_client import IaiClient, IaiOptions
+from worker.config import ApiName
+from worker.dev.harness.outputs import Output
 from worker.emulator import DEV_ACCOUNT, Account, synth
 
 DEFAULT_GROUP = "demo"
+
+#: What each kind of image the worker cannot identify is dead-lettered with, per API: the emulator's answers
+#: (docs/api-notes.md, "IAI at the emulator": a failed download → ImageDownloadError, no face → NoFaceInPhoto).
+EXPECTED_CODES: dict[ApiName, dict[str, str]] = {
+    "v1": {"no_face": "-1101", "unreachable": "-1308"},
+    "iai": {"no_face": "InvalidParameterValue.NoFaceInPhoto", "unreachable": "FailedOperation.ImageDownloadError"},
+}
 
 
 @dataclass(frozen=True)
@@ -38,23 +54,46 @@ class Scenario:
     images_dir: Path
     images_url: str  # e.g. http://127.0.0.1:PORT/images/
     group: str = DEFAULT_GROUP
+    api: ApiName = "v1"  # the API the worker calls: how people are enrolled, which codes events expect
     enrolled: list[str] = field(default_factory=list)
     events: list[ScenarioEvent] = field(default_factory=list)
     missing_images: dict[str, bytes] = field(default_factory=dict)  # name → bytes to write on "fix"
 
-    def enroll(self, client: MultidentifyClient, people: Sequence[str]) -> None:
-        """One person per name in ``group``, enrolled from its own photo (seed 1)."""
+    def code(self, kind: str) -> str:
+        """The dead-letter code this scenario's API gives an image of ``kind`` (a key of :data:`EXPECTED_CODES`)."""
+        return EXPECTED_CODES[self.api][kind]
+
+    def enroll(self, client: MultidentifyClient | IaiClient, people: Sequence[str]) -> None:
+        """One person per name in ``group``, enrolled from its own photo (seed 1) through ``client``'s API.
+
+        IAI creates the group first (CreateGroup) unless the account has it already, then one CreatePerson per
+        name; v1 creates the group with its first person (newperson)."""
+        if isinstance(client, IaiClient) and self.group not in {g.group_id for g in client.groups()}:
+            client.create_group(self.group, self.group)
         for name in people:
             image, _ = synth.scene_with_faces([name], (200, 200), seed=1)
-            client.newperson(name, [self.group], image=image, person_name=name.title(), tag="demo")
+            if isinstance(client, IaiClient):
+                client.create_person(self.group, name, name.title(), image=image)
+            else:
+                client.newperson(name, [self.group], image=image, person_name=name.title(), tag="demo")
             self.enrolled.append(name)
 
-    def enroll_at(self, api_url: str, people: Sequence[str], account: Account = DEV_ACCOUNT) -> None:
-        """:meth:`enroll` through a client of the API at ``api_url`` signing as ``account``."""
-        options = ClientOptions(
-            appid=account.appid, secret_id=account.secret_id, secret_key=account.secret_key, base_url=api_url
-        )
-        with MultidentifyClient(options) as client:
+    def enroll_at(
+        self, api_url: str, people: Sequence[str], account: Account = DEV_ACCOUNT, *, api: ApiName | None = None
+    ) -> None:
+        """:meth:`enroll` through a client of the API at ``api_url`` signing as ``account``.
+
+        ``api`` is the API enrolled through (default: the scenario's); the emulator serves both at one URL."""
+        client: MultidentifyClient | IaiClient
+        if (api or self.api) == "iai":
+            client = IaiClient(IaiOptions(secret_id=account.secret_id, secret_key=account.secret_key, endpoint=api_url))
+        else:
+            client = MultidentifyClient(
+                ClientOptions(
+                    appid=account.appid, secret_id=account.secret_id, secret_key=account.secret_key, base_url=api_url
+                )
+            )
+        with client:
             self.enroll(client, people)
 
     def _image(self, name: str, people: Sequence[str], seed: int) -> str:
@@ -96,16 +135,17 @@ class Scenario:
     def add_no_face(self, count: int, seed: int = 500) -> None:
         for i in range(count):
             name = f"empty-{seed + i}.jpg"
-            self._event(self._image(name, [], seed + i), expect="-1101", name=name)
+            self._event(self._image(name, [], seed + i), expect=self.code("no_face"), name=name)
 
     def add_unreachable(self, count: int, seed: int = 700) -> None:
-        """URLs whose image does not exist yet (HTTP 404 → -1308); :meth:`fix_unreachable` writes them."""
+        """URLs whose image does not exist yet (HTTP 404: v1 -1308, IAI ImageDownloadError); :meth:`fix_unreachable`
+        writes them."""
         for i in range(count):
             person = self.enrolled[i % len(self.enrolled)]
             name = f"late-{seed + i}.jpg"
             data, _ = synth.scene_with_faces([person], (480, 360), seed=seed + i)
             self.missing_images[name] = data
-            self._event(self.images_url + name, expect="-1308", people=[person], name=name)
+            self._event(self.images_url + name, expect=self.code("unreachable"), people=[person], name=name)
 
     def add_malformed(self) -> None:
         """Events the worker must dead-letter without calling the API."""
@@ -127,6 +167,30 @@ class Scenario:
         for name, data in self.missing_images.items():
             (self.images_dir / name).write_bytes(data)
         return len(self.missing_images)
+
+    def outcomes(self, outputs: Iterable[Output]) -> dict[str, set[str]]:
+        """Each event's id → the codes of its outputs (``"result"`` or a dead-letter key).
+
+        An output names its event by ``event_id``; a dead letter of a malformed event (which has no id the
+        worker could read) by the original value it carries. Outputs of other events are left out."""
+        ids = {e.event_id for e in self.events}
+        by_value = {e.value: e.event_id for e in self.events}
+        found: dict[str, set[str]] = {e.event_id: set() for e in self.events}
+        for o in outputs:
+            if o.event_id in ids:
+                found[o.event_id].add(o.code)
+            elif o.kind == "dlq" and o.message is not None:
+                original = o.doc.get("original", {}).get("value_base64")
+                event_id = by_value.get(base64.b64decode(original)) if original else None
+                if event_id is not None:
+                    found[event_id].add(o.code)
+        return found
+
+    def unexpected(self, outputs: Iterable[Output]) -> list[tuple[ScenarioEvent, set[str]]]:
+        """The events whose outputs are not what they expect (none, or another code), with what they got.
+        Duplicates of the expected output are fine: delivery is at-least-once."""
+        found = self.outcomes(outputs)
+        return [(e, found[e.event_id]) for e in self.events if found[e.event_id] != {e.expect}]
 
     def expected_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}

@@ -4,14 +4,16 @@
 settings by their names in :mod:`worker.config` (``max_in_flight=8``), and returns the variables that
 ``python -m worker run`` (or ``config.load(environ=...)``) reads. A setting name the worker does not know
 fails here, naming it, rather than being ignored by the worker. Values are written the way the
-configuration reads them: ``true``/``false`` for booleans, comma lists for sequences.
+configuration reads them: ``true``/``false`` for booleans, comma lists for sequences. ``api="iai"`` points the
+worker's IAI client at the same URL (the emulator serves both APIs there) and leaves out the AppID IAI does not
+use.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from worker.config import BY_NAME
+from worker.config import BY_NAME, ApiName
 from worker.dev.harness.topics import Topics
 from worker.emulator import DEV_ACCOUNT, Account
 
@@ -44,20 +46,21 @@ def worker_env(
     *,
     account: Account = DEV_ACCOUNT,
     group_ids: SettingValue | None = None,
+    api: ApiName = "v1",
     settings: Mapping[str, SettingValue] | None = None,
 ) -> dict[str, str]:
     """The ``MDW_*`` variables of a worker on ``bootstrap`` calling ``api_url`` as ``account``.
 
     ``topics`` names its input, results and dead-letter topics and its consumer group (the worker's
-    defaults without it); ``group_ids`` the face groups searched; ``settings`` anything else, and they win.
+    defaults without it); ``group_ids`` the face groups searched; ``api`` the face API called at ``api_url``
+    (``iai``: ``iai_endpoint`` is ``api_url``); ``settings`` anything else, and they win.
     """
-    chosen: dict[str, SettingValue] = {
-        "bootstrap_servers": bootstrap,
-        "api_base_url": api_url,
-        "appid": account.appid,
-        "secret_id": account.secret_id,
-        "secret_key": account.secret_key,
-    }
+    chosen: dict[str, SettingValue] = {"bootstrap_servers": bootstrap}
+    if api == "iai":
+        chosen |= {"api": "iai", "iai_endpoint": api_url}
+    else:
+        chosen |= {"api_base_url": api_url, "appid": account.appid}
+    chosen |= {"secret_id": account.secret_id, "secret_key": account.secret_key}
     if topics is not None:
         chosen |= {
             "input_topic": topics.input,
