@@ -15,7 +15,8 @@
 * :meth:`close` cancels what waits, lets each process finish its image (at most ``close_timeout_s``), then ends
   any process still there by its PID;
 * :meth:`stats` reports the engine's images per second (computations finished in the last 10 s), its mean time
-  per image inside the pool, and what waits and runs.
+  per image inside the pool, the images handed to the pool (``in_pool``) and those waiting for it, and the
+  pool's process ids (:meth:`pids`).
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ class Detector:
         self.computed = 0
         self.busy_s = 0.0
         self.waiting = 0
-        self.running = 0
+        self.in_pool = 0
         self.max_waiting = 0
         self._rate.reset()
 
@@ -202,7 +203,7 @@ class Detector:
             await self._slots.acquire()
         finally:
             self.waiting -= 1
-        self.running += 1
+        self.in_pool += 1
         try:
             executor = self._executor
             if executor is None:
@@ -219,7 +220,7 @@ class Detector:
                 await self._replace_broken(executor)
                 raise
         finally:
-            self.running -= 1
+            self.in_pool -= 1
             self._slots.release()
         self.computed += 1
         self.busy_s += seconds
@@ -242,10 +243,15 @@ class Detector:
         self.cache.clear()
 
     def reset_stats(self) -> None:
-        running, waiting = self.running, self.waiting
+        in_pool, waiting = self.in_pool, self.waiting
         self._reset_counters()
-        self.running, self.waiting = running, waiting  # gauges: what runs at a reset still runs after it
+        self.in_pool, self.waiting = in_pool, waiting  # gauges: what runs at a reset still runs after it
         self.max_waiting = waiting
+
+    def pids(self) -> list[int]:
+        """The process ids of the pool (none for a pool of threads): the engine's processes, each stopped with it."""
+        processes = getattr(self._executor, "_processes", None) if self.processes else None
+        return sorted(int(pid) for pid in (processes or {}))
 
     def stats(self) -> dict[str, Any]:
         """The ``engine`` member of ``GET /__admin/stats``."""
@@ -253,10 +259,11 @@ class Detector:
             "name": self.engine.name,
             "pool": "processes" if self.processes else "threads",
             "workers": self.workers,
+            "pids": self.pids(),
             "images": self.computed,
             "images_per_s": round(self._rate.per_second(), 3),
             "mean_ms": round(1000.0 * self.busy_s / self.computed, 3) if self.computed else None,
-            "running": self.running,
+            "in_pool": self.in_pool,
             "waiting": self.waiting,
             "max_waiting": self.max_waiting,
         }

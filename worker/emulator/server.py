@@ -213,8 +213,8 @@ class Emulator:
          "codes": {"/face/multidentify": {"0": 7, "15": 1, "http_503": 1, "dropped": 1}},
          "http_status": {"200": 8, "503": 1}, "faults": {"latency": 10, "qps": 1, "http": 1, "drop": 1},
          "in_flight": 0, "max_in_flight": 4, "detect_cache": {"hits": 9, "misses": 1, "entries": 1},
-         "engine": {"name": "dlib", "pool": "processes", "workers": 2, "images": 1, "images_per_s": 0.1,
-                    "mean_ms": 131.2, "running": 0, "waiting": 0, "max_waiting": 0},
+         "engine": {"name": "dlib", "pool": "processes", "workers": 2, "pids": [4711, 4712], "images": 1,
+                    "images_per_s": 0.1, "mean_ms": 131.2, "in_pool": 0, "waiting": 0, "max_waiting": 0},
          "downloads": {"count": 10, "failures": 0}, "gallery": {"appids": 1, "groups": 1, "persons": 3, "faces": 3}}
 
         ``engine``: the face engine's own throughput (:meth:`worker.emulator.detector.Detector.stats`): images it
