@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import sqlite3
+import sys
 import threading
 import time
 from pathlib import Path
@@ -14,7 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from worker.emulator import ImageError, Rect
+from tests.emulator.real_photos import pid_running
+from worker.emulator import ImageError, Rect, start_in_thread
 from worker.emulator.detector import Detector
 from worker.emulator.dlib_engine import ANCHORS, confidence
 from worker.emulator.faces import DetectedFace, Vector
@@ -273,7 +275,7 @@ def test_a_process_pool_starts_warm_answers_and_stops_with_its_processes() -> No
         await detector.start()
         try:
             pids = detector.pids()
-            assert len(pids) == 2 and all(pid_alive(pid) for pid in pids)
+            assert len(pids) == 2 and all(pid_running(pid) for pid in pids)
             _, faces = await detector.detect(b"abc")
             assert isinstance(faces, tuple) and faces[0].rect == Rect(3, 0, 10, 10)
             assert np.array_equal(faces[0].vector, unit(3))
@@ -286,12 +288,17 @@ def test_a_process_pool_starts_warm_answers_and_stops_with_its_processes() -> No
         return pids
 
     pids = asyncio.run(scenario())
-    assert not any(pid_alive(pid) for pid in pids)  # joined by close(): gone, not zombies
+    assert not any(pid_running(pid) for pid in pids)  # joined by close(): gone, not zombies
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+# --- choosing the engine -------------------------------------------------------------------------------------
+
+
+def test_an_unknown_engine_or_a_missing_extra_stops_the_emulator_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="engine must be one of synthetic, dlib, not 'dlub'"):
+        start_in_thread(engine="dlub")
+    with pytest.raises(ValueError, match="engine_workers must be"):
+        start_in_thread(engine_workers=-1)
+    monkeypatch.setitem(sys.modules, "dlib", None)  # as if the faces extra were not installed
+    with pytest.raises(RuntimeError, match=r"pip install 'multidentify-worker\[faces\]'"):
+        start_in_thread(engine="dlib")

@@ -13,7 +13,7 @@
 * at most ``2 × workers`` images are handed to the pool at a time; further ones wait in the event loop (no bytes
   copied, nothing queued inside the pool), so the pool's own queue stays bounded however many requests arrive;
 * :meth:`close` cancels what waits, lets each process finish its image (at most ``close_timeout_s``), then ends
-  any process still there by its PID;
+  any process still there by its PID; a pool process whose parent is gone (killed) ends by itself;
 * :meth:`stats` reports the engine's images per second (computations finished in the last 10 s), its mean time
   per image inside the pool, the images handed to the pool (``in_pool``) and those waiting for it, and the
   pool's process ids (:meth:`pids`).
@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
+import threading
 import time
 from collections import deque
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -51,13 +53,24 @@ def default_workers() -> int:
 
 
 def _init_process(engine: FaceEngine) -> None:
-    """Pool process initializer: Ctrl-C is the parent's to handle; the models are loaded once, here."""
+    """Pool process initializer: Ctrl-C is the parent's to handle, the process ends with its parent, and the models
+    are loaded once, here."""
     global _process_engine
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        # A pool process holds both ends of its task queue, so it never sees the parent go: without this watch,
+        # a killed emulator would leave its pool processes waiting forever.
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), name="parent-watch", daemon=True).start()
     warm_up = getattr(engine, "warm_up", None)
     if callable(warm_up):
         warm_up()
     _process_engine = engine
+
+
+def _exit_with(parent_sentinel: int) -> None:
+    multiprocessing.connection.wait([parent_sentinel])
+    os._exit(0)
 
 
 def _detect_in_process(data: bytes) -> tuple[DetectionResult, float]:
