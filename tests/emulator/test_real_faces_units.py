@@ -16,7 +16,9 @@ import pytest
 from PIL import Image
 
 from tests.emulator.real_photos import pid_running
+from worker.api.models import Candidate, Face, FaceRect
 from worker.emulator import ImageError, Rect, start_in_thread
+from worker.emulator.annotate import KNOWN, UNKNOWN, UNSEARCHED, annotate, marks_for
 from worker.emulator.detector import Detector
 from worker.emulator.dlib_engine import ANCHORS, confidence
 from worker.emulator.faces import DetectedFace, Vector
@@ -302,3 +304,30 @@ def test_an_unknown_engine_or_a_missing_extra_stops_the_emulator_naming_it(monke
     monkeypatch.setitem(sys.modules, "dlib", None)  # as if the faces extra were not installed
     with pytest.raises(RuntimeError, match=r"pip install 'multidentify-worker\[faces\]'"):
         start_in_thread(engine="dlib")
+
+
+# --- drawing the answer onto the photo -----------------------------------------------------------------------
+
+
+def test_annotate_draws_each_face_where_the_api_put_it_on_the_upright_photo() -> None:
+    faces = (
+        Face(FaceRect(100, 300, 200, 150), (Candidate("p1", "f1", 95.4),)),
+        Face(FaceRect(500, 100, 100, 100), (Candidate("p2", "f2", 41.0),)),
+        Face(FaceRect(700, 500, 60, 60), ()),
+    )
+    marks = marks_for(faces, 90, names={"p1": "Alice"})
+    assert [m.label for m in marks] == ["Alice 95", "? 41", ""]
+    assert [m.colour for m in marks] == [KNOWN, UNKNOWN, UNSEARCHED]
+    # A 1600×1200 photo stored sideways (EXIF 6): drawn upright and scaled to 1280 px, boxes scaled with it.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored = Image.new("RGB", (1200, 1600), (255, 255, 255))
+    out = Image.open(io.BytesIO(annotate(jpeg(stored, exif=exif.tobytes()), marks, max_side=1280)))
+    assert out.size == (1280, 960)
+    pixels = np.asarray(out).astype(int)
+    scale = 1280 / 1600
+    for mark in marks:
+        x, y, w, h = (round(v * scale) for v in mark.box)
+        left_edge = pixels[y + h // 2, x]  # the middle of the box's left side
+        assert np.abs(left_edge - np.array(mark.colour)).max() <= 40, (mark, left_edge)
+        assert pixels[y + h // 2, x + w // 2].min() >= 230  # inside: the photo, untouched

@@ -17,7 +17,8 @@ Semantics beyond the SDK's field names (docs/api-notes.md#iai-the-current-api-se
   confidence; SearchFaces keeps Scores above ``FaceMatchThreshold``, SearchPersons at or above it and answers
   ``FaceId`` ""; ``NeedPersonInfo`` 1 adds PersonName, Gender and PersonGroupInfos;
 * ``GroupExDescriptions`` and ``PersonExDescriptionInfos`` are accepted and not kept; ``NeedRotateDetection``
-  is accepted and has no effect (synthetic faces are upright).
+  is accepted and has no effect (synthetic faces are upright; the dlib engine turns photos upright by their EXIF
+  orientation and finds frontal faces only).
 """
 
 from __future__ import annotations
