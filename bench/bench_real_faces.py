@@ -8,7 +8,8 @@ from the public-domain portraits in ``tests/data/faces``: 640×480 with one face
 ``--max-images``.
 
 1. **direct** — ``DlibEngine.detect`` in this process, one image after another: one core's worth (dlib holds the
-   GIL, so threads would not add any), milliseconds per image and images per second;
+   GIL, so threads would not add any), milliseconds per image, images per second, and the CPU time per image
+   (what an idle core would take: a figure that holds on a busy machine);
 2. **emulator** — ``python -m worker.emulator --engine dlib`` in its own process, whose pool runs ``--workers``
    processes (0 = one per core); ``--concurrency`` multidentify calls in flight (0 = twice the workers) from threads
    here, each a distinct image (a unique trailer after the JPEG's end, so the detection cache never answers); the
@@ -107,10 +108,13 @@ def direct(pictures: dict[str, bytes], seconds: float, max_images: int) -> None:
     print(f"direct (this process, one core): models loaded in {time.perf_counter() - started:.2f} s")
     for label, picture in pictures.items():
         engine.detect(picture)  # first call: allocations, caches
+        cpu = time.process_time()
         images, faces, elapsed = bounded(seconds, max_images, lambda _i, p=picture: len(engine.detect(p)))
+        cpu = time.process_time() - cpu
         print(
             f"  {label:8} {images:4d} images  {faces // max(images, 1)} faces each  "
-            f"{1000 * elapsed / images:7.1f} ms/image  {images / elapsed:6.2f} images/s"
+            f"{1000 * elapsed / images:7.1f} ms/image  {images / elapsed:6.2f} images/s  "
+            f"({1000 * cpu / images:.1f} ms of CPU each: what an idle core would take)"
         )
 
 

@@ -20,13 +20,13 @@ Confidence. The descriptor is trained so that Euclidean distance separates peopl
     distance    0    0.10   0.40   0.50   0.60   0.70   0.90   1.20
     confidence 100   99     94     90     80     40     10     0
 
-* the same photo re-encoded, cropped or scaled (distance 0.05–0.09) → ≥ 99: the near-duplicate rule (-1312);
-  a mirrored or grayscale copy (0.14–0.19) → 98;
-* another photo of the same person (measured 0.33–0.42) → 93–95: above v1's usual threshold of 90,
-  which sits at distance 0.5;
-* 80 is dlib's threshold (0.6); different people (measured 0.70–0.89, as close as 0.63 in dlib's
-  experience) → at most 68, usually 15–40 — the same bands as the synthetic engine's, so a threshold chosen for
-  one suits the other.
+* the same photo re-encoded or scaled (distance 0.05–0.09) → ≥ 99: the near-duplicate rule (-1312);
+  a mirrored or grayscale copy (0.16–0.17) → 98;
+* another photo of the same person (measured 0.34–0.43) → 93–95: above v1's usual threshold of 90, which sits
+  at distance 0.5;
+* 80 is dlib's own threshold (0.6); different people (measured 0.70–0.89) → 11–42; different people can come
+  as close as 0.63 → 68. These are the synthetic engine's bands too (another photo 93–98, a stranger 20–40), so
+  a threshold chosen for one suits the other.
 
 dlib holds the GIL while it computes, so the emulator runs this engine in a pool of processes
 (:attr:`DlibEngine.processes`), each loading the models once (:meth:`DlibEngine.warm_up`). About 0.13 s for a
