@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.emulator.real_photos import committed, compose, dlib_missing, fetched, overlap
+from tests.emulator.real_photos import Placed, committed, compose, dlib_missing, fetched, overlap
 from worker.api.client import ClientOptions, MultidentifyClient
 from worker.api.errors import ApiError
 from worker.api.iai_client import IaiClient, IaiOptions
@@ -137,7 +137,7 @@ def test_a_group_picture_yields_one_face_per_person_where_it_was_pasted(
             assert person == who.who and confidence > SAME_PERSON, (who, face.candidates)
 
 
-def group_picture(client: MultidentifyClient, photos: dict[str, bytes]) -> tuple[bytes, list]:  # type: ignore[type-arg]
+def group_picture(client: MultidentifyClient, photos: dict[str, bytes]) -> tuple[bytes, list[Placed]]:
     """Six faces from five photos, each face box taken from the engine's answer for its photo alone; face widths
     170, 150, 135, 120, 105 and 75 px, so that the smallest (a stranger) is sixth."""
     layout = [  # (who, photo, face width, crop position)
@@ -152,8 +152,7 @@ def group_picture(client: MultidentifyClient, photos: dict[str, bytes]) -> tuple
     for who, name, width, at in layout:
         alone = only_face(client.multidentify_image(photos[name], [GROUP]))
         parts.append((who, photos[name], box(alone), at, width / alone.rect.width))
-    picture, placed = compose((1000, 640), parts)
-    return picture, placed
+    return compose((1000, 640), parts)
 
 
 def test_the_v1_rules_hold_with_real_faces(client: MultidentifyClient, photos: dict[str, bytes]) -> None:

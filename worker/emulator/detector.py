@@ -167,7 +167,7 @@ class Detector:
                 await self.close()
                 raise
 
-    async def close(self, close_timeout_s: float = 10.0) -> None:
+    async def close(self, close_timeout_s: float = 5.0) -> None:
         """Stop the pool (see the module docstring); idempotent."""
         executor, self._executor = self._executor, None
         for task in list(self._computing.values()):
