@@ -29,8 +29,9 @@ Confidence. The descriptor is trained so that Euclidean distance separates peopl
   a threshold chosen for one suits the other.
 
 dlib holds the GIL while it computes, so the emulator runs this engine in a pool of processes
-(:attr:`DlibEngine.processes`), each loading the models once (:meth:`DlibEngine.warm_up`). About 0.13 s for a
-640×480 photo with one face and 0.4 s with six on one core of the project machine (bench/bench_real_faces.py).
+(:attr:`DlibEngine.processes`), each loading the models once (:meth:`DlibEngine.warm_up`). One core of the project
+machine takes about 0.13 s (idle) to 0.22 s (busy) for a 640×480 photo with one face, 0.85 s (busy) for a 1000×640
+photo with six (bench/bench_real_faces.py).
 """
 
 from __future__ import annotations
