@@ -8,15 +8,19 @@ Public surface (everything else is internal):
   :class:`EmulatorProcess`), ``python -m worker.emulator`` (:mod:`worker.emulator.cli`);
 * configure it: :class:`EmulatorConfig`, :class:`FaultConfig`, :class:`Limits`, :class:`Account`,
   :data:`DEV_ACCOUNT`;
-* images: :mod:`worker.emulator.synth` (synthetic faces), :mod:`worker.emulator.imageserver`;
-* the engine seam: :class:`FaceEngine`, :class:`DetectedFace`, :class:`Rect`, :class:`SyntheticEngine`.
+* images: :mod:`worker.emulator.synth` (synthetic faces), :mod:`worker.emulator.imageserver`,
+  :mod:`worker.emulator.photo` (photos as users send them), :mod:`worker.emulator.annotate` (boxes and names drawn
+  onto a photo);
+* the engine seam: :class:`FaceEngine`, :class:`DetectedFace`, :class:`Rect`, :class:`SyntheticEngine` (the
+  default), :class:`DlibEngine` (real faces; the ``faces`` extra), :func:`make_engine` by name (:data:`ENGINES`).
 """
 
 from __future__ import annotations
 
 from worker.emulator.accounts import DEV_ACCOUNT, Account
 from worker.emulator.config import EmulatorConfig
-from worker.emulator.engine import SyntheticEngine
+from worker.emulator.dlib_engine import DlibEngine
+from worker.emulator.engine import ENGINES, SyntheticEngine, make_engine
 from worker.emulator.faces import DetectedFace, FaceEngine, ImageError, Rect
 from worker.emulator.faults import FaultConfig
 from worker.emulator.gallery import Limits
@@ -25,8 +29,10 @@ from worker.emulator.server import Emulator, create_app
 
 __all__ = [
     "DEV_ACCOUNT",
+    "ENGINES",
     "Account",
     "DetectedFace",
+    "DlibEngine",
     "Emulator",
     "EmulatorConfig",
     "EmulatorHandle",
@@ -38,6 +44,7 @@ __all__ = [
     "Rect",
     "SyntheticEngine",
     "create_app",
+    "make_engine",
     "spawn_process",
     "start_in_thread",
 ]

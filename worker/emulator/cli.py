@@ -1,6 +1,7 @@
 """Command line of the emulator: ``python -m worker.emulator`` and the ``multidentify-worker emulator`` subcommand.
 
-Prints one line ``EMULATOR http://HOST:PORT`` when ready (also written to ``--ready-file``); SIGTERM or
+Prints one line ``EMULATOR http://HOST:PORT`` when ready (with ``--engine dlib``: once its processes have
+loaded the models) (also written to ``--ready-file``); SIGTERM or
 SIGINT stop it cleanly (exit 0). Accounts: ``--account APPID:SECRET_ID:SECRET_KEY`` (repeatable) and/or
 ``--accounts-file F``; with neither, the development account DEV_ACCOUNT.
 """
@@ -16,6 +17,7 @@ import orjson
 
 from worker.emulator.accounts import DEV_ACCOUNT, load_accounts_file, parse_account
 from worker.emulator.config import MAX_BODY_BYTES, EmulatorConfig
+from worker.emulator.engine import ENGINES
 from worker.emulator.runner import BANNER
 from worker.emulator.server import Emulator
 from worker.emulator.serving import serve_forever
@@ -60,6 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="IAI (POST /) works on the v1 gallery of the same AppID (default: its own, as at Tencent)",
     )
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        help="face engine: synthetic (default; the project's drawn faces) or dlib (real photos; the 'faces' extra)",
+    )
+    parser.add_argument("--engine-workers", type=int, help="processes of the dlib engine (default 0 = one per core)")
     parser.add_argument("--config", type=_json_arg, help="all options as one JSON object or @file (flags override)")
 
 
@@ -76,6 +84,8 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         ("download_timeout", "download_timeout_s"),
         ("url_cache_ttl", "url_cache_ttl_s"),
         ("iai_shared_gallery", "iai_shared_gallery"),
+        ("engine", "engine"),
+        ("engine_workers", "engine_workers"),
     ):
         value = getattr(args, flag, None)
         if value is not None:
@@ -102,13 +112,14 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Serve until SIGTERM/SIGINT; returns the exit code (2 for a bad configuration)."""
+    """Serve until SIGTERM/SIGINT; returns the exit code (2 for a bad configuration: a setting, a gallery file of
+    another engine, an engine that cannot load)."""
     try:
         config = config_from_args(args)
-    except (ValueError, TypeError, OSError) as exc:
+        emulator = Emulator(config)
+    except (ValueError, TypeError, OSError, RuntimeError) as exc:
         print(f"emulator: bad configuration: {exc}", file=sys.stderr)
         return 2
-    emulator = Emulator(config)
     return serve_forever(emulator.make_app, config.host, config.port, BANNER, args.ready_file)
 
 

@@ -3,7 +3,9 @@
 :meth:`EmulatorConfig.from_options` is what ``start_in_thread(**options)`` and ``spawn_process(**options)``
 take: the field names below, plus the conveniences ``latency_ms`` (a fixed latency), ``faults`` as a dict
 or JSON string, ``accounts`` as Account / (appid, secret_id, secret_key) / "APPID:ID:KEY" items, and
-``limits`` as a dict of :class:`worker.emulator.gallery.Limits` fields.
+``limits`` as a dict of :class:`worker.emulator.gallery.Limits` fields. ``engine`` names the face engine
+(``synthetic``, the default, or ``dlib``, the real one: the ``faces`` extra); ``engine_workers`` sizes the dlib
+engine's process pool (0 = one process per core).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import orjson
 
 from worker.emulator.accounts import DEV_ACCOUNT, Account, as_account
+from worker.emulator.engine import ENGINES
 from worker.emulator.faults import FaultConfig
 from worker.emulator.gallery import Limits
 
@@ -39,6 +42,14 @@ class EmulatorConfig:
     detect_cache_entries: int = 4096
     images_dir: str | None = None  # also serve this directory under /images/
     iai_shared_gallery: bool = False  # IAI works on v1's gallery of the same AppID (else its own, as at Tencent)
+    engine: str = "synthetic"  # the face engine: one of worker.emulator.engine.ENGINES
+    engine_workers: int = 0  # processes of an engine that holds the GIL (dlib); 0 = one per core
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
+        if self.engine_workers < 0:
+            raise ValueError(f"engine_workers must be ≥ 0 (0 = one per core), not {self.engine_workers}")
 
     @classmethod
     def from_options(cls, **options: Any) -> EmulatorConfig:

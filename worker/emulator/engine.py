@@ -1,4 +1,4 @@
-"""The deterministic synthetic face engine and the detection cache in front of any engine.
+"""The deterministic synthetic face engine, the choice of engine by name, and the detection cache in front of any.
 
 :class:`SyntheticEngine` reads the faces drawn by :mod:`worker.emulator.synth`: the rectangle of each
 frame and the identity vector in its cells. Its confidence is ``100 / (1 + (d / 0.2)^2)`` of the RMS
@@ -26,6 +26,19 @@ from worker.emulator.faces import DetectedFace, FaceEngine, ImageError, Vector
 
 MAX_PIXELS = 40_000_000  # refuse decompression bombs as undecodable
 HALF_CONFIDENCE_DISTANCE = 0.2
+ENGINES = ("synthetic", "dlib")  # the names of EmulatorConfig.engine and --engine
+
+
+def make_engine(name: str) -> FaceEngine:
+    """The engine of that name (:data:`ENGINES`); ValueError for another name, RuntimeError naming the missing
+    extra when the dlib engine cannot be loaded."""
+    if name == "synthetic":
+        return SyntheticEngine()
+    if name == "dlib":
+        from worker.emulator.dlib_engine import DlibEngine  # dlib is an optional extra: imported only when chosen
+
+        return DlibEngine()
+    raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {name!r}")
 
 
 def decode_rgb(data: bytes) -> npt.NDArray[np.uint8]:
@@ -77,9 +90,18 @@ class SyntheticEngine:
 DetectionResult = tuple[DetectedFace, ...] | ImageError  # faces largest first
 
 
+def detect_sorted(engine: FaceEngine, data: bytes) -> DetectionResult:
+    """The engine's faces largest first (ties top to bottom, left to right), or the ImageError it raised."""
+    try:
+        return tuple(sorted(engine.detect(data), key=lambda f: (-f.rect.area, f.rect.y, f.rect.x)))
+    except ImageError as exc:
+        return exc
+
+
 class DetectionCache:
     """LRU of engine results (faces or the ImageError) keyed by sha1 of the bytes. Not thread-safe:
-    the server touches it from its event loop only and runs the engine itself in a worker thread."""
+    the server touches it from its event loop only and runs the engine in a pool
+    (:class:`worker.emulator.detector.Detector`)."""
 
     def __init__(self, engine: FaceEngine, max_entries: int = 4096) -> None:
         self.engine = engine
@@ -107,10 +129,10 @@ class DetectionCache:
 
     def compute(self, data: bytes) -> DetectionResult:
         """Run the engine (safe in a worker thread: touches no cache state)."""
-        try:
-            return tuple(sorted(self.engine.detect(data), key=lambda f: (-f.rect.area, f.rect.y, f.rect.x)))
-        except ImageError as exc:
-            return exc
+        return detect_sorted(self.engine, data)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     def clear(self) -> None:
         self._entries.clear()

@@ -2,8 +2,9 @@
 
 A face engine turns image bytes into detected faces (a rectangle plus an identity vector) and scores two
 vectors on the API's 0–100 confidence scale. The emulator only ever talks to :class:`FaceEngine`; the
-deterministic :class:`worker.emulator.engine.SyntheticEngine` is the default, and a real engine (a
-neural embedding model) can be dropped in later without touching the server or the gallery.
+deterministic :class:`worker.emulator.engine.SyntheticEngine` is the default; the real one,
+:class:`worker.emulator.dlib_engine.DlibEngine` (dlib's detector and 128-d face descriptor), is chosen with
+``--engine dlib`` (:func:`worker.emulator.engine.make_engine`), without touching the server or the gallery.
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ class ImageError(Exception):
         super().__init__(detail)
         self.code = code
 
+    def __reduce__(self) -> tuple[type[ImageError], tuple[int, str]]:
+        # Travels back from a pool process: rebuilt from (code, detail), not from Exception's args.
+        return ImageError, (self.code, str(self))
+
 
 @runtime_checkable
 class FaceEngine(Protocol):
@@ -56,6 +61,10 @@ class FaceEngine(Protocol):
     * ``similarity`` and ``similarity_matrix`` return confidences in [0, 100]; ``similarity_matrix``
       scores each row of a (q, dim) query batch against each row of a (n, dim) gallery matrix at once
       and returns (q, n) (the gallery's hot path: one call per request).
+    * ``name`` and ``dim`` are written into a gallery file: a file made by one engine is refused by another.
+    * Optional: an engine whose ``detect`` holds the GIL sets ``processes = True``, and the emulator runs it in
+      a pool of processes (:mod:`worker.emulator.detector`); it must then pickle cheaply and may load its
+      models once per process in ``warm_up()``. Otherwise ``detect`` runs in a small pool of threads.
     """
 
     name: str

@@ -8,8 +8,12 @@ whose confidence against one of the person's faces is ≥ ``duplicate_confidence
 Callers may lower the face limit and skip the duplicate rule per call (IAI: five faces, no such rule).
 
 Every mutation is committed to SQLite before it returns, so a restarted emulator with the same file
-finds the same gallery. Matching never touches SQLite: each set of requested groups gets a cached
-(n, dim) matrix of face vectors, rebuilt lazily after a mutation.
+finds the same gallery. Vectors are stored as float32 (the synthetic engine's 36 values, the dlib engine's 128):
+a face is computed once, at enrolment. A file names the engine that wrote it (``meta``: ``name/dim``) and another
+engine refuses it, as it refuses a face whose vector has not the engine's dimension (ValueError).
+
+Matching never touches SQLite: each set of requested groups gets a cached (n, dim) matrix of face vectors,
+rebuilt lazily after a mutation.
 """
 
 from __future__ import annotations
@@ -177,6 +181,9 @@ class Gallery:
         ):
             app = self._app(appid)
             vector = np.frombuffer(blob, dtype=np.float32).copy()
+            if vector.shape != (self.engine.dim,):
+                expected = f"{self.engine.dim} ({self.engine.name})"
+                raise ValueError(f"{self.db_path}: face {face_id} has {vector.size} values, not {expected}")
             app.faces[face_id] = Face(face_id, person_id, tag, Rect(x, y, w, h), vector)
             app.persons[person_id].face_ids.append(face_id)
 
@@ -200,6 +207,13 @@ class Gallery:
                 face_id = str((int(time.time() * 1000) << 22) | (next(self._seq) & 0x3FFFFF))
                 if face_id not in app.faces:
                     return face_id
+
+    def _check_vectors(self, faces: Iterable[DetectedFace | int]) -> None:
+        """Before any change: every face's vector has the engine's dimension (an engine's bug, not the user's)."""
+        for face in faces:
+            if not isinstance(face, int) and np.shape(face.vector) != (self.engine.dim,):
+                size = np.size(face.vector)
+                raise ValueError(f"a face vector has {size} values, not {self.engine.dim} ({self.engine.name})")
 
     def _insert_face(self, appid: str, app: _App, person: Person, detected: DetectedFace, tag: str) -> str:
         face_id = self._new_face_id(app)
@@ -279,6 +293,7 @@ class Gallery:
         gender: int = 0,
     ) -> tuple[str, list[str]]:
         """Create a person with one face in the groups; returns (face_id, joined group ids)."""
+        self._check_vectors([face])
         app = self._app(appid)
         if person_id in app.persons:
             raise GalleryError(-1302, f"person {person_id} already exists")
@@ -351,6 +366,7 @@ class Gallery:
         ``max_faces`` lowers the faces-per-person limit for this call; ``duplicates=False`` skips the
         near-duplicate rule (-1312)."""
         app, person = self._person(appid, person_id)
+        self._check_vectors(faces)
         limit = min(self.limits.max_faces_per_person, max_faces or self.limits.max_faces_per_person)
         added: list[str] = []
         codes: list[int] = []

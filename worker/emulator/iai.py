@@ -29,7 +29,6 @@ import dataclasses
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Executor
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -98,13 +97,11 @@ class _ClientGone(Exception):
 class IaiApi:
     """The IAI handler of one :class:`~worker.emulator.server.Emulator`; ``clock`` is the TC3 check's clock."""
 
-    def __init__(self, emulator: Emulator, executor: Executor) -> None:
+    def __init__(self, emulator: Emulator) -> None:
         self._em = emulator
         self._book = AccountBook(emulator.config.accounts)
         self.clock: Callable[[], float] = time.time
-        self._actions = IaiActions(
-            emulator.gallery, emulator.engine, emulator.detections, emulator.downloader, executor
-        )
+        self._actions = IaiActions(emulator.gallery, emulator.engine, emulator.detector, emulator.downloader)
 
     # --- the request path ---------------------------------------------------------------------------------------
 

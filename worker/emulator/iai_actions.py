@@ -17,20 +17,19 @@ Semantics beyond the SDK's field names (docs/api-notes.md#iai-the-current-api-se
   confidence; SearchFaces keeps Scores above ``FaceMatchThreshold``, SearchPersons at or above it and answers
   ``FaceId`` ""; ``NeedPersonInfo`` 1 adds PersonName, Gender and PersonGroupInfos;
 * ``GroupExDescriptions`` and ``PersonExDescriptionInfos`` are accepted and not kept; ``NeedRotateDetection``
-  is accepted and has no effect (synthetic faces are upright).
+  is accepted and has no effect (synthetic faces are upright; the dlib engine turns photos upright by their EXIF
+  orientation and finds frontal faces only).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Executor
 from typing import Any
 
 from worker.api.images import GIF, sniff_image_type
 from worker.emulator import iai_wire as w
+from worker.emulator.detector import Detector
 from worker.emulator.download import DownloadError, UrlDownloader
-from worker.emulator.engine import DetectionCache
 from worker.emulator.faces import DetectedFace, FaceEngine, ImageError, Vector
 from worker.emulator.gallery import Candidate, Gallery
 from worker.emulator.iai_wire import IaiError, Params
@@ -55,15 +54,13 @@ class IaiActions:
         self,
         gallery: Gallery,
         engine: FaceEngine,
-        detections: DetectionCache,
+        detector: Detector,
         downloader: UrlDownloader,
-        executor: Executor,
     ) -> None:
         self._gallery = gallery
         self._engine = engine
-        self._detections = detections
+        self._detector = detector
         self._downloader = downloader
-        self._executor = executor
         self.table: dict[str, Action] = {
             "SearchFaces": self._search_faces,
             "SearchPersons": self._search_persons,
@@ -99,13 +96,7 @@ class IaiActions:
         """Faces largest first (cached by the bytes' sha1); undecodable or GIF → ImageDecodeFailed."""
         if sniff_image_type(data) == GIF:
             raise IaiError("FailedOperation.ImageDecodeFailed", "GIF images are not supported.")
-        detections = self._detections
-        key = DetectionCache.key(data)
-        result = detections.get(key)
-        if result is None:
-            loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(self._executor, detections.compute, data)
-            detections.put(key, result)
+        _, result = await self._detector.detect(data)
         if isinstance(result, ImageError):
             raise IaiError(w.iai_code(result.code))
         return result

@@ -2,7 +2,8 @@
 
 ``start_in_thread(**options)`` and ``spawn_process(**options)`` take the options of
 :meth:`worker.emulator.config.EmulatorConfig.from_options` (e.g. ``db=path``, ``latency_ms=200``,
-``faults={...}``, ``accounts=[...]``, ``limits={"max_groups": 2}``, ``youtu_http_status=True``).
+``faults={...}``, ``accounts=[...]``, ``limits={"max_groups": 2}``, ``youtu_http_status=True``, ``engine="dlib"``).
+``start_in_thread`` also takes an engine object (``engine=SomeEngine()``), which wins over the name.
 Both handles offer ``base_url``, ``admin(faults=None)``, ``stats()``, ``reset(...)``, ``stop()`` and work
 as context managers. A spawned process is stopped by its own PID (SIGTERM, then SIGKILL) and at exit.
 """
@@ -68,8 +69,13 @@ class EmulatorHandle:
         self.stop()
 
 
-def start_in_thread(*, engine: FaceEngine | None = None, **options: Any) -> EmulatorHandle:
-    """Start an emulator in this process (own loop, daemon thread); returns once it listens."""
+def start_in_thread(*, engine: FaceEngine | str | None = None, **options: Any) -> EmulatorHandle:
+    """Start an emulator in this process (own loop, daemon thread); returns once it listens.
+
+    ``engine`` is an engine's name (``"synthetic"``, ``"dlib"``: ``EmulatorConfig.engine``) or an engine object."""
+    if isinstance(engine, str):
+        options["engine"] = engine
+        engine = None
     return EmulatorHandle(EmulatorConfig.from_options(**options), engine=engine)
 
 
@@ -98,6 +104,8 @@ def config_to_options(config: EmulatorConfig) -> dict[str, Any]:
         "detect_cache_entries": config.detect_cache_entries,
         "images_dir": config.images_dir,
         "iai_shared_gallery": config.iai_shared_gallery,
+        "engine": config.engine,
+        "engine_workers": config.engine_workers,
     }
 
 

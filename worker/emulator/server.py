@@ -41,7 +41,6 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
@@ -51,8 +50,9 @@ from worker.api.images import GIF, sniff_image_type
 from worker.emulator.accounts import AccountBook
 from worker.emulator.auth import SignatureChecker
 from worker.emulator.config import EmulatorConfig
+from worker.emulator.detector import Detector
 from worker.emulator.download import DownloadError, UrlDownloader
-from worker.emulator.engine import DetectionCache, SyntheticEngine
+from worker.emulator.engine import make_engine
 from worker.emulator.faces import DetectedFace, FaceEngine, ImageError
 from worker.emulator.faults import NO_FAULT, FaultConfig, FaultInjector, FaultPlan
 from worker.emulator.gallery import Gallery, GalleryError
@@ -126,22 +126,24 @@ class Stats:
 
 
 class Emulator:
-    """State of one emulator (config, accounts, gallery, engine, caches, faults, stats) and its handlers."""
+    """State of one emulator (config, accounts, gallery, engine, caches, faults, stats) and its handlers.
+
+    The engine is ``engine`` when given, else the one ``config.engine`` names (:func:`make_engine`). A gallery file
+    made by another engine, or an engine that cannot load, raises here (ValueError, RuntimeError)."""
 
     def __init__(self, config: EmulatorConfig, *, engine: FaceEngine | None = None) -> None:
         self.config = config
-        self.engine: FaceEngine = engine or SyntheticEngine()
+        self.engine: FaceEngine = engine or make_engine(config.engine)
         self.checker = SignatureChecker(AccountBook(config.accounts))
+        self.detector = Detector(self.engine, cache_entries=config.detect_cache_entries, workers=config.engine_workers)
         self.gallery = Gallery(self.engine, config.db, config.limits)
-        self.detections = DetectionCache(self.engine, config.detect_cache_entries)
         self.downloader = UrlDownloader(
             timeout_s=config.download_timeout_s, max_bytes=config.download_max_bytes, cache_ttl_s=config.url_cache_ttl_s
         )
         self.faults = FaultInjector(config.faults)
         self.stats = Stats()
         self._results: dict[tuple[str, bytes, tuple[str, ...], int], list[dict[str, Any]]] = {}
-        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="face-engine")
-        self.iai = IaiApi(self, self._executor)  # IAI (API 3.0) on POST /, over the same engine, gallery and faults
+        self.iai = IaiApi(self)  # IAI (API 3.0) on POST /, over the same engine, gallery and faults
         self._actions: dict[str, Action] = {
             "multidentify": self._multidentify,
             "identify": self._identify,
@@ -189,11 +191,12 @@ class Emulator:
         return web.Response(status=200, body=envelope(3), content_type="application/json")
 
     async def _on_startup(self, _app: web.Application) -> None:
+        await self.detector.start()  # a process pool is up, its models loaded, before the first request
         await self.downloader.start()
 
     async def _on_cleanup(self, _app: web.Application) -> None:
         await self.downloader.close()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        await self.detector.close()
         self.gallery.close()
 
     # --- admin ----------------------------------------------------------------------------------------------
@@ -210,7 +213,12 @@ class Emulator:
          "codes": {"/face/multidentify": {"0": 7, "15": 1, "http_503": 1, "dropped": 1}},
          "http_status": {"200": 8, "503": 1}, "faults": {"latency": 10, "qps": 1, "http": 1, "drop": 1},
          "in_flight": 0, "max_in_flight": 4, "detect_cache": {"hits": 9, "misses": 1, "entries": 1},
+         "engine": {"name": "dlib", "pool": "processes", "workers": 2, "pids": [4711, 4712], "images": 1,
+                    "images_per_s": 0.1, "mean_ms": 131.2, "in_pool": 0, "waiting": 0, "max_waiting": 0},
          "downloads": {"count": 10, "failures": 0}, "gallery": {"appids": 1, "groups": 1, "persons": 3, "faces": 3}}
+
+        ``engine``: the face engine's own throughput (:meth:`worker.emulator.detector.Detector.stats`): images it
+        computed (cache misses) since the last reset, per second over the last 10 s, mean time per image.
         """
         s = self.stats
         return {
@@ -223,10 +231,11 @@ class Emulator:
             "in_flight": s.in_flight,
             "max_in_flight": s.max_in_flight,
             "detect_cache": {
-                "hits": self.detections.hits,
-                "misses": self.detections.misses,
-                "entries": len(self.detections._entries),
+                "hits": self.detector.cache.hits,
+                "misses": self.detector.cache.misses,
+                "entries": len(self.detector.cache),
             },
+            "engine": self.detector.stats(),
             "downloads": {"count": self.downloader.downloads, "failures": self.downloader.failures},
             "gallery": self.gallery.counts(),
         }
@@ -237,11 +246,12 @@ class Emulator:
         downloads, seen single-use signatures) emptied; the gallery only when asked."""
         if stats:
             self.stats.reset()
+            self.detector.reset_stats()
         if faults:
             self.faults.configure(self.config.faults)
         if caches:
             self._results.clear()
-            self.detections.clear()
+            self.detector.clear()
             self.downloader.clear()
             self.checker.reset()
         if gallery:
@@ -463,12 +473,7 @@ class Emulator:
             raise _Abort(-1300)
         if sniff_image_type(data) == GIF:
             raise _Abort(-1400)
-        key = DetectionCache.key(data)
-        result = self.detections.get(key)
-        if result is None:
-            loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(self._executor, self.detections.compute, data)
-            self.detections.put(key, result)
+        key, result = await self.detector.detect(data)
         if isinstance(result, ImageError):
             raise _Abort(result.code)
         return key, result
