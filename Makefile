@@ -17,6 +17,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m tests.emulator.real_photos  # the real-face tests' photos, fetched here so tests stay offline
 	touch $(STAMP)
 
 # checkov pins versions that clash with ours, so it lives in its own venv (used by the Helm chart tests).

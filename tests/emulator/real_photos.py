@@ -156,3 +156,10 @@ def pid_running(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state != "Z"
+
+
+if __name__ == "__main__":  # `make install`: fetch the photos now, so that the tests never reach the network
+    got = fetched()
+    if isinstance(got, str):
+        sys.exit(got)
+    print(f"real-face test photos in {cache_dir()}: {', '.join(sorted(got))}")
