@@ -11,6 +11,7 @@ import importlib
 import sys
 import typing
 from collections.abc import Sequence
+from pathlib import Path
 
 import orjson
 
@@ -55,6 +56,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.real_faces:
+        from worker.dev.real_demo import run_real_demo
+
+        return run_real_demo(sys.stdout, api=args.api, out_dir=args.out)
+    if args.out is not None:
+        print("demo: --out goes with --real-faces (the synthetic demo draws nothing)", file=sys.stderr)
+        return 2
     from worker.dev.demo import run_demo
 
     return run_demo(api=args.api)
@@ -91,6 +99,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the whole system end to end on an embedded stack (about 30 s)")
     _add_api_choice(demo, "the face API the workers call; iai enrols through CreateGroup/CreatePerson")
+    demo.add_argument(
+        "--real-faces",
+        action="store_true",
+        help="real photos of real people (the dlib engine): who is found where, as text and annotated images",
+    )
+    demo.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="with --real-faces: where the annotated photos and index.html go"
+        " (default: a new temporary folder, printed at the end)",
+    )
     demo.set_defaults(func=_cmd_demo)
 
     table = sub.add_parser("config-table", help="print the configuration table (markdown) the README embeds")
