@@ -2,6 +2,11 @@
 
 It reads every partition by assignment (no consumer group, nothing committed). By default it starts at the
 end offsets (right on Tansu too, see :func:`worker.tools._kafka.end_offsets`) and shows only new records.
+
+``--annotate DIR`` (results only) also fetches each result's image from its ``image_url`` (http(s) only, a bounded
+time and size), draws its faces (box, name and confidence; strangers marked) into ``DIR/<event_id>.jpg`` and keeps
+``DIR/index.html`` up to date (:mod:`worker.dev.gallery`, which needs Pillow: the ``emulator`` extra). An image
+that cannot be fetched or drawn is reported on stderr and skipped.
 """
 
 from __future__ import annotations
@@ -10,7 +15,8 @@ import argparse
 import contextlib
 import sys
 import time
-from typing import Any, TextIO
+from pathlib import Path
+from typing import Any, Protocol, TextIO
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
@@ -70,6 +76,36 @@ def format_record(kind: str, value: bytes | None, key: bytes | None, where: str)
     return format_result(doc) if kind == "results" else format_dead_letter(doc, key)
 
 
+class Annotator(Protocol):
+    def __call__(self, value: bytes | None) -> str | None: ...
+
+
+def annotator(folder: Path) -> Annotator:
+    """What ``--annotate`` does with each result record: draw it into ``folder``; returns a reason it could not
+    (printed, then skipped) or None. Raises ImportError without the ``emulator`` extra."""
+    from worker.dev.gallery import FetchError, Gallery, faces_of, fetch_image, threshold_for
+    from worker.emulator.faces import ImageError
+
+    gallery = Gallery(folder, title="multidentify-worker tail results")
+
+    def draw(value: bytes | None) -> str | None:
+        try:
+            doc = orjson.loads(value) if value is not None else None
+        except orjson.JSONDecodeError:
+            doc = None
+        if not isinstance(doc, dict) or not isinstance(doc.get("image_url"), str):
+            return "not a result record with an image_url"
+        event_id = str(doc.get("event_id") or "-")
+        try:
+            image = fetch_image(doc["image_url"])
+            gallery.add(event_id, image, faces_of(doc), threshold_for(doc), title=f"{event_id}: {doc['image_url']}")
+        except (FetchError, ImageError, OSError) as exc:
+            return f"{event_id}: {exc}"
+        return None
+
+    return draw
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = "Follow the results or the dead-letter topic and print one readable line per record."
     parser.add_argument("kind", choices=KINDS, help="which topic to follow (names from the settings)")
@@ -79,6 +115,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--from-beginning", action="store_true", help="start at the oldest record (default: only new records)"
     )
     parser.add_argument("--max", type=int, metavar="N", help="exit after N records")
+    parser.add_argument(
+        "--annotate",
+        type=Path,
+        metavar="DIR",
+        help="results only: fetch each result's image and draw its faces into DIR/<event_id>.jpg and DIR/index.html",
+    )
     parser.add_argument(
         "--timeout", type=float, default=0.0, metavar="S", help="exit after S seconds without a record (0: never)"
     )
@@ -92,6 +134,12 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         settings = _kafka.load_settings(args)
         if (args.max is not None and args.max < 1) or args.timeout < 0:
             raise ValueError("--max must be ≥ 1 and --timeout ≥ 0")
+        if args.annotate is not None and args.kind != "results":
+            raise ValueError("--annotate draws results: use it with `tail results`")
+        draw = annotator(args.annotate) if args.annotate is not None else None
+    except ImportError as exc:
+        print(f"tail: --annotate needs Pillow: pip install 'multidentify-worker[emulator]' ({exc})", file=sys.stderr)
+        return 2
     except (ValueError, ConfigError) as exc:
         print(f"tail: {exc}", file=sys.stderr)
         return 2
@@ -105,7 +153,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         else:
             starts = {p: high for p, (_, high) in _kafka.end_offsets(conf, topic, partitions, 10.0).items()}
         consumer.assign([TopicPartition(topic, p, o) for p, o in starts.items()])
-        shown = _follow(consumer, args, out)
+        shown = _follow(consumer, args, out, draw)
     except _kafka.ToolError as exc:
         print(f"tail: {exc}", file=sys.stderr)
         return 1
@@ -118,7 +166,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     return 0
 
 
-def _follow(consumer: Consumer, args: argparse.Namespace, out: TextIO) -> int:
+def _follow(consumer: Consumer, args: argparse.Namespace, out: TextIO, draw: Annotator | None = None) -> int:
     shown = 0
     last = time.monotonic()
     while args.max is None or shown < args.max:
@@ -135,6 +183,11 @@ def _follow(consumer: Consumer, args: argparse.Namespace, out: TextIO) -> int:
         last = time.monotonic()
         print(_line(msg, args), file=out, flush=True)
         shown += 1
+        if draw is not None:
+            raw = msg.value()
+            failed = draw(raw.encode() if isinstance(raw, str) else raw)
+            if failed:
+                print(f"tail: not annotated: {failed}", file=sys.stderr, flush=True)
     return shown
 
 
