@@ -124,7 +124,8 @@ def enrol(api_url: str, api: ApiName, sources: dict[str, bytes], people: Sequenc
         with IaiClient(IaiOptions(secret_id=account.secret_id, secret_key=account.secret_key, endpoint=api_url)) as iai:
             iai.create_group(GROUP, GROUP)
             for person in people:
-                iai.create_person(GROUP, person, NAMES[person], image=sources[ENROL[person]])
+                # IAI's PersonName: letters, digits, - and _ only
+                iai.create_person(GROUP, person, NAMES[person].replace(" ", "_"), image=sources[ENROL[person]])
         return
     options = ClientOptions(
         appid=account.appid, secret_id=account.secret_id, secret_key=account.secret_key, base_url=api_url
