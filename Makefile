@@ -17,7 +17,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	$(BIN)/python -m tests.emulator.real_photos  # the real-face tests' photos, fetched here so tests stay offline
+	$(BIN)/python -m worker.dev.photos  # the real photos of the tests and the demo, fetched here so both stay offline
 	touch $(STAMP)
 
 # checkov pins versions that clash with ours, so it lives in its own venv (used by the Helm chart tests).
@@ -40,9 +40,10 @@ unit: $(STAMP) $(CHECKOV)
 
 test: lint typecheck unit
 
-# `make demo API=iai` runs it against the emulator's IAI (SearchFaces) instead of v1 (multidentify).
+# `make demo API=iai` runs it against the emulator's IAI (SearchFaces) instead of v1 (multidentify);
+# `make demo REAL=1` on real photos with the real face engine (dlib).
 demo: $(STAMP)
-	$(BIN)/multidentify-worker demo $(if $(API),--api $(API))
+	$(BIN)/multidentify-worker demo $(if $(API),--api $(API)) $(if $(REAL),--real-faces)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py

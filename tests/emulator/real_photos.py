@@ -8,7 +8,6 @@ uses it too); this module re-exports it and adds what only the tests need.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from worker.dev.photos import (
@@ -46,10 +45,3 @@ def pid_running(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state != "Z"
-
-
-if __name__ == "__main__":  # `make install`: fetch the photos now, so that the tests never reach the network
-    got = fetched()
-    if isinstance(got, str):
-        sys.exit(got)
-    print(f"real-face test photos in {cache_dir()}: {', '.join(sorted(got))}")
