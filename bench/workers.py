@@ -60,8 +60,9 @@ def start_workers(
     names = ["worker"] if count == 1 else [f"worker{i}" for i in range(count)]
     workers = [start_worker(stack, topics, name, **settings) for name in names]
     procs.extend(workers)
-    for w in workers if monitor is not None else []:
-        monitor.add(w.name, w.pid)
+    if monitor is not None:
+        for w in workers:
+            monitor.add(w.name, w.pid)
     return workers
 
 
