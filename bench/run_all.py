@@ -4,7 +4,7 @@
 
 Full runs write ``bench/results/<date>-<scenario>.md`` per scenario and, when every default scenario ran,
 ``bench/results/latest.md`` (targets met or missed, with links). ``latency`` and ``quota`` run for both face
-APIs: ``latency-iai`` and ``quota-iai`` are the same scenarios against IAI. ``--quick`` uses short windows (≈ 6 min
+APIs: ``latency-iai`` and ``quota-iai`` are the same scenarios against IAI. ``--quick`` uses short windows (≈ 7 min
 in all; the figures are indicative only) and writes nothing unless ``--out`` is given. The soak (10 min of
 steady load) is opt-in: ``--soak`` adds it, ``--only soak`` runs it alone. ``fetchmem`` runs when
 ``bench/bench_fetch_memory.py`` exists. Figures are printed and written, never asserted: a missed target
@@ -87,7 +87,7 @@ def latest_md(reports: list[ScenarioReport], files: list[Path], machine: dict[st
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="short windows, ≈ 6 min; figures indicative only")
+    parser.add_argument("--quick", action="store_true", help="short windows, ≈ 7 min; figures indicative only")
     parser.add_argument("--only", default="", help="comma list of: " + ",".join([*SCENARIOS, *OPT_IN]))
     parser.add_argument("--soak", action="store_true", help="also run the soak (opt-in; --quick: 3 min)")
     parser.add_argument("--soak-minutes", type=float, default=0.0, help="soak length, ≥ 3 (default 10)")
