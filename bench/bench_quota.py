@@ -56,7 +56,9 @@ def run(quick: bool, api: ApiName = "v1") -> ScenarioReport:
             a_t, a = time.time(), stack.emulator_codes()
             time.sleep(window)
             b_t, b = time.time(), stack.emulator_codes()
-            limiter_rate = scrape(worker, 2.0).value("mdw_rate_limit_qps")
+            metrics = scrape(worker, 5.0)
+            # Unanswered (a busy machine): "–", not a limiter at 0 (which would read "no cap yet").
+            limiter_rate = metrics.value("mdw_rate_limit_qps") if metrics.ok else float("nan")
             alive = worker.alive()
             worker.stop(30)
             outputs = reader.snapshot()
