@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import struct
+from typing import Any
 
 from drain import Run, measure_drain
 from machine import wait_for_idle
@@ -90,7 +91,7 @@ def run(quick: bool) -> ScenarioReport:
     budget = DEFAULT_BUDGET_MB
     busy: list[float] = []
 
-    def drain(label: str, n: int, **settings: object) -> Run:
+    def drain(label: str, n: int, **settings: Any) -> Run:
         # Other sessions share the machine: CPU per event is only comparable between calm runs.
         busy.append(wait_for_idle(max_wait=20 if quick else 60))
         return measure_drain(stack, label, events, PARTITIONS, TIMEOUT_S, max_in_flight=n, **settings)

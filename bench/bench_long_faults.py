@@ -29,7 +29,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from drain import first_output, reading
@@ -138,7 +138,7 @@ def run(quick: bool, rebalance: str = "join") -> ScenarioReport:
             exit_codes = stop_all(workers, 20)
             outputs = reader.snapshot()
         committed = committed_offsets(stack.bootstrap, topics.input, topics.group, PARTITIONS)
-    lost, pending = lost_and_pending(stream.placed, {o.event_id for o in outputs}, committed)
+    lost, pending = lost_and_pending(stream.placed, {o.event_id for o in outputs if o.event_id}, committed)
     drain = Drain(done, waited, stalled, unacked, len(lost), len(pending))
     return _report(plan, rebalance, marks, stream, tl, outputs, exit_codes, drain)
 
@@ -160,7 +160,7 @@ def _report(
     stream: SteadyStream,
     tl: Timeline,
     outputs: Sequence[Output],
-    exit_codes: dict[str, int | None],
+    exit_codes: Mapping[str, int | None],
     drain: Drain,
 ) -> ScenarioReport:
     stamps = [o.ts for o in outputs]

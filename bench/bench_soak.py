@@ -75,7 +75,7 @@ def run(quick: bool, minutes: float = 0.0) -> ScenarioReport:
             exit_code = stop_all([worker], 20)[worker.name]
             outputs = reader.snapshot()
         committed = committed_offsets(stack.bootstrap, topics.input, topics.group, PARTITIONS)
-    lost, pending = lost_and_pending(stream.placed, {o.event_id for o in outputs}, committed)
+    lost, pending = lost_and_pending(stream.placed, {o.event_id for o in outputs if o.event_id}, committed)
     points = [p for p in tl.snapshot() if first <= p.wall <= stop]
     stamps = [o.ts for o in outputs]
 

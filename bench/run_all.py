@@ -3,7 +3,8 @@
     python bench/run_all.py [--quick] [--only latency,cpu,…] [--soak [--soak-minutes 10]] [--out DIR]
 
 Full runs write ``bench/results/<date>-<scenario>.md`` per scenario and, when every default scenario ran,
-``bench/results/latest.md`` (targets met or missed, with links). ``--quick`` uses short windows (≈ 6 min
+``bench/results/latest.md`` (targets met or missed, with links). ``latency`` and ``quota`` run for both face
+APIs: ``latency-iai`` and ``quota-iai`` are the same scenarios against IAI. ``--quick`` uses short windows (≈ 7 min
 in all; the figures are indicative only) and writes nothing unless ``--out`` is given. The soak (10 min of
 steady load) is opt-in: ``--soak`` adds it, ``--only soak`` runs it alone. ``fetchmem`` runs when
 ``bench/bench_fetch_memory.py`` exists. Figures are printed and written, never asserted: a missed target
@@ -36,8 +37,10 @@ Runner = Callable[[bool], ScenarioReport]  # run(quick) of a bench_<name> module
 
 SCENARIOS: dict[str, Runner] = {
     "latency": bench_latency.run,
+    "latency-iai": lambda quick: bench_latency.run(quick, api="iai"),
     "cpu": bench_cpu.run,
     "quota": bench_quota.run,
+    "quota-iai": lambda quick: bench_quota.run(quick, api="iai"),
     "fleetquota": bench_fleet_quota.run,
     "backlog": bench_backlog.run,
     "scaleout": bench_scaleout.run,
@@ -84,7 +87,7 @@ def latest_md(reports: list[ScenarioReport], files: list[Path], machine: dict[st
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="short windows, ≈ 6 min; figures indicative only")
+    parser.add_argument("--quick", action="store_true", help="short windows, ≈ 7 min; figures indicative only")
     parser.add_argument("--only", default="", help="comma list of: " + ",".join([*SCENARIOS, *OPT_IN]))
     parser.add_argument("--soak", action="store_true", help="also run the soak (opt-in; --quick: 3 min)")
     parser.add_argument("--soak-minutes", type=float, default=0.0, help="soak length, ≥ 3 (default 10)")

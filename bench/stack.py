@@ -6,6 +6,14 @@ into the folder the emulator serves and calls each once, so that the emulator's 
 caches are warm (``url_cache_ttl_s`` is 1 h: it downloads each URL once, and a benchmark measures the worker,
 not the emulator's self-download). :func:`latency_faults` builds the emulator's latency configuration;
 :class:`ApiSampler` samples how many calls the emulator has in flight. Every loop is bounded in time.
+
+The API under test is the stack's ``api``: ``v1`` (multidentify, the default) or ``iai`` (SearchFaces on the
+emulator's ``POST /``). The gallery is enrolled once, through v1, and the emulator runs with
+``iai_shared_gallery``, so IAI searches the very persons and faces v1 does (at Tencent the two APIs keep their
+data apart; here the same gallery makes the two APIs' figures comparable). With ``iai`` the stack warms the
+caches through IAI as well and checks that IAI finds the enrolled people; :meth:`BenchStack.worker_settings`
+points a worker at it, :meth:`BenchStack.emulator_codes` counts its answers and :attr:`BenchStack.rate_limited`
+is its quota refusal (v1's code 15, IAI's ``RequestLimitExceeded``).
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ import orjson
 from events import preload
 
 from worker.api.client import ClientOptions, MultidentifyClient
+from worker.api.iai_client import IaiClient, IaiOptions
+from worker.config import ApiName
 from worker.dev.devstack import Broker, start_broker
 from worker.dev.harness.topics import Topics
 from worker.dev.scenario import Scenario
@@ -34,16 +44,23 @@ GROUP = "bench"
 PEOPLE = ("ada", "grace", "linus", "barbara", "edsger", "margaret")
 IMAGES = 16  # distinct images the events cycle through
 API_PATH = "/face/multidentify"
+#: The emulator's statistics path of each API's identify call, and each API's answer to a call above the quota.
+API_PATHS: dict[ApiName, str] = {"v1": API_PATH, "iai": "iai/SearchFaces"}
+RATE_LIMITED: dict[ApiName, str] = {"v1": "15", "iai": "RequestLimitExceeded"}
 
 
 class BenchStack:
     """Tansu broker + emulator (+ its image folder), a small enrolled gallery, and synthetic images.
 
     The emulator's ``url_cache_ttl_s`` is set (1 h): it downloads each of the ``IMAGES`` URLs once and
-    reuses the bytes, so a benchmark measures the worker and not the emulator's self-download.
+    reuses the bytes, so a benchmark measures the worker and not the emulator's self-download. ``api`` is the
+    API the workers call (module docstring); the gallery is v1's, shared with IAI.
     """
 
-    def __init__(self, faults: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, faults: Mapping[str, Any] | None = None, *, api: ApiName = "v1") -> None:
+        if api not in API_PATHS:
+            raise ValueError(f"api must be one of {sorted(API_PATHS)}, not {api!r}")
+        self.api: ApiName = api
         self._tmp = tempfile.TemporaryDirectory(prefix="mdw-bench-")
         self.images_dir = Path(self._tmp.name)
         self.broker: Broker | None = None
@@ -55,7 +72,10 @@ class BenchStack:
         try:
             self.broker = start_broker()
             self.emulator = spawn_process(
-                images_dir=str(self.images_dir), url_cache_ttl_s=3600.0, faults=self._faults or None
+                images_dir=str(self.images_dir),
+                url_cache_ttl_s=3600.0,
+                faults=self._faults or None,
+                iai_shared_gallery=True,  # IAI sees the gallery enrolled through v1 (module docstring)
             )
             self._prepare_gallery()
         except BaseException:
@@ -110,8 +130,32 @@ class BenchStack:
             # Warm the emulator's download and detection caches: the first call per image pays both.
             for url in self.image_urls:
                 client.multidentify_url(url, [GROUP])
+        if self.api == "iai":
+            self._check_iai()
         assert self.emulator is not None
         self.emulator.reset(stats=True, faults=False, gallery=False, caches=False)
+
+    def _check_iai(self) -> None:
+        """One SearchFaces per image (IAI's own path warmed too); IAI must find the people enrolled through v1."""
+        options = IaiOptions(
+            secret_id=DEV_ACCOUNT.secret_id, secret_key=DEV_ACCOUNT.secret_key, endpoint=self.api_url, pool_size=2
+        )
+        found = 0
+        with IaiClient(options) as client:
+            for url in self.image_urls:
+                result = client.identify_url(url, [GROUP])
+                found += sum(1 for face in result.faces if face.candidates)
+        if not found:
+            raise RuntimeError("IAI found none of the people enrolled through v1: is iai_shared_gallery on?")
+
+    def worker_settings(self) -> dict[str, str]:
+        """The worker settings that select the stack's API (none for v1, the worker's default)."""
+        return {"api": "iai", "iai_endpoint": self.api_url} if self.api == "iai" else {}
+
+    @property
+    def rate_limited(self) -> str:
+        """The stack's API's answer to a call above the quota, as the emulator counts it."""
+        return RATE_LIMITED[self.api]
 
     def set_faults(self, faults: Mapping[str, Any]) -> None:
         """Replace the emulator's fault configuration (worker.emulator.faults JSON shape)."""
@@ -127,10 +171,11 @@ class BenchStack:
         return Topics.unique(prefix).create(self.bootstrap, partitions)
 
     def emulator_codes(self) -> dict[str, int]:
-        """The emulator's answers to the identify path so far, by code (``0``, ``15``, ``http_503``, ``dropped``…)."""
+        """The emulator's answers to the stack's API's identify call so far, by code (v1: ``0``, ``15``,
+        ``http_503``, ``dropped``…; IAI: ``0``, ``RequestLimitExceeded``, ``http_503``…)."""
         assert self.emulator is not None
         codes = self.emulator.stats().get("codes") or {}
-        return {str(k): int(v) for k, v in (codes.get(API_PATH) or {}).items()}
+        return {str(k): int(v) for k, v in (codes.get(API_PATHS[self.api]) or {}).items()}
 
 
 def latency_faults(kind: str, ms: float, **extra: Any) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """The processes under test: the worker (``python -m worker run``, the product unchanged), the naive loop, any
 other child, each pinned to ``WORKER_CPU`` and stopped by its own PID.
 
-:func:`bench_env` builds the worker's settings against the bench stack (a loopback metrics port of its own,
-session timeout 3 s, warnings only, every other setting at its default unless a scenario says so);
+:func:`bench_env` builds the worker's settings against the bench stack (the stack's API, a loopback metrics port
+of its own, session timeout 3 s, warnings only, every other setting at its default unless a scenario says so);
 :func:`start_worker` starts one; :func:`children` stops every child started in its block (SIGTERM, then
 SIGKILL) however the block ends.
 """
@@ -31,8 +31,8 @@ BENCH_SETTINGS: dict[str, SettingValue] = {
 
 
 def bench_env(stack: BenchStack, topics: Topics, **settings: SettingValue) -> dict[str, str]:
-    """Settings of ``python -m worker run`` against the bench stack; ``settings`` by setting name."""
-    own = {"metrics_host": "127.0.0.1", "metrics_port": free_port()}
+    """Settings of ``python -m worker run`` against the bench stack and its API; ``settings`` by setting name."""
+    own: dict[str, SettingValue] = {"metrics_host": "127.0.0.1", "metrics_port": free_port(), **stack.worker_settings()}
     return worker_env(
         stack.bootstrap, stack.api_url, topics, group_ids=GROUP, settings={**BENCH_SETTINGS, **own, **settings}
     )
@@ -60,8 +60,9 @@ def start_workers(
     names = ["worker"] if count == 1 else [f"worker{i}" for i in range(count)]
     workers = [start_worker(stack, topics, name, **settings) for name in names]
     procs.extend(workers)
-    for w in workers if monitor is not None else []:
-        monitor.add(w.name, w.pid)
+    if monitor is not None:
+        for w in workers:
+            monitor.add(w.name, w.pid)
     return workers
 
 
@@ -88,6 +89,8 @@ def naive_argv(stack: BenchStack, topics: Topics, max_events: int, max_seconds: 
         stack.api_url,
         "--group-ids",
         GROUP,
+        "--api",
+        stack.api,
         "--session-timeout-ms",
         str(SESSION_TIMEOUT_MS),
         "--max-events",
