@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -151,3 +152,16 @@ def test_search_options_reach_the_service(client: IaiClient, emu: EmulatorHandle
     (face,) = result.faces  # the largest face only
     assert len(face.candidates) <= 2
     assert face.candidates[0].person_name == face.candidates[0].person_id.title()
+
+
+def test_a_netrc_entry_for_the_api_host_does_not_replace_the_signature(
+    client: IaiClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # requests adds Basic auth from ~/.netrc to any request without its own auth, after the headers: it would
+    # overwrite the TC3 Authorization header of every call to a host the user has a .netrc line for.
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password secret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    enrol(client)
+    assert [g.group_id for g in client.groups()] == ["staff"]

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import requests
+import requests.auth
 import urllib3
 from requests.adapters import HTTPAdapter
 
@@ -126,7 +127,8 @@ class HttpTransport:
 
     def prepare(self, path: str, headers: dict[str, str], body: Any) -> requests.PreparedRequest:
         """A POST to ``path`` with the transport's ``Host`` and ``User-Agent`` and ``headers`` on top."""
-        request = requests.Request("POST", self.base_url + path, headers={**self.headers, **headers}, data=body)
+        url = self.base_url + path
+        request = requests.Request("POST", url, headers={**self.headers, **headers}, data=body, auth=_SIGNED)
         return self._session.prepare_request(request)
 
     def send(self, prepared: requests.PreparedRequest) -> Answer:
@@ -145,6 +147,17 @@ class HttpTransport:
         """Close the session if this transport created it (an injected session belongs to the caller)."""
         if self._owns_session:
             self._session.close()
+
+
+class _Signed(requests.auth.AuthBase):
+    """The request carries its own ``Authorization`` (a signature). Without an auth of its own, requests reads
+    ``~/.netrc`` on every call and puts Basic auth over that header for any host listed there."""
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        return request
+
+
+_SIGNED = _Signed()
 
 
 def _read_body(response: requests.Response, deadline: float) -> bytes:
