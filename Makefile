@@ -34,6 +34,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	MYPYPATH=bench $(BIN)/mypy bench
 
 unit: $(STAMP) $(CHECKOV)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

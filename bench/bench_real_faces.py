@@ -109,7 +109,11 @@ def direct(pictures: dict[str, bytes], seconds: float, max_images: int) -> None:
     for label, picture in pictures.items():
         engine.detect(picture)  # first call: allocations, caches
         cpu = time.process_time()
-        images, faces, elapsed = bounded(seconds, max_images, lambda _i, p=picture: len(engine.detect(p)))
+
+        def faces_in(_i: int, p: bytes = picture) -> int:
+            return len(engine.detect(p))
+
+        images, faces, elapsed = bounded(seconds, max_images, faces_in)
         cpu = time.process_time() - cpu
         print(
             f"  {label:8} {images:4d} images  {faces // max(images, 1)} faces each  "
