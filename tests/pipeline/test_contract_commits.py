@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import KafkaError
 
-from tests.support.contract import IN, OK, build, err
+from tests.support.contract import DLQ, IN, OK, build, err
 
 
 def test_rule_1_nothing_is_committed_before_its_output_is_acknowledged() -> None:
@@ -148,3 +148,37 @@ def test_a_tripped_dead_letter_guard_holds_the_worker_and_lets_a_trial_through_l
     h.api.up()  # the cause is fixed
     h.run_until(lambda: len(h.results()) > 0, within_s=130)
     h.run_until(lambda: h.committed(0) == 200, within_s=60)
+
+
+def test_the_dead_letter_guard_holds_within_the_window_plus_max_in_flight_when_acknowledgements_lag() -> None:
+    # A slow broker: its acknowledgements lag far behind the API. The guard judges an event when its output is
+    # produced; judged at the acknowledgement, the loop went on dead-lettering a whole uncommitted window
+    # (max(4 × max_in_flight, 64)) before the guard saw the first of them.
+    h = build(partitions=1, max_in_flight=2, dlq_guard_window=10, dlq_guard_ratio=0.9, dlq_guard_pause_s=60)
+    h.api.down(err(-1308))
+    h.producer.hold_acks = True
+    h.publish(200)
+    h.assign(0)
+    h.run(10)
+    produced = sum(1 for topic, _ in h.producer.produced if topic == DLQ)
+    assert produced <= 10 + 2, f"{produced} dead letters produced: the window (10) plus the calls in flight (2) at most"
+    assert h.snapshots.last.guard_tripped
+    h.producer.hold_acks = False
+    h.run(10)
+    assert len(h.dead_letters()) == produced and h.snapshots.last.guard_tripped  # all acknowledged, still holding
+
+
+def test_the_batch_that_trips_the_dead_letter_guard_dispatches_nothing() -> None:
+    # Unparseable records are dead-lettered while the batch is read: the guard can trip in the middle of it. The
+    # batch's valid events are taken already; they wait for the trial instead of going to the API during the hold.
+    h = build(partitions=1, max_in_flight=4, dlq_guard_window=10, dlq_guard_ratio=0.9, dlq_guard_pause_s=60)
+    for i in range(10):
+        h.broker.append(IN, 0, b"not json", key=f"bad{i}".encode())
+    h.publish(30, 0)
+    h.assign(0)
+    h.run(5)
+    assert len(h.dead_letters()) == 10 and h.snapshots.last.guard_tripped
+    assert h.api.identify_calls() == [], "a call was dispatched while the guard held the worker"
+    h.run(60)  # the trial: the API answers, the held events get their results
+    h.run_until(lambda: h.committed(0) == 40, within_s=60)
+    assert len(h.results()) == 30

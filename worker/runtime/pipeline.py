@@ -269,7 +269,8 @@ class Pipeline:
             msgs = self._consumer.consume(min(room, 500), 0 if busy else 0.1)
             if msgs:
                 self._on_messages(msgs)
-                self._dispatch.fill()
+                if self._admitting():  # the batch's dead letters may have tripped the guard
+                    self._dispatch.fill()
             elif busy and not handled:
                 self._wait_for_completion(0.005)  # wakes at the first completion; new input is seen within 5 ms
             return
