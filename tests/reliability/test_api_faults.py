@@ -14,7 +14,6 @@ from the start, or switched on mid-run — and checks the outcome the README's d
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -295,7 +294,7 @@ def test_a_tripped_dlq_guard_holds_the_worker_then_resumes_once_the_cause_is_gon
         hold_s, held = wait_until(holding, timeout=60, interval=0.01, what="the guard to trip")
         handle.admin({})  # the cause is fixed: the trial after the pause gets results, and the rest follows
         # The pause ran out before the fix (this thread starved for the whole pause): that trial may fail too.
-        holds = round(math.log2(hold_s / pause_s)) + (1 if guard.tripped else 2)
+        holds = round(hold_s / pause_s).bit_length() + (0 if guard.tripped else 1)  # pauses double: 1, 2, 4…
         assert worker.exit_code is None
         wait_until(lambda: stats.results + sum(stats.dead_letters.values()) >= len(ids), timeout=90, what="the rest")
         # The guard judges an event when its dead letter is produced (not when the broker acknowledges it), so
