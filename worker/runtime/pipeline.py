@@ -170,7 +170,7 @@ class Pipeline:
             clock=clock.now,
         )
         self._assigned: set[Partition] = set()
-        self._completions: queue.SimpleQueue[Completion | ProbeDone] = queue.SimpleQueue()
+        self._completions: queue.Queue[Completion | ProbeDone] = queue.Queue()  # not SimpleQueue: worker.core.clock
         self._dispatch = Dispatcher(
             identifier, self._tracker, self._completions, max_in_flight=opts.max_in_flight, aborted=lambda: self._abort
         )
