@@ -119,6 +119,31 @@ def test_a_configuration_answer_for_one_event_is_dead_lettered_when_the_check_pa
     assert [c.kind for c in h.api.calls].count("check") == 1
 
 
+def test_rule_5_a_stop_requested_during_a_revoke_wait_ends_drain_timeout_s_after_the_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A revoke waits up to revoke_timeout_s for its partitions' calls. A SIGTERM meanwhile must not wait that
+    # out and then drain for drain_timeout_s more: the watchdog ends the process at drain_timeout_s + 4 s.
+    h = build(partitions=2, max_in_flight=4, latency_s=1000.0, revoke_timeout_s=60, drain_timeout_s=5)
+    h.publish(4)
+    h.assign(0, 1)
+    h.run_until(lambda: h.pipeline._dispatch.in_flight == 4, within_s=5)
+    h.clock.settle()  # every call is in the API now, hanging
+    stop_at = h.clock.now() + 1
+    poll = h.producer.poll
+
+    def poll_then_stop(timeout: float = 0) -> int:  # the revoke wait polls the producer: the signal lands there
+        if h.clock.now() >= stop_at:
+            h.pipeline.request_stop()
+        return poll(timeout)
+
+    monkeypatch.setattr(h.producer, "poll", poll_then_stop)
+    h.revoke(0)
+    h.turn()  # the revoke callback runs in here and waits for partition 0's calls
+    assert h.stop() == 0
+    assert h.clock.now() - stop_at <= 5 + 0.1, f"stopped {h.clock.now() - stop_at:.1f}s after the request"
+
+
 def test_a_confirmed_configuration_error_stops_the_worker_and_commits_nothing_for_the_event() -> None:
     h = build(partitions=1, max_in_flight=4)
     h.api.down(err(14))
