@@ -136,6 +136,9 @@ def test_sigterm_with_hundreds_of_calls_hanging_ends_the_process_in_time(
         code, took = _sigterm_and_wait(worker, BOUND_S)
     finally:
         emu.reset()
+    print(
+        f"\nSIGTERM with {in_flight} calls hanging: exit {code} after {took:.2f}s (drain {DRAIN_S}s, bound {BOUND_S}s)"
+    )
     assert code == 0, f"exit {code} after {took:.1f}s:\n{worker.output()[-2000:]}"
     assert took < BOUND_S
     assert "pipeline stopped: stopped" in worker.output()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import KafkaError
 
-from tests.support.contract import IN, OK, build, err
+from tests.support.contract import DLQ, IN, OK, build, err
 
 
 def test_rule_1_nothing_is_committed_before_its_output_is_acknowledged() -> None:
@@ -119,6 +119,31 @@ def test_a_configuration_answer_for_one_event_is_dead_lettered_when_the_check_pa
     assert [c.kind for c in h.api.calls].count("check") == 1
 
 
+def test_rule_5_a_stop_requested_during_a_revoke_wait_ends_drain_timeout_s_after_the_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A revoke waits up to revoke_timeout_s for its partitions' calls. A SIGTERM meanwhile must not wait that
+    # out and then drain for drain_timeout_s more: the watchdog ends the process at drain_timeout_s + 4 s.
+    h = build(partitions=2, max_in_flight=4, latency_s=1000.0, revoke_timeout_s=60, drain_timeout_s=5)
+    h.publish(4)
+    h.assign(0, 1)
+    h.run_until(lambda: h.pipeline._dispatch.in_flight == 4, within_s=5)
+    h.clock.settle()  # every call is in the API now, hanging
+    stop_at = h.clock.now() + 1
+    poll = h.producer.poll
+
+    def poll_then_stop(timeout: float = 0) -> int:  # the revoke wait polls the producer: the signal lands there
+        if h.clock.now() >= stop_at:
+            h.pipeline.request_stop()
+        return poll(timeout)
+
+    monkeypatch.setattr(h.producer, "poll", poll_then_stop)
+    h.revoke(0)
+    h.turn()  # the revoke callback runs in here and waits for partition 0's calls
+    assert h.stop() == 0
+    assert h.clock.now() - stop_at <= 5 + 0.1, f"stopped {h.clock.now() - stop_at:.1f}s after the request"
+
+
 def test_a_confirmed_configuration_error_stops_the_worker_and_commits_nothing_for_the_event() -> None:
     h = build(partitions=1, max_in_flight=4)
     h.api.down(err(14))
@@ -148,3 +173,37 @@ def test_a_tripped_dead_letter_guard_holds_the_worker_and_lets_a_trial_through_l
     h.api.up()  # the cause is fixed
     h.run_until(lambda: len(h.results()) > 0, within_s=130)
     h.run_until(lambda: h.committed(0) == 200, within_s=60)
+
+
+def test_the_dead_letter_guard_holds_within_the_window_plus_max_in_flight_when_acknowledgements_lag() -> None:
+    # A slow broker: its acknowledgements lag far behind the API. The guard judges an event when its output is
+    # produced; judged at the acknowledgement, the loop went on dead-lettering a whole uncommitted window
+    # (max(4 × max_in_flight, 64)) before the guard saw the first of them.
+    h = build(partitions=1, max_in_flight=2, dlq_guard_window=10, dlq_guard_ratio=0.9, dlq_guard_pause_s=60)
+    h.api.down(err(-1308))
+    h.producer.hold_acks = True
+    h.publish(200)
+    h.assign(0)
+    h.run(10)
+    produced = sum(1 for topic, _ in h.producer.produced if topic == DLQ)
+    assert produced <= 10 + 2, f"{produced} dead letters produced: the window (10) plus the calls in flight (2) at most"
+    assert h.snapshots.last.guard_tripped
+    h.producer.hold_acks = False
+    h.run(10)
+    assert len(h.dead_letters()) == produced and h.snapshots.last.guard_tripped  # all acknowledged, still holding
+
+
+def test_the_batch_that_trips_the_dead_letter_guard_dispatches_nothing() -> None:
+    # Unparseable records are dead-lettered while the batch is read: the guard can trip in the middle of it. The
+    # batch's valid events are taken already; they wait for the trial instead of going to the API during the hold.
+    h = build(partitions=1, max_in_flight=4, dlq_guard_window=10, dlq_guard_ratio=0.9, dlq_guard_pause_s=60)
+    for i in range(10):
+        h.broker.append(IN, 0, b"not json", key=f"bad{i}".encode())
+    h.publish(30, 0)
+    h.assign(0)
+    h.run(5)
+    assert len(h.dead_letters()) == 10 and h.snapshots.last.guard_tripped
+    assert h.api.identify_calls() == [], "a call was dispatched while the guard held the worker"
+    h.run(60)  # the trial: the API answers, the held events get their results
+    h.run_until(lambda: h.committed(0) == 40, within_s=60)
+    assert len(h.results()) == 30

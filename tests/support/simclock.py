@@ -52,7 +52,7 @@ class VirtualClock:
             while self._now < wake:
                 self._cond.wait()
 
-    def wait(self, items: queue.SimpleQueue[T], timeout: float) -> T | None:
+    def wait(self, items: queue.Queue[T], timeout: float) -> T | None:
         deadline = self._now + max(0.0, timeout)
         while True:
             self.settle()
@@ -68,7 +68,7 @@ class VirtualClock:
 
     def idle(self, seconds: float) -> None:
         """The driver waits ``seconds`` with nothing to receive: other threads run meanwhile."""
-        self.wait(queue.SimpleQueue(), seconds)
+        self.wait(queue.Queue(), seconds)
 
     def settle(self) -> None:
         """Return once every outstanding task is blocked in sleep (or none is outstanding)."""

@@ -14,8 +14,11 @@ supervisor and dead-letters another window of events before it trips again, ever
               the same share dead-lettered → HOLDING again for twice as long (up to ``max_pause_s``);
               otherwise → WATCHING, and the pause is back to ``pause_s``.
 
-So a cause that persists costs ``trial_events`` (plus what was in flight) per pause, and a cause that was
-fixed is noticed without an operator. Not thread-safe: one owner (the loop).
+The owner records an event when its output is produced, not when the broker acknowledges it
+(worker.runtime.outputs): what is "in flight" when the guard trips is then only the calls in progress (at most
+``max_in_flight``), whatever the broker's pace. So a cause that persists costs ``window`` plus what was in flight
+before the first hold and ``trial_events`` plus what was in flight per pause after it, and a cause that was fixed
+is noticed without an operator. Not thread-safe: one owner (the loop).
 """
 
 from __future__ import annotations

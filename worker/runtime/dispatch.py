@@ -28,7 +28,7 @@ class Dispatcher:
         self,
         identifier: Identifier,
         tracker: OffsetTracker,
-        completions: queue.SimpleQueue[Completion | ProbeDone],
+        completions: queue.Queue[Completion | ProbeDone],
         *,
         max_in_flight: int,
         aborted: Callable[[], bool],

@@ -5,6 +5,12 @@ A dead letter the client or the broker refuses for its size is sent again withou
 and headers dropped; the error and the input coordinates kept). Any other failed delivery stops the worker:
 librdkafka already retried for ``message.timeout.ms``, so the output is not safe and the input must not be
 committed; the event is processed again after the restart.
+
+The dead-letter guard judges an event when its output is *produced*, not when the broker acknowledges it: the
+outcome is known then, and a slow broker must not let the loop dead-letter a whole uncommitted window before the
+guard sees the first of them. So once the guard trips, the only outputs still to come are those of the calls in
+progress (at most ``max_in_flight``) and of the unparseable records of the batch being read. Metrics and stats
+count acknowledged records.
 """
 
 from __future__ import annotations
@@ -116,6 +122,7 @@ class OutputWriter:
         faces = len(c.result.faces)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("result: %d faces", faces, extra=_where(task.source, event_id=task.event.event_id))
+        self._guard.record(False)
         self._produce(
             _Output(
                 self._results_topic,
@@ -131,7 +138,6 @@ class OutputWriter:
 
     def _result_acked(self, faces: int) -> None:
         self._stats.results += 1
-        self._guard.record(False)
         self._observer.result(faces)
 
     # -- dead letters ----------------------------------------------------------------------------
@@ -194,6 +200,8 @@ class OutputWriter:
                 on_too_large=(lambda: self._without_original(build(False))) if keep_original else None,
             )
 
+        if self._guard.record(True):  # judged now, not at the acknowledgement (module doc); once per event
+            self._guard_tripped(code)
         self._produce(build(True))
 
     def _without_original(self, output: _Output) -> None:
@@ -203,8 +211,6 @@ class OutputWriter:
     def _dead_letter_acked(self, code: str) -> None:
         self._stats.dead_letters[code] = self._stats.dead_letters.get(code, 0) + 1
         self._observer.dead_letter(code)
-        if self._guard.record(True):
-            self._guard_tripped(code)
 
     # -- produce ---------------------------------------------------------------------------------
 

@@ -23,7 +23,8 @@ end on a real broker in tests/pipeline/):
 4. Configuration/auth errors confirmed by a check call (wrong key, unknown appid, missing group…) stop the
    pipeline: nothing is written for the affected event, its offset is not committed, the exit code is 3 and
    the reason names the cause.
-5. SIGTERM/SIGINT: stop consuming, drain in-flight events within ``drain_timeout_s``, commit, close.
+5. SIGTERM/SIGINT: stop consuming, drain in-flight events within ``drain_timeout_s`` of the request (a revoke
+   waiting for its calls when it came stops waiting then too), commit, close.
 
 The loop never blocks on HTTP: calls run on a bounded pool of threads and their completions come back
 through a queue. The pieces, one job each: ``Dispatcher`` (ready queues, round-robin, the pool, the probe),
@@ -170,7 +171,7 @@ class Pipeline:
             clock=clock.now,
         )
         self._assigned: set[Partition] = set()
-        self._completions: queue.SimpleQueue[Completion | ProbeDone] = queue.SimpleQueue()
+        self._completions: queue.Queue[Completion | ProbeDone] = queue.Queue()  # not SimpleQueue: worker.core.clock
         self._dispatch = Dispatcher(
             identifier, self._tracker, self._completions, max_in_flight=opts.max_in_flight, aborted=lambda: self._abort
         )
@@ -203,6 +204,7 @@ class Pipeline:
         )
         self._pauses = PauseControl(self._consumer)
         self._stop = threading.Event()
+        self._stop_at: float | None = None  # when the stop was asked for: the drain's budget counts from then
         self._abort = False  # set when the drain deadline passed: threads give up at once
         self._closing = False
         self._fatal: str | None = None
@@ -217,8 +219,20 @@ class Pipeline:
     # -- public ------------------------------------------------------------------------------
 
     def request_stop(self) -> None:
-        """Ask the loop to drain and stop (safe from signal handlers and other threads)."""
+        """Ask the loop to drain and stop (safe from signal handlers and other threads).
+
+        The drain ends ``drain_timeout_s`` after the first request, whatever the loop was waiting for meanwhile
+        (a revoke's wait ends then too): the watchdog allows ``drain_timeout_s`` + 4 s from the signal.
+        """
+        if self._stop_at is None:
+            self._stop_at = self._clock.now()
         self._stop.set()
+
+    def _stop_deadline(self, deadline: float) -> float:
+        """``deadline``, or the end of the stop's drain if that comes first."""
+        if self._stop_at is None:
+            return deadline
+        return min(deadline, self._stop_at + self.options.drain_timeout_s)
 
     @property
     def fatal_reason(self) -> str | None:
@@ -269,7 +283,8 @@ class Pipeline:
             msgs = self._consumer.consume(min(room, 500), 0 if busy else 0.1)
             if msgs:
                 self._on_messages(msgs)
-                self._dispatch.fill()
+                if self._admitting():  # the batch's dead letters may have tripped the guard
+                    self._dispatch.fill()
             elif busy and not handled:
                 self._wait_for_completion(0.005)  # wakes at the first completion; new input is seen within 5 ms
             return
@@ -485,12 +500,12 @@ class Pipeline:
         self._dispatch.drop(tps)
         if not self._closing:
             deadline = self._clock.now() + self.options.revoke_timeout_s
-            while self._clock.now() < deadline and self._dispatch.running(tps):
+            while self._clock.now() < self._stop_deadline(deadline) and self._dispatch.running(tps):
                 self._handle_completions()
                 self._producer.poll(0)
                 if self._dispatch.running(tps):
                     self._wait_for_completion(0.02)
-            self._producer.flush(max(0.0, deadline - self._clock.now()))
+            self._producer.flush(max(0.0, self._stop_deadline(deadline) - self._clock.now()))
         else:
             self._producer.flush(_CLOSE_FLUSH_S)
         self._commits.sync(only=tps)
@@ -586,7 +601,7 @@ class Pipeline:
         self._gate.drop(set(self._assigned))
         self._dispatch.drop(set(self._assigned))
         budget = self.options.drain_timeout_s if self._fatal is None else min(5.0, self.options.drain_timeout_s)
-        deadline = self._clock.now() + budget
+        deadline = self._stop_deadline(self._clock.now() + budget)
         while self._dispatch.in_flight + self._dispatch.probing > 0 and self._clock.now() < deadline:
             self._handle_completions()
             self._producer.poll(0)
