@@ -9,7 +9,7 @@ from the start, or switched on mid-run — and checks the outcome the README's d
     permanent for the image               → dead letter keyed by the code, at once (attempts = 1)
     configuration/auth mid-run            → exit 3 naming the cause, no dead letter for the affected events,
                                             their offsets not committed
-    permanent on every call               → the DLQ guard stops the worker (exit 4)
+    permanent on every call               → the DLQ guard holds the worker (no exit)
 
 Rows named ``iai-…`` run the worker on IAI (``api = "iai"``) against the emulator's IAI, which answers the same
 faults with IAI's codes (a QPS limit or code 15 → RequestLimitExceeded, a wrong key → AuthFailure.SignatureFailure,
