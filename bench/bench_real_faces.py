@@ -226,7 +226,7 @@ def drain(
     bootstrap: str, emulator: EmulatorProcess, urls: list[str], seconds: float, in_flight: int
 ) -> tuple[Tally, float, dict[str, float]]:
     """One worker drains one preloaded event per URL, bounded by ``seconds`` from its first output (and 120 s to
-    the first: the group join and the models' warm-up); (tally, the worker's CPU seconds, the engine's stats)."""
+    the first: the group join and the models' warm-up); (tally, the worker's CPU in % of a core, the engine's stats)."""
     topics = Topics.unique("rf").create(bootstrap, E2E_PARTITIONS)
     ids = preload(bootstrap, topics.input, E2E_PARTITIONS, urls, uuid.uuid4().hex[:6], len(urls))
     emulator.reset(stats=True, caches=True)
@@ -249,15 +249,16 @@ def drain(
         first = reader.first_ts(120.0)
         if first is None:
             raise RuntimeError(f"worker: no output within 120 s: {worker.tail()}")
-        cpu0 = proc_cpu_seconds(worker.pid) or 0.0
+        cpu0, wall0 = proc_cpu_seconds(worker.pid) or 0.0, time.monotonic()
         reader.wait_for_unique(len(urls), max(1.0, first + seconds - time.time()), worker.alive)
-        cpu = (proc_cpu_seconds(worker.pid) or 0.0) - cpu0
+        # Its CPU share from the first output to the bound (the process is still running: /proc still has it).
+        cpu_pct = 100 * ((proc_cpu_seconds(worker.pid) or 0.0) - cpu0) / max(time.monotonic() - wall0, 1e-3)
         engine = emulator.stats()["engine"]
         worker.stop(30)
         # Let the background reader catch the last outputs it has not read yet (bounded).
         reader.wait(lambda r: r.unique() >= len(urls), 3.0)
         outputs = reader.snapshot()
-    return tally(outputs, ids), cpu, engine
+    return tally(outputs, ids), cpu_pct, engine
 
 
 def dead_letter_codes(t: Tally) -> str:
@@ -292,9 +293,8 @@ def end_to_end(
                     name = f"p{n}-{i:05d}.jpg"
                     (Path(tmp) / name).write_bytes(unique(picture, i))
                     urls.append(f"{emulator.base_url}/images/{name}")
-                t, cpu, engine = drain(str(broker.bootstrap), emulator, urls, seconds, in_flight)
+                t, cpu_pct, engine = drain(str(broker.bootstrap), emulator, urls, seconds, in_flight)
                 window = t.window_s
-                cpu_pct = 100 * cpu / window if window else 0.0
                 ref = reference.get(label)
                 versus = f", {100 * t.rate / ref:.0f} % of mode 2's {ref:.2f}/s" if ref else ""
                 print(
