@@ -12,7 +12,7 @@ from worker.api.errors import ApiError
 T, P, C = ErrorClass.TRANSIENT, ErrorClass.PERMANENT, ErrorClass.CONFIG
 
 # code → class, as docs/api-notes.md#error-codes-and-classes lists them (-1104 … -1109 expanded).
-TABLE_7_2: dict[int, ErrorClass] = {
+DOCUMENTED_CLASSES: dict[int, ErrorClass] = {
     3: C,
     4: C,
     5: C,
@@ -61,8 +61,8 @@ TABLE_7_2: dict[int, ErrorClass] = {
 RESIGN = {9, 13}
 
 
-@pytest.mark.parametrize(("code", "expected"), sorted(TABLE_7_2.items()))
-def test_code_class_follows_table_7_2(code: int, expected: ErrorClass) -> None:
+@pytest.mark.parametrize(("code", "expected"), sorted(DOCUMENTED_CLASSES.items()))
+def test_code_class_follows_the_documented_table(code: int, expected: ErrorClass) -> None:
     assert class_of_code(code) is expected
     error = ApiError.from_service(code, "msg", 200)
     assert error.code == str(code)
@@ -72,7 +72,7 @@ def test_code_class_follows_table_7_2(code: int, expected: ErrorClass) -> None:
 
 
 def test_every_table_row_is_in_the_code_table() -> None:
-    assert set(TABLE_7_2) <= set(CODES)
+    assert set(DOCUMENTED_CLASSES) <= set(CODES)
 
 
 def test_unknown_code_is_transient_and_not_resigned() -> None:
