@@ -19,17 +19,15 @@ from tencentcloud.common.profile.http_profile import HttpProfile
 from tencentcloud.iai.v20200303 import iai_client
 from tencentcloud.iai.v20200303 import models as sdk
 
-from worker.api import iai_wire, tc3
+from worker.api import iai_answers, iai_wire, tc3
 from worker.api.codes import Api, ErrorClass, Origin
 from worker.api.errors import ApiError
+from worker.api.iai_answers import GroupInfo, check_groups, parse_search_faces
 from worker.api.iai_wire import (
     Action,
     Credentials,
-    GroupInfo,
     SearchOptions,
-    check_groups,
     parse_endpoint,
-    parse_search_faces,
     request_headers,
     search_faces_body,
 )
@@ -606,7 +604,7 @@ def test_non_2xx_without_an_error_code_is_http_status(status: int, expected: Err
 
 
 def test_group_list_and_the_configuration_check() -> None:
-    page = iai_wire.parse_group_list(
+    page = iai_answers.parse_group_list(
         _ok(
             GroupInfos=[
                 {"GroupId": "a", "GroupName": "A", "FaceModelVersion": "3.0", "Tag": "", "CreationTimestamp": 1},
@@ -627,7 +625,7 @@ def test_group_list_and_the_configuration_check() -> None:
     with pytest.raises(ApiError) as info:
         check_groups(["a", "old"], page.groups)
     assert (info.value.code, info.value.error_class) == ("FailedOperation.AcrossVersionsError", C)
-    empty = iai_wire.parse_group_list(_ok(GroupInfos=None, GroupNum=0), 200)
+    empty = iai_answers.parse_group_list(_ok(GroupInfos=None, GroupNum=0), 200)
     assert empty.groups == () and empty.total == 0
     with pytest.raises(ApiError):
         check_groups(["a"], empty.groups)
@@ -635,7 +633,7 @@ def test_group_list_and_the_configuration_check() -> None:
 
 
 def test_person_list() -> None:
-    page = iai_wire.parse_person_list(
+    page = iai_answers.parse_person_list(
         _ok(
             PersonInfos=[{"PersonName": "Alice", "PersonId": "alice", "Gender": 0, "FaceIds": ["f1", "f2"]}],
             PersonNum=1,
@@ -644,15 +642,15 @@ def test_person_list() -> None:
         ),
         200,
     )
-    assert page.persons == (iai_wire.PersonInfo("alice", "Alice", ("f1", "f2")),)
+    assert page.persons == (iai_answers.PersonInfo("alice", "Alice", ("f1", "f2")),)
     assert (page.person_num, page.face_num, page.face_model_version) == (1, 2, "3.0")
-    nulls = iai_wire.parse_person_list(_ok(PersonInfos=[], PersonNum=None, FaceNum=None), 200)
+    nulls = iai_answers.parse_person_list(_ok(PersonInfos=[], PersonNum=None, FaceNum=None), 200)
     assert (nulls.persons, nulls.person_num, nulls.face_num) == ((), None, None)
 
 
 def test_create_answers() -> None:
-    assert iai_wire.parse_create_group(_ok(FaceModelVersion="3.0"), 200) == iai_wire.CreatedGroup("3.0", "req-1")
-    person = iai_wire.parse_create_person(
+    assert iai_answers.parse_create_group(_ok(FaceModelVersion="3.0"), 200) == iai_answers.CreatedGroup("3.0", "req-1")
+    person = iai_answers.parse_create_person(
         _ok(
             FaceId="f1",
             FaceRect={"X": -2, "Y": 5, "Width": 80, "Height": 90},
@@ -661,8 +659,8 @@ def test_create_answers() -> None:
         ),
         200,
     )
-    assert person == iai_wire.CreatedPerson("f1", FaceRect(-2, 5, 80, 90), None, "3.0", "req-1")
-    faces = iai_wire.parse_create_face(
+    assert person == iai_answers.CreatedPerson("f1", FaceRect(-2, 5, 80, 90), None, "3.0", "req-1")
+    faces = iai_answers.parse_create_face(
         _ok(
             SucFaceNum=1, SucFaceIds=["f9"], RetCode=[0, -1101], SucIndexes=[0], SucFaceRects=[], FaceModelVersion="3.0"
         ),
@@ -679,15 +677,15 @@ def test_create_answers() -> None:
 @pytest.mark.parametrize(
     ("parse", "response"),
     [
-        (iai_wire.parse_group_list, {"GroupInfos": {"GroupId": "a"}}),
-        (iai_wire.parse_group_list, {"GroupInfos": [{"GroupName": "A"}]}),
-        (iai_wire.parse_group_list, {"GroupInfos": [], "GroupNum": "3"}),
-        (iai_wire.parse_person_list, {"PersonInfos": [{"PersonId": "p", "FaceIds": "f1"}]}),
-        (iai_wire.parse_create_person, {"FaceRect": None}),
-        (iai_wire.parse_create_person, {"FaceId": "f", "FaceRect": [1, 2, 3, 4]}),
-        (iai_wire.parse_create_face, {"SucFaceNum": 1, "RetCode": ["0"]}),
-        (iai_wire.parse_create_face, {"SucFaceIds": []}),
-        (iai_wire.parse_create_group, {"FaceModelVersion": 3}),
+        (iai_answers.parse_group_list, {"GroupInfos": {"GroupId": "a"}}),
+        (iai_answers.parse_group_list, {"GroupInfos": [{"GroupName": "A"}]}),
+        (iai_answers.parse_group_list, {"GroupInfos": [], "GroupNum": "3"}),
+        (iai_answers.parse_person_list, {"PersonInfos": [{"PersonId": "p", "FaceIds": "f1"}]}),
+        (iai_answers.parse_create_person, {"FaceRect": None}),
+        (iai_answers.parse_create_person, {"FaceId": "f", "FaceRect": [1, 2, 3, 4]}),
+        (iai_answers.parse_create_face, {"SucFaceNum": 1, "RetCode": ["0"]}),
+        (iai_answers.parse_create_face, {"SucFaceIds": []}),
+        (iai_answers.parse_create_group, {"FaceModelVersion": 3}),
     ],
 )
 def test_management_answers_of_the_wrong_shape_are_bad_response(parse: Callable[..., Any], response: Any) -> None:
@@ -698,7 +696,7 @@ def test_management_answers_of_the_wrong_shape_are_bad_response(parse: Callable[
 
 def test_management_errors_are_their_codes() -> None:
     with pytest.raises(ApiError) as info:
-        iai_wire.parse_create_group(_error("InvalidParameterValue.GroupIdAlreadyExist"), 200)
+        iai_answers.parse_create_group(_error("InvalidParameterValue.GroupIdAlreadyExist"), 200)
     assert (info.value.code, info.value.error_class) == ("InvalidParameterValue.GroupIdAlreadyExist", P)
 
 
@@ -782,11 +780,11 @@ def _corrupted(draw: st.DrawFn) -> Any:
 _statuses = st.sampled_from([200, 201, 204, 301, 400, 404, 429, 500, 503])
 _PARSERS = [
     parse_search_faces,
-    iai_wire.parse_group_list,
-    iai_wire.parse_person_list,
-    iai_wire.parse_create_group,
-    iai_wire.parse_create_person,
-    iai_wire.parse_create_face,
+    iai_answers.parse_group_list,
+    iai_answers.parse_person_list,
+    iai_answers.parse_create_group,
+    iai_answers.parse_create_person,
+    iai_answers.parse_create_face,
 ]
 
 

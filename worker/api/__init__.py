@@ -3,7 +3,9 @@
 - client       ``MultidentifyClient`` (v1) and its ``ClientOptions``: the calls, the wire format, the multipart body
 - signature    the v1 signature (``sign``, ``parse``, ``CachedSigner``)
 - tc3          IAI's TC3-HMAC-SHA256 signature
-- iai_wire     IAI request bodies and headers, answer parsers (pure)
+- iai_wire     IAI request bodies and signed headers (pure)
+- iai_answers  IAI answers parsed into typed results (pure)
+- iai_client   ``IaiClient`` and its ``IaiOptions``: SearchFaces, the configuration check, enrolment
 - transport    the one HTTP stack both clients use: pool, deadlines, body reading
 - codes        every dead-letter key: meaning, class, origin, the setting to check
 - errors       ``ApiError``, the one failure type

@@ -8,12 +8,12 @@ Exception hierarchy (what is raised where, and what it becomes)::
     │   │                 and worker.core.outcomes.decide ends it: a dead letter (transient/permanent), a held
     │   │                 event (outage), or a stop (config: the pipeline prints ``config_error_reason``).
     │   ├─ origin service   ApiError.from_service  worker.api.models.parse_envelope (a JSON code != 0);
-    │   │                   ApiError.from_iai      worker.api.iai_wire.parse_response (``Response.Error``);
+    │   │                   ApiError.from_iai      worker.api.iai_answers.parse_response (``Response.Error``);
     │   │                   ApiError.refused        worker.api.client, worker.api.iai_wire (not sent: the service
     │   │                                           would answer this); worker.fetch (a GIF: -1400, the key url
     │   │                                           mode gets)
     │   ├─ origin client    ApiError.local          worker.api.client (timeout, connection, bad_response),
-    │   │                                           worker.api.models, worker.api.iai_wire (http_<status>,
+    │   │                                           worker.api.models, worker.api.iai_answers (http_<status>,
     │   │                                           bad_response);
     │   │                   ApiError("internal_error", …)  worker.runtime.dispatch (a bug; dead-lettered)
     │   └─ origin fetch     ApiError.fetch          worker.fetch (fetch_*, fetch_http_<status>)

@@ -24,9 +24,10 @@ from typing import TypeVar
 
 import requests
 
-from worker.api import iai_wire
+from worker.api import iai_answers, iai_wire
 from worker.api.errors import ApiError
-from worker.api.iai_wire import Action, Credentials, GroupInfo, PersonInfo, SearchOptions
+from worker.api.iai_answers import GroupInfo, PersonInfo
+from worker.api.iai_wire import Action, Credentials, SearchOptions
 from worker.api.models import IdentifyResult
 from worker.api.transport import HttpTransport
 
@@ -83,17 +84,17 @@ class IaiClient:
         """SearchFaces on the image at ``url`` (downloaded by the service). ``session_id`` has no IAI field:
         the answer's ``RequestId`` names the call."""
         body = iai_wire.search_faces_body(group_ids, self._search, url=url)
-        return self._call(Action.SEARCH_FACES, body, iai_wire.parse_search_faces)
+        return self._call(Action.SEARCH_FACES, body, iai_answers.parse_search_faces)
 
     def identify_image(self, image: Image, group_ids: Sequence[str], session_id: str | None = None) -> IdentifyResult:
         """SearchFaces on ``image`` (sent base64-encoded; refused over 5 MB encoded)."""
         body = iai_wire.search_faces_body(group_ids, self._search, image=image)
-        return self._call(Action.SEARCH_FACES, body, iai_wire.parse_search_faces)
+        return self._call(Action.SEARCH_FACES, body, iai_answers.parse_search_faces)
 
     def check_configuration(self, group_ids: Sequence[str]) -> None:
         """A known-good call with the same credentials: list the account's groups and check the configured ones
         exist and share one face model. Raises ApiError (a config code when the credentials or groups are wrong)."""
-        iai_wire.check_groups(group_ids, self.groups())
+        iai_answers.check_groups(group_ids, self.groups())
 
     # -- management (enrolment, the demo and the tests) -------------------------------------------------
 
@@ -102,7 +103,7 @@ class IaiClient:
         found: list[GroupInfo] = []
         for _ in range(MAX_PAGES):
             page = self._call(
-                Action.GET_GROUP_LIST, iai_wire.get_group_list_body(offset=len(found)), iai_wire.parse_group_list
+                Action.GET_GROUP_LIST, iai_wire.get_group_list_body(offset=len(found)), iai_answers.parse_group_list
             )
             found.extend(page.groups)
             if not page.groups or (page.total is not None and len(found) >= page.total):
@@ -114,15 +115,15 @@ class IaiClient:
         found: list[PersonInfo] = []
         for _ in range(MAX_PAGES):
             body = iai_wire.get_person_list_body(group_id, offset=len(found))
-            page = self._call(Action.GET_PERSON_LIST, body, iai_wire.parse_person_list)
+            page = self._call(Action.GET_PERSON_LIST, body, iai_answers.parse_person_list)
             found.extend(page.persons)
             if not page.persons or (page.person_num is not None and len(found) >= page.person_num):
                 break
         return found
 
-    def create_group(self, group_id: str, group_name: str | None = None) -> iai_wire.CreatedGroup:
+    def create_group(self, group_id: str, group_name: str | None = None) -> iai_answers.CreatedGroup:
         body = iai_wire.create_group_body(group_id, group_name or group_id)
-        return self._call(Action.CREATE_GROUP, body, iai_wire.parse_create_group)
+        return self._call(Action.CREATE_GROUP, body, iai_answers.parse_create_group)
 
     def create_person(
         self,
@@ -132,15 +133,15 @@ class IaiClient:
         *,
         url: str | None = None,
         image: Image | None = None,
-    ) -> iai_wire.CreatedPerson:
+    ) -> iai_answers.CreatedPerson:
         body = iai_wire.create_person_body(group_id, person_id, person_name or person_id, url=url, image=image)
-        return self._call(Action.CREATE_PERSON, body, iai_wire.parse_create_person)
+        return self._call(Action.CREATE_PERSON, body, iai_answers.parse_create_person)
 
     def create_face(
         self, person_id: str, *, urls: Sequence[str] = (), images: Sequence[Image] = ()
-    ) -> iai_wire.CreatedFaces:
+    ) -> iai_answers.CreatedFaces:
         body = iai_wire.create_face_body(person_id, urls=urls, images=images)
-        return self._call(Action.CREATE_FACE, body, iai_wire.parse_create_face)
+        return self._call(Action.CREATE_FACE, body, iai_answers.parse_create_face)
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 

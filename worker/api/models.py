@@ -1,7 +1,7 @@
 """Typed identification results, one shape for both APIs, and the pure parsers of v1's response bodies (no I/O).
 
 An :class:`IdentifyResult` says which API answered (``api``): v1's ``multidentify`` (parsed here) or IAI's
-``SearchFaces`` (parsed by :mod:`worker.api.iai_wire`). The two differ in what they can say, and the types say it
+``SearchFaces`` (parsed by :mod:`worker.api.iai_answers`). The two differ in what they can say, and the types say it
 with optional fields: IAI reports a face that failed its quality check (``Face.ret_code`` -1601, no candidates) and,
 when asked, a person's name (``Candidate.person_name``); only v1 has a per-face ``tag``. A candidate's score is
 ``confidence`` for both: v1's ``confidence`` and IAI's ``Score`` are both 0–100 but come from different models and
