@@ -19,6 +19,7 @@ from tencentcloud.common.profile.http_profile import HttpProfile
 from tencentcloud.iai.v20200303 import iai_client
 from tencentcloud.iai.v20200303 import models as sdk
 
+from tests.support.jsonfuzz import JSON, STATUSES, corrupted
 from worker.api import iai_answers, iai_wire, tc3
 from worker.api.codes import Api, ErrorClass, Origin
 from worker.api.errors import ApiError
@@ -702,18 +703,6 @@ def test_management_errors_are_their_codes() -> None:
 
 # -- fuzz: whatever the bytes, a parser returns a typed value or raises ApiError --------------------------------
 
-_json_scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**63), max_value=2**64 - 1),
-    st.floats(allow_nan=False, allow_infinity=False),
-    st.text(max_size=10),
-)
-_json = st.recursive(
-    _json_scalars,
-    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
-    max_leaves=20,
-)
 _valid_candidate = st.fixed_dictionaries(
     {"PersonId": st.text(max_size=8), "FaceId": st.text(max_size=8), "Score": st.floats(0, 100)},
     optional={"PersonName": st.none() | st.text(max_size=8), "Gender": st.integers(0, 2)},
@@ -742,42 +731,16 @@ _error_doc = st.fixed_dictionaries(
         "Response": st.fixed_dictionaries(
             {
                 "Error": st.fixed_dictionaries(
-                    {"Code": st.sampled_from(["InternalError", "AuthFailure.X", "Foo", "timeout", ""]) | _json},
-                    optional={"Message": _json},
+                    {"Code": st.sampled_from(["InternalError", "AuthFailure.X", "Foo", "timeout", ""]) | JSON},
+                    optional={"Message": JSON},
                 ),
             },
-            optional={"RequestId": _json},
+            optional={"RequestId": JSON},
         )
     }
 )
 
 
-def _slots(node: Any) -> list[tuple[Any, Any]]:
-    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
-    slots: list[tuple[Any, Any]] = []
-    for key, child in items:
-        slots.append((node, key))
-        slots.extend(_slots(child))
-    return slots
-
-
-@st.composite
-def _corrupted(draw: st.DrawFn) -> Any:
-    """A valid answer with one to three members replaced by arbitrary JSON or removed."""
-    doc = draw(_valid_doc)
-    for _ in range(draw(st.integers(1, 3))):
-        slots = _slots(doc)
-        if not slots:  # "Response" itself was removed
-            break
-        container, key = draw(st.sampled_from(slots))
-        if isinstance(container, dict) and draw(st.booleans()):
-            del container[key]
-        else:
-            container[key] = draw(_json)
-    return doc
-
-
-_statuses = st.sampled_from([200, 201, 204, 301, 400, 404, 429, 500, 503])
 _PARSERS = [
     parse_search_faces,
     iai_answers.parse_group_list,
@@ -803,19 +766,19 @@ def _parse_or_api_error(body: bytes, status: int) -> None:
 
 
 @settings(max_examples=300)
-@given(body=st.binary(max_size=300), status=_statuses)
+@given(body=st.binary(max_size=300), status=STATUSES)
 def test_fuzz_bytes(body: bytes, status: int) -> None:
     _parse_or_api_error(body, status)
 
 
 @settings(max_examples=300)
-@given(doc=_json | _error_doc, status=_statuses)
+@given(doc=JSON | _error_doc, status=STATUSES)
 def test_fuzz_json(doc: Any, status: int) -> None:
     _parse_or_api_error(orjson.dumps(doc), status)
 
 
 @settings(max_examples=400)
-@given(doc=_corrupted())
+@given(doc=corrupted(_valid_doc))
 def test_fuzz_corrupted_answers(doc: Any) -> None:
     _parse_or_api_error(orjson.dumps(doc), 200)
 

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support.jsonfuzz import JSON, STATUSES, corrupted
 from worker.api.errors import ApiError, ErrorClass
 from worker.api.models import (
     Api,
@@ -212,18 +213,6 @@ def test_management_parsers() -> None:
 
 # -- fuzz: whatever the bytes, the parser returns a result or raises ApiError -----------------------
 
-_json_scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**63), max_value=2**64 - 1),
-    st.floats(allow_nan=False, allow_infinity=False),
-    st.text(max_size=10),
-)
-_json = st.recursive(
-    _json_scalars,
-    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
-    max_leaves=20,
-)
 _valid_candidate = st.fixed_dictionaries(
     {
         "person_id": st.text(max_size=8),
@@ -249,32 +238,6 @@ _valid_doc = st.fixed_dictionaries(
 )
 
 
-def _slots(node: Any) -> list[tuple[Any, Any]]:
-    """Every (container, key) of a JSON tree, to replace or delete one member."""
-    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
-    slots: list[tuple[Any, Any]] = []
-    for key, child in items:
-        slots.append((node, key))
-        slots.extend(_slots(child))
-    return slots
-
-
-@st.composite
-def _corrupted(draw: st.DrawFn) -> Any:
-    """A valid answer with one to three members replaced by arbitrary JSON or removed."""
-    doc = draw(_valid_doc)
-    for _ in range(draw(st.integers(1, 3))):
-        container, key = draw(st.sampled_from(_slots(doc)))
-        if isinstance(container, dict) and draw(st.booleans()):
-            del container[key]
-        else:
-            container[key] = draw(_json)
-    return doc
-
-
-_statuses = st.sampled_from([200, 201, 204, 301, 400, 404, 429, 500, 503])
-
-
 def _parse_or_api_error(body: bytes, status: int) -> None:
     try:
         result = parse_multidentify(body, status)
@@ -287,19 +250,19 @@ def _parse_or_api_error(body: bytes, status: int) -> None:
 
 
 @settings(max_examples=300)
-@given(body=st.binary(max_size=300), status=_statuses)
+@given(body=st.binary(max_size=300), status=STATUSES)
 def test_fuzz_bytes(body: bytes, status: int) -> None:
     _parse_or_api_error(body, status)
 
 
 @settings(max_examples=300)
-@given(doc=_json, status=_statuses)
+@given(doc=JSON, status=STATUSES)
 def test_fuzz_json(doc: Any, status: int) -> None:
     _parse_or_api_error(orjson.dumps(doc), status)
 
 
 @settings(max_examples=500)
-@given(doc=_corrupted())
+@given(doc=corrupted(_valid_doc))
 def test_fuzz_corrupted_answers(doc: Any) -> None:
     _parse_or_api_error(orjson.dumps(doc), 200)
 
