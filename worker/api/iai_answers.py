@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,15 @@ from worker.api.models import (  # the v1 parsers' checks, shared so both APIs v
 )
 
 # -- answers ----------------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _reading(action: str, http_status: int) -> Iterator[None]:
+    """A malformed member of ``action``'s answer becomes ``bad_response`` (transient), naming the action."""
+    try:
+        yield
+    except _Malformed as exc:
+        raise _bad_response(f"{action} answer: {exc}", http_status) from None
 
 
 def parse_response(body: bytes, http_status: int) -> dict[str, Any]:
@@ -83,14 +92,12 @@ def parse_search_faces(body: bytes, http_status: int) -> IdentifyResult:
     and ``PersonName`` (``NeedPersonInfo``) may be absent or null. Other members are ignored.
     """
     response = parse_response(body, http_status)
-    try:
+    with _reading("SearchFaces", http_status):
         results = response.get("Results")
         if not isinstance(results, list):
             raise _Malformed("'Results' is not an array")
         faces = tuple(_iai_face(item, f"Results[{i}]") for i, item in enumerate(results))
         version = _optional_str(response, "FaceModelVersion", "Response")
-    except _Malformed as exc:
-        raise _bad_response(f"SearchFaces answer: {exc}", http_status) from None
     return IdentifyResult(
         faces=faces,
         request_id=response["RequestId"],
@@ -248,7 +255,7 @@ def _objects(response: dict[str, Any], key: str) -> list[tuple[str, dict[str, An
 
 def parse_group_list(body: bytes, http_status: int) -> GroupPage:
     response = parse_response(body, http_status)
-    try:
+    with _reading("GetGroupList", http_status):
         groups = [
             GroupInfo(
                 group_id=_str(obj, "GroupId", where),
@@ -258,8 +265,6 @@ def parse_group_list(body: bytes, http_status: int) -> GroupPage:
             for where, obj in _objects(response, "GroupInfos")  # absent: an account without groups
         ]
         total = _optional_int(response, "GroupNum", "Response")
-    except _Malformed as exc:
-        raise _bad_response(f"GetGroupList answer: {exc}", http_status) from None
     return GroupPage(groups=tuple(groups), total=total, request_id=response["RequestId"])
 
 
@@ -284,16 +289,14 @@ def check_groups(configured: Sequence[str], groups: Iterable[GroupInfo]) -> None
 
 def parse_create_group(body: bytes, http_status: int) -> CreatedGroup:
     response = parse_response(body, http_status)
-    try:
+    with _reading("CreateGroup", http_status):
         version = _optional_str(response, "FaceModelVersion", "Response")
-    except _Malformed as exc:
-        raise _bad_response(f"CreateGroup answer: {exc}", http_status) from None
     return CreatedGroup(face_model_version=version, request_id=response["RequestId"])
 
 
 def parse_create_person(body: bytes, http_status: int) -> CreatedPerson:
     response = parse_response(body, http_status)
-    try:
+    with _reading("CreatePerson", http_status):
         raw_rect = response.get("FaceRect")
         created = CreatedPerson(
             face_id=_str(response, "FaceId", "Response"),
@@ -302,14 +305,12 @@ def parse_create_person(body: bytes, http_status: int) -> CreatedPerson:
             face_model_version=_optional_str(response, "FaceModelVersion", "Response"),
             request_id=response["RequestId"],
         )
-    except _Malformed as exc:
-        raise _bad_response(f"CreatePerson answer: {exc}", http_status) from None
     return created
 
 
 def parse_create_face(body: bytes, http_status: int) -> CreatedFaces:
     response = parse_response(body, http_status)
-    try:
+    with _reading("CreateFace", http_status):
         created = CreatedFaces(
             suc_face_num=_int(response, "SucFaceNum", "Response"),
             suc_face_ids=_str_list(response, "SucFaceIds", "Response"),
@@ -318,14 +319,12 @@ def parse_create_face(body: bytes, http_status: int) -> CreatedFaces:
             face_model_version=_optional_str(response, "FaceModelVersion", "Response"),
             request_id=response["RequestId"],
         )
-    except _Malformed as exc:
-        raise _bad_response(f"CreateFace answer: {exc}", http_status) from None
     return created
 
 
 def parse_person_list(body: bytes, http_status: int) -> PersonPage:
     response = parse_response(body, http_status)
-    try:
+    with _reading("GetPersonList", http_status):
         persons = [
             PersonInfo(
                 person_id=_str(obj, "PersonId", where),
@@ -341,6 +340,4 @@ def parse_person_list(body: bytes, http_status: int) -> PersonPage:
             face_model_version=_optional_str(response, "FaceModelVersion", "Response"),
             request_id=response["RequestId"],
         )
-    except _Malformed as exc:
-        raise _bad_response(f"GetPersonList answer: {exc}", http_status) from None
     return page
