@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from worker.emulator.faces import DetectedFace, Vector
+from worker.emulator.faces import DetectedFace, Vector, squared_distances
 from worker.emulator.photo import MAX_SIDE, open_upright
 
 NAME = "dlib"
@@ -160,11 +160,4 @@ class DlibEngine:
         return float(confidence(distance))
 
     def similarity_matrix(self, queries: Vector, matrix: Vector) -> npt.NDArray[np.float64]:
-        q = np.atleast_2d(queries).astype(np.float64)
-        m = np.atleast_2d(matrix).astype(np.float64)
-        if m.shape[0] == 0 or q.shape[0] == 0:
-            return np.zeros((q.shape[0], m.shape[0]), dtype=np.float64)
-        # |q - m|² = |q|² + |m|² - 2 q·m: one matrix product instead of a (q, n, dim) temporary.
-        d2 = (q * q).sum(1)[:, None] + (m * m).sum(1)[None, :] - 2.0 * (q @ m.T)
-        np.maximum(d2, 0.0, out=d2)
-        return confidence(np.sqrt(d2))
+        return confidence(np.sqrt(squared_distances(queries, matrix)))

@@ -22,7 +22,7 @@ from PIL import Image
 
 from worker.api.images import GIF, sniff_image_type
 from worker.emulator import synth
-from worker.emulator.faces import DetectedFace, FaceEngine, ImageError, Vector
+from worker.emulator.faces import DetectedFace, FaceEngine, ImageError, Vector, squared_distances
 
 MAX_PIXELS = 40_000_000  # refuse decompression bombs as undecodable
 HALF_CONFIDENCE_DISTANCE = 0.2
@@ -75,14 +75,7 @@ class SyntheticEngine:
         return 100.0 / (1.0 + (d / HALF_CONFIDENCE_DISTANCE) ** 2)
 
     def similarity_matrix(self, queries: Vector, matrix: Vector) -> npt.NDArray[np.float64]:
-        q = np.atleast_2d(queries).astype(np.float64)
-        m = np.atleast_2d(matrix).astype(np.float64)
-        if m.shape[0] == 0 or q.shape[0] == 0:
-            return np.zeros((q.shape[0], m.shape[0]), dtype=np.float64)
-        # |q - m|² = |q|² + |m|² - 2 q·m: one matrix product instead of a (q, n, dim) temporary.
-        d2 = (q * q).sum(1)[:, None] + (m * m).sum(1)[None, :] - 2.0 * (q @ m.T)
-        np.maximum(d2, 0.0, out=d2)
-        d2 /= q.shape[1]
+        d2 = squared_distances(queries, matrix) / np.atleast_2d(queries).shape[1]  # mean over the dimensions
         out: npt.NDArray[np.float64] = 100.0 / (1.0 + d2 / (HALF_CONFIDENCE_DISTANCE**2))
         return out
 

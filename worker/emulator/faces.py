@@ -75,3 +75,15 @@ class FaceEngine(Protocol):
     def similarity(self, a: Vector, b: Vector) -> float: ...
 
     def similarity_matrix(self, queries: Vector, matrix: Vector) -> npt.NDArray[np.float64]: ...
+
+
+def squared_distances(queries: Vector, matrix: Vector) -> npt.NDArray[np.float64]:
+    """Squared Euclidean distance of each row of ``queries`` (q, dim) to each row of ``matrix`` (n, dim): (q, n)."""
+    q = np.atleast_2d(queries).astype(np.float64)
+    m = np.atleast_2d(matrix).astype(np.float64)
+    if m.shape[0] == 0 or q.shape[0] == 0:
+        return np.zeros((q.shape[0], m.shape[0]), dtype=np.float64)
+    # |q - m|² = |q|² + |m|² - 2 q·m: one matrix product instead of a (q, n, dim) temporary.
+    d2: npt.NDArray[np.float64] = (q * q).sum(1)[:, None] + (m * m).sum(1)[None, :] - 2.0 * (q @ m.T)
+    np.maximum(d2, 0.0, out=d2)
+    return d2
