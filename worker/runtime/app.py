@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from worker.api.client import ClientOptions, MultidentifyClient
 from worker.api.iai_client import IaiClient, IaiOptions
-from worker.api.iai_wire import SearchOptions
+from worker.api.iai_wire import MIN_FACE_SIZE, SearchOptions
 from worker.config import Settings
 from worker.core.breaker import CircuitBreaker
 from worker.core.outcomes import RetryPolicy
@@ -62,7 +62,7 @@ def iai_options(settings: Settings) -> IaiOptions:
         search=SearchOptions(
             max_face_num=settings.iai_max_face_num,
             max_person_num=settings.iai_max_person_num,
-            min_face_size=settings.iai_min_face_size if settings.iai_min_face_size != 34 else None,
+            min_face_size=settings.iai_min_face_size if settings.iai_min_face_size != MIN_FACE_SIZE else None,
             face_match_threshold=settings.iai_face_match_threshold or None,
             quality_control=settings.iai_quality_control or None,
             need_person_info=settings.iai_need_person_info,
