@@ -8,7 +8,6 @@ codes.
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -188,8 +187,9 @@ def test_api_outage_of_503s_dead_letters_nothing_and_processing_resumes(
         with thread_worker(env) as w:
             # The outage lasts well past every event's retry budget.
             wait_until(lambda: w.pipeline._breaker.is_open, timeout=30, what="the breaker to open")
-            time.sleep(1.5)
-            assert w.pipeline.stats.results == 0
+            # Held through three failed probes (measured by progress, not by the clock): still nothing out.
+            wait_until(lambda: w.pipeline.stats.probes >= 3, timeout=60, what="three probes into the outage")
+            assert w.pipeline.stats.results == 0 and not w.pipeline.stats.dead_letters
             emulator.admin({})  # the API recovers
             wait_until(lambda: w.pipeline.stats.results >= len(sc.events), timeout=60, what="all events identified")
             assert w.stop() == 0
