@@ -20,7 +20,9 @@ COPY worker/ worker/
 RUN /opt/venv/bin/pip install --only-binary=:all: --no-binary=multidentify-worker . \
  && /opt/venv/bin/pip uninstall --yes pip setuptools wheel \
  && /opt/venv/bin/python -m compileall -q /opt/venv/lib
-# Fail the build, not the pod, when the entry point or a schema is missing.
+# Fail the build, not the pod, when the entry point or a schema is missing. From outside /src: there `python -c`
+# would import the source tree next to it (sys.path[0] is the working directory), not the installed package.
+WORKDIR /
 RUN /opt/venv/bin/multidentify-worker --version \
  && /opt/venv/bin/python -c "from worker import schemas; [schemas.validator(n) for n in schemas.NAMES]"
 
