@@ -16,8 +16,9 @@ COPY pyproject.toml README.md ./
 # worker/_schemas links to ../schemas: both are needed for the package to carry the record schemas.
 COPY schemas/ schemas/
 COPY worker/ worker/
-# Runtime dependencies only: the `emulator` and `dev` extras stay out of the image.
-RUN /opt/venv/bin/pip install --only-binary=:all: --no-binary=multidentify-worker . \
+# Runtime dependencies and the `tracing` extra (OpenTelemetry, enabled by OTEL_* variables at run time, idle
+# otherwise); the `emulator`, `faces` and `dev` extras stay out of the image.
+RUN /opt/venv/bin/pip install --only-binary=:all: --no-binary=multidentify-worker ".[tracing]" \
  && /opt/venv/bin/pip uninstall --yes pip setuptools wheel \
  && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 # Fail the build, not the pod, when the entry point or a schema is missing. From outside /src: there `python -c`
