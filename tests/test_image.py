@@ -363,6 +363,8 @@ def image() -> Iterator[Replay]:
     top = Path(tempfile.mkdtemp(prefix="mdw-image-"))
     try:
         top.chmod(0o755)  # the image's user reads the venv (mkdtemp makes it private)
+        closed = [str(d) for d in top.parents if user and not d.stat().st_mode & 0o001]
+        assert not closed, f"the image's user cannot reach {top} through {closed}: point TMPDIR to a public directory"
         context, src, venv, outside, home = (top / name for name in ("context", "src", "venv", "root", "tmp"))
         for directory in (context, src, outside, home):
             directory.mkdir()
