@@ -16,11 +16,14 @@ COPY pyproject.toml README.md ./
 # worker/_schemas links to ../schemas: both are needed for the package to carry the record schemas.
 COPY schemas/ schemas/
 COPY worker/ worker/
-# Runtime dependencies only: the `emulator` and `dev` extras stay out of the image.
-RUN /opt/venv/bin/pip install --only-binary=:all: --no-binary=multidentify-worker . \
+# Runtime dependencies and the `tracing` extra (OpenTelemetry, enabled by OTEL_* variables at run time, idle
+# otherwise); the `emulator`, `faces` and `dev` extras stay out of the image.
+RUN /opt/venv/bin/pip install --only-binary=:all: --no-binary=multidentify-worker ".[tracing]" \
  && /opt/venv/bin/pip uninstall --yes pip setuptools wheel \
  && /opt/venv/bin/python -m compileall -q /opt/venv/lib
-# Fail the build, not the pod, when the entry point or a schema is missing.
+# Fail the build, not the pod, when the entry point or a schema is missing. From outside /src: there `python -c`
+# would import the source tree next to it (sys.path[0] is the working directory), not the installed package.
+WORKDIR /
 RUN /opt/venv/bin/multidentify-worker --version \
  && /opt/venv/bin/python -c "from worker import schemas; [schemas.validator(n) for n in schemas.NAMES]"
 
