@@ -341,11 +341,14 @@ CASES: list[Case] = [
     ("MultidentifyWorkerLagGrowing", "high but shrinking, or growing but low",
      [series("mdw_consumer_lag", {**TARGET, **TP}, "9000-100x40"),
       series("mdw_consumer_lag", {**OTHER, "topic": "other", "partition": "1"}, "0+10x40")], "35m", None, ""),
-    # -- DLQ guard: tripped from 2m.
+    # -- DLQ guard: tripped from 2m, also when it flaps through its trials; once, long ago, is over.
     ("MultidentifyWorkerDeadLetterGuardTripped", "tripped", [series("mdw_dlq_guard_tripped", TARGET, "0 0 1x10")],
      "4m", pick(TARGET, "namespace", "job", "pod"), "1"),
-    ("MultidentifyWorkerDeadLetterGuardTripped", "never", [series("mdw_dlq_guard_tripped", TARGET, "0x20")], "15m",
-     None, ""),
+    ("MultidentifyWorkerDeadLetterGuardTripped", "holding between short trials",
+     [series("mdw_dlq_guard_tripped", TARGET, "0 0 1 0 1 1 0 1 1 1 0 1x10")], "10m",  # in a trial at 10m
+     pick(TARGET, "namespace", "job", "pod"), "1"),
+    ("MultidentifyWorkerDeadLetterGuardTripped", "once, long ago", [series("mdw_dlq_guard_tripped", TARGET, "0 1 0x30")],
+     "20m", None, ""),
     # -- commits: a gap and a committed offset that stands still (or never was committed) for 5m+; an advancing
     #    offset, or no gap, is fine.
     ("MultidentifyWorkerCommitStuck", "gap, offset stands still",
