@@ -347,8 +347,8 @@ CASES: list[Case] = [
     ("MultidentifyWorkerDeadLetterGuardTripped", "holding between short trials",
      [series("mdw_dlq_guard_tripped", TARGET, "0 0 1 0 1 1 0 1 1 1 0 1x10")], "10m",  # in a trial at 10m
      pick(TARGET, "namespace", "job", "pod"), "1"),
-    ("MultidentifyWorkerDeadLetterGuardTripped", "once, long ago", [series("mdw_dlq_guard_tripped", TARGET, "0 1 0x30")],
-     "20m", None, ""),
+    ("MultidentifyWorkerDeadLetterGuardTripped", "once, long ago",
+     [series("mdw_dlq_guard_tripped", TARGET, "0 1 0x30")], "20m", None, ""),
     # -- commits: a gap and a committed offset that stands still (or never was committed) for 5m+; an advancing
     #    offset, or no gap, is fine.
     ("MultidentifyWorkerCommitStuck", "gap, offset stands still",
