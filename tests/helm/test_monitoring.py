@@ -64,7 +64,7 @@ REPLAY_OPTIONS: dict[str, Any] = {
     "replay": {
         "enabled": True,
         "dryRun": False,
-        "codes": ["15", "-1308", "FailedOperation.ImageDownloadError"],
+        "codes": ["15", -1308, "FailedOperation.ImageDownloadError"],  # a YAML number is a code too
         "since": "2026-11-30T00:00:00Z",
         "until": "1796169600000",
         "partition": 3,
@@ -522,7 +522,7 @@ def test_replay_job_arguments_parse_to_the_options_the_values_ask_for(
     r = REPLAY_OPTIONS["replay"]
     options = replay_tool.options_from_args(_parsed_args(_replay_job(rendered["monitoring-hardened"])))
     sel = options.selection
-    assert sel.codes == frozenset(r["codes"])
+    assert sel.codes == frozenset(str(c) for c in r["codes"])
     assert sel.since_ms == 1_795_996_800_000 and sel.until_ms == int(r["until"])
     assert (sel.partition, sel.from_offset, sel.to_offset) == (3, 100, 250)
     assert not options.dry_run and options.restart and options.allow_missing_key
@@ -608,6 +608,15 @@ def test_offsets_without_a_partition_are_refused_even_without_the_schema(tmp_pat
     bad = merge(SCENARIOS["monitoring"], {"replay": {"fromOffset": 5}})
     with pytest.raises(helm_python.HelmRenderError, match=re.escape("replay.fromOffset/replay.toOffset need")):
         render(bad, chart=chart)
+
+
+def test_a_rule_without_alerts_is_refused() -> None:
+    off = {
+        name: {"enabled": False}
+        for name in yaml.safe_load((CHART / "values.yaml").read_text())["prometheusRule"]["alerts"]
+    }
+    with pytest.raises(helm_python.HelmRenderError, match=re.escape("every alert of prometheusRule.alerts disabled")):
+        render(merge(SCENARIOS["monitoring"], {"prometheusRule": {"alerts": off}}))
 
 
 def test_readme_names_every_alert() -> None:
