@@ -8,6 +8,9 @@ STAMP := $(VENV)/.installed
 CHECKOV_VENV := .venv-checkov
 CHECKOV := $(CHECKOV_VENV)/bin/checkov
 PYTEST_ARGS ?=
+# promtool checks and unit-tests the chart's alert rules (tests/helm/test_monitoring.py).
+PROMTOOL ?= /usr/bin/promtool
+APT := DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get
 
 .PHONY: install test lint typecheck unit demo bench clean
 
@@ -26,7 +29,14 @@ $(CHECKOV):
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet 'checkov>=3.2'
 
-install: $(STAMP) $(CHECKOV)
+# promtool from Debian's prometheus package, installed once when missing (policy-rc.d in containers keeps the
+# package's server from starting; only promtool is used). apt-get update only when the install fails without it.
+$(PROMTOOL):
+	@command -v apt-get >/dev/null || { echo "no promtool at $(PROMTOOL) and no apt-get: install Prometheus' promtool and pass PROMTOOL=<path>" >&2; exit 1; }
+	$(APT) install -y --no-install-recommends prometheus || { $(APT) update -q && $(APT) install -y --no-install-recommends prometheus; }
+	@test -x $(PROMTOOL) || { echo "prometheus installed, but no promtool at $(PROMTOOL)" >&2; exit 1; }
+
+install: $(STAMP) $(CHECKOV) $(PROMTOOL)
 
 lint: $(STAMP)
 	$(BIN)/ruff check worker tests bench
@@ -36,8 +46,8 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 	MYPYPATH=bench $(BIN)/mypy bench
 
-unit: $(STAMP) $(CHECKOV)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+unit: $(STAMP) $(CHECKOV) $(PROMTOOL)
+	PROMTOOL=$(PROMTOOL) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck unit
 

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import argparse
 import io
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
@@ -27,7 +30,7 @@ from worker.dev.harness.outputs import OutputReader
 from worker.dev.harness.reader import read_topic
 from worker.dev.harness.topics import Topics
 from worker.tools import _kafka, replay
-from worker.tools.replay_plan import H_REPLAYED_FROM, Selection
+from worker.tools.replay_plan import H_REPLAYED_FROM, SKIP_MAX_REPLAYS, Selection
 
 pytestmark = pytest.mark.broker
 
@@ -393,3 +396,58 @@ def test_dead_letters_of_a_fixed_cause_come_back_as_results_through_a_worker(
         (face,) = o.doc["faces"]
         assert [face["candidates"][0]["person_id"]] == list(late[o.event_id].people)
     assert sorted(o.code for o in reader.dead_letters()) == sorted(e.expect for e in sc.events)
+
+
+def test_json_output_is_one_document_with_what_the_run_did(kafka_bootstrap: str, topics: tuple[str, str]) -> None:
+    """`replay --json` as the chart's Job runs it: stdout is exactly one JSON document whose counts, ranges and
+    exit code match what reached the target topic."""
+    dlq, target = topics
+    items = [dead_letter("15", f'{{"n":{i}}}'.encode(), offset=i) for i in range(3)]
+    items += [dead_letter("-1308", b"{}", offset=10), dead_letter("15", b"{}", offset=11, replay_count=3)]
+    produce(kafka_bootstrap, dlq, items, partition=2)
+    argv = [sys.executable, "-m", "worker", "replay", "--json", "--dry-run", "--timeout", "30"]
+    argv += ["--bootstrap-servers", kafka_bootstrap, "--dlq-topic", dlq, "--input-topic", target]
+
+    proc = subprocess.run(argv, capture_output=True, timeout=120, check=False)
+
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    doc = orjson.loads(proc.stdout)  # the whole of stdout, nothing else
+    assert (doc["status"], doc["ok"], doc["exit_code"], doc["dry_run"]) == ("complete", True, 0, True)
+    assert (doc["dlq_topic"], doc["target_topic"], doc["group"]) == (dlq, target, replay.default_group(dlq))
+    ranges = {p["partition"]: (p["start_offset"], p["end_offset"], p["records"]) for p in doc["partitions"]}
+    assert ranges == {0: (0, 0, 0), 1: (0, 0, 0), 2: (0, 5, 5), 3: (0, 0, 0)}
+    assert doc["read"] == 5
+    assert doc["selected"] == {"total": 5, "by_code": {"-1308": 1, "15": 4}}
+    assert doc["replayed"] == {"total": 4, "by_code": {"-1308": 1, "15": 3}}  # would replay
+    assert doc["skipped"]["by_reason"] == {SKIP_MAX_REPLAYS: 1}
+    assert doc["skipped"]["examples"] == {SKIP_MAX_REPLAYS: [f"{dlq}/2/4"]}
+    assert doc["codes"] == {"-1308": meaning("-1308"), "15": meaning("15")}
+    assert len(doc["samples"]) == 5 and doc["errors"] == []
+    assert read_topic(kafka_bootstrap, target) == []
+
+    code, out = run_replay(kafka_bootstrap, dlq, target, "--json", "--code", "15")
+    doc = orjson.loads(out)
+    assert code == doc["exit_code"] == 0 and doc["status"] == "complete" and not doc["dry_run"]
+    assert doc["group"] == replay.default_group(dlq, Selection(codes=frozenset({"15"})))
+    assert doc["replayed"] == {"total": 3, "by_code": {"15": 3}}
+    assert len(read_topic(kafka_bootstrap, target)) == 3
+    # Resumed: the saved progress is the start of the next run, which finds nothing new.
+    code, out = run_replay(kafka_bootstrap, dlq, target, "--json", "--code", "15")
+    doc = orjson.loads(out)
+    assert code == 0 and doc["replayed"]["total"] == 0
+    resumed = {p["partition"]: (p["start_offset"], p["end_offset"], p["resumed_from"]) for p in doc["partitions"]}
+    assert resumed[2] == (5, 5, 5)
+
+
+def test_json_output_says_why_a_run_could_not_start(kafka_bootstrap: str, topics: tuple[str, str]) -> None:
+    dlq, target = topics
+    code, out = run_replay(kafka_bootstrap, dlq, target, "--json", "--from-offset", "3")
+    doc = orjson.loads(out)
+    assert code == doc["exit_code"] == 2 and doc["status"] == "invalid" and not doc["ok"]
+    assert "--partition" in doc["errors"][0]
+    code, out = run_replay(kafka_bootstrap, dlq, dlq, "--json")
+    doc = orjson.loads(out)
+    assert code == 2 and doc["status"] == "invalid" and doc["dlq_topic"] == dlq and "DLQ itself" in doc["errors"][0]
+    code, out = run_replay(kafka_bootstrap, dlq, target, "--json", "--partition", "9")
+    doc = orjson.loads(out)
+    assert code == doc["exit_code"] == 1 and doc["status"] == "error" and "no partition 9" in doc["errors"][0]

@@ -22,6 +22,7 @@ from worker.tools.replay_plan import (
     Skip,
     Summary,
     decide,
+    failure_document,
     parse_time,
     plan_partition,
 )
@@ -290,3 +291,56 @@ def test_summary_names_where_skipped_records_are_and_how_to_replay_a_missing_key
     assert "--allow-missing-key" in text and "face-dlq/0/3" in text
     summary.errors.append("boom")
     assert not summary.ok
+
+
+def test_summary_document_carries_counts_ranges_and_the_exit_status() -> None:
+    """The --json document: every count the text summary shows, keyed for scripts, and what the exit code means."""
+    summary = Summary(
+        "face-dlq", "images", "g", dry_run=True, plans=[PartitionPlan(0, 4, 9, saved=4), PartitionPlan(1, 7, 7)]
+    )
+    summary.read = 5
+    summary.selected.update({"15": 3, "-1308": 1})
+    summary.replayed.update({"15": 2})
+    summary.skip(SKIP_MAX_REPLAYS, "face-dlq/0/5")
+    summary.skip(SKIP_VALUE_OMITTED, "face-dlq/0/6")
+    summary.samples.append("face-dlq/0/4  -  code=15  event_id=e-1  replay (count → 1, value 2 B)")
+
+    doc = summary.document(meaning)
+
+    assert orjson.loads(orjson.dumps(doc)) == doc  # plain JSON types only
+    assert (doc["status"], doc["ok"], doc["exit_code"], doc["dry_run"]) == ("complete", True, 0, True)
+    assert (doc["dlq_topic"], doc["target_topic"], doc["group"]) == ("face-dlq", "images", "g")
+    assert doc["partitions"] == [
+        {"partition": 0, "start_offset": 4, "end_offset": 9, "last_offset": 8, "records": 5, "resumed_from": 4},
+        {"partition": 1, "start_offset": 7, "end_offset": 7, "last_offset": None, "records": 0, "resumed_from": None},
+    ]
+    assert doc["read"] == 5
+    assert doc["selected"] == {"total": 4, "by_code": {"-1308": 1, "15": 3}}
+    assert doc["replayed"] == {"total": 2, "by_code": {"15": 2}}
+    assert doc["skipped"] == {
+        "total": 2,
+        "by_reason": {SKIP_MAX_REPLAYS: 1, SKIP_VALUE_OMITTED: 1},
+        "examples": {SKIP_MAX_REPLAYS: ["face-dlq/0/5"], SKIP_VALUE_OMITTED: ["face-dlq/0/6"]},
+    }
+    assert doc["codes"] == {"-1308": meaning("-1308"), "15": meaning("15")}
+    assert doc["samples"] == summary.samples and doc["errors"] == []
+
+    summary.stopped = "limit"
+    assert (summary.document(meaning)["status"], summary.document(meaning)["exit_code"]) == ("limit", 0)
+    for stopped in ("timeout", "interrupted"):
+        summary.stopped = stopped
+        assert summary.document(meaning) | {"status": stopped, "ok": False, "exit_code": 1} == summary.document(meaning)
+    summary.stopped = "error"
+    summary.errors.append("face-dlq/0/4: delivery to images failed: boom")
+    doc = summary.document(meaning)
+    assert (doc["status"], doc["ok"], doc["exit_code"]) == ("error", False, 1)
+    assert doc["errors"] == ["face-dlq/0/4: delivery to images failed: boom"]
+
+
+def test_a_run_that_cannot_start_still_answers_with_a_document() -> None:
+    doc = failure_document("invalid", 2, "--from-offset/--to-offset need --partition", dry_run=False)
+    assert orjson.loads(orjson.dumps(doc)) == doc
+    assert (doc["status"], doc["ok"], doc["exit_code"]) == ("invalid", False, 2)
+    assert doc["errors"] == ["--from-offset/--to-offset need --partition"]
+    # the same keys as a run's document, so a script reads both alike
+    assert set(doc) == set(Summary("d", "t", "g", dry_run=False).document(meaning))

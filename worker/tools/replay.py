@@ -14,6 +14,11 @@ Sequence of one run:
    not yet committed (at most ~1 s of them) are replayed again; none is lost.
 
 A dry run reads the same ranges and prints what would happen; it creates no producer and commits nothing.
+
+``--json`` prints one JSON document on stdout instead of the text (:meth:`Summary.document`, also when the run
+cannot start: :func:`replay_plan.failure_document`), for scripts and the chart's replay Job; messages still go to
+stderr. Exit codes: 0 done or stopped at ``--limit``, 1 errors, timeout or interrupted (progress saved; run again),
+2 invalid arguments or settings (retrying cannot help).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from worker.api.errors import meaning
@@ -39,6 +45,7 @@ from worker.tools.replay_plan import (
     Summary,
     code_of,
     decide,
+    failure_document,
     parse_time,
     plan_partition,
     sample_line,
@@ -351,6 +358,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_.add_argument(
         "--dry-run", action="store_true", help="count per code and print samples; produce nothing, commit nothing"
     )
+    run_.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON summary document on stdout (counts by code and skip reason, per-partition ranges, "
+        "status and exit_code) instead of text, also when the run cannot start",
+    )
     run_.add_argument("--samples", type=int, default=5, metavar="N", help="sample lines in a dry run (default 5)")
     run_.add_argument("--to", dest="target_topic", metavar="TOPIC", help="publish here instead of the input topic")
     run_.add_argument(
@@ -414,22 +427,39 @@ def options_from_args(args: argparse.Namespace) -> ReplayOptions:
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    """Exit codes: 0 done (or stopped at --limit), 1 errors or timeout, 2 invalid arguments or configuration."""
+    """Exit codes: 0 done (or stopped at --limit), 1 errors, timeout or interrupted, 2 invalid arguments or
+    configuration. With ``--json`` the outcome is one JSON document on ``out`` whatever happens."""
     out = out or sys.stdout
+    as_json = bool(getattr(args, "json", False))
+
+    def fail(status: str, code: int, message: str, **where: str | None) -> int:
+        print(f"replay: {message}", file=sys.stderr)
+        if as_json:
+            _print_json(failure_document(status, code, message, dry_run=bool(args.dry_run), **where), out)
+        return code
+
     try:
         options = options_from_args(args)
         settings = _kafka.load_settings(args)
     except (ValueError, ConfigError) as exc:
-        print(f"replay: {exc}", file=sys.stderr)
-        return 2
-    if (options.target_topic or settings.input_topic) == settings.dlq_topic:
-        print("replay: the target topic is the DLQ itself", file=sys.stderr)
-        return 2
+        return fail("invalid", 2, str(exc))
+    target = options.target_topic or settings.input_topic
+    group = options.group or default_group(settings.dlq_topic, options.selection)
+    where = {"dlq_topic": settings.dlq_topic, "target_topic": target, "group": group}
+    if target == settings.dlq_topic:
+        return fail("invalid", 2, "the target topic is the DLQ itself", **where)
     try:
         summary = replay(settings, options)
     except _kafka.ToolError as exc:
-        print(f"replay: {exc}", file=sys.stderr)
-        return 1
-    for line in summary.render(meaning):
-        print(line, file=out)
-    return 0 if summary.ok else 1
+        return fail("error", 1, str(exc), **where)
+    if as_json:
+        _print_json(summary.document(meaning), out)
+    else:
+        for line in summary.render(meaning):
+            print(line, file=out)
+    return summary.exit_code
+
+
+def _print_json(document: dict[str, Any], out: TextIO) -> None:
+    """One line: a log collector keeps it as one record; ``jq .`` pretty-prints it."""
+    print(orjson.dumps(document).decode(), file=out, flush=True)

@@ -10,7 +10,10 @@
   with ``allow_missing_key``, because a null key changes the partition and the key's order.
 - :class:`Progress`: the offset to commit per partition: past every record read, except that a republished
   record counts only once the broker acknowledged it (so a crash repeats, never loses).
-- :class:`Summary`: counts for the operator.
+- :class:`Summary`: counts for the operator, as text (:meth:`Summary.render`) or as one JSON document for scripts
+  and Jobs (:meth:`Summary.document`; :func:`failure_document` when the run could not start). The document's
+  ``exit_code`` is the command's: 0 done or stopped at the limit, 1 errors, timeout or interrupted (progress saved),
+  2 invalid arguments or settings.
 """
 
 from __future__ import annotations
@@ -347,6 +350,49 @@ class Summary:
     def ok(self) -> bool:
         return not self.errors and self.stopped in ("complete", "limit")
 
+    @property
+    def exit_code(self) -> int:
+        """The command's exit code: 0 done (or stopped at the limit), 1 errors, timeout or interrupted."""
+        return 0 if self.ok else 1
+
+    def document(self, meaning: Callable[[str], str]) -> dict[str, Any]:
+        """The summary as one JSON-ready document (``replay --json``); ``meaning`` explains a code.
+
+        ``status`` is how the run ended (complete, limit, timeout, interrupted, error); ``replayed`` counts records
+        the broker acknowledged (a dry run: the ones it would republish). Codes and reasons are sorted.
+        """
+        codes = sorted({*self.selected, *self.replayed})
+        return {
+            "status": "error" if self.errors else self.stopped,
+            "ok": self.ok,
+            "exit_code": self.exit_code,
+            "dry_run": self.dry_run,
+            "dlq_topic": self.dlq_topic,
+            "target_topic": self.target_topic,
+            "group": self.group,
+            "partitions": [
+                {
+                    "partition": plan.partition,
+                    "start_offset": plan.start,
+                    "end_offset": plan.end,
+                    "last_offset": None if plan.empty else plan.end - 1,
+                    "records": plan.end - plan.start,
+                    "resumed_from": plan.saved,
+                }
+                for plan in self.plans
+            ],
+            "read": self.read,
+            "selected": _counts(self.selected),
+            "replayed": _counts(self.replayed),
+            "skipped": {
+                **_counts(self.skipped, "by_reason"),
+                "examples": {reason: list(self.skipped_at.get(reason, [])) for reason in sorted(self.skipped)},
+            },
+            "codes": {code: meaning(code) for code in codes},
+            "samples": list(self.samples),
+            "errors": list(self.errors),
+        }
+
     def render(self, meaning: Callable[[str], str]) -> list[str]:
         """Lines for the operator; ``meaning`` explains a code."""
         mode = "  [dry run: nothing produced, nothing committed]" if self.dry_run else ""
@@ -378,6 +424,28 @@ class Summary:
             why = "timed out" if self.stopped == "timeout" else "interrupted"
             lines.append(f"{why} before the end offsets; progress is saved, run again to continue")
         return lines
+
+
+def _counts(counts: Counter[str], by: str = "by_code") -> dict[str, Any]:
+    return {"total": sum(counts.values()), by: dict(sorted(counts.items()))}
+
+
+def failure_document(
+    status: str,
+    exit_code: int,
+    message: str,
+    *,
+    dry_run: bool,
+    dlq_topic: str | None = None,
+    target_topic: str | None = None,
+    group: str | None = None,
+) -> dict[str, Any]:
+    """The ``--json`` document of a run that could not start (``status`` "invalid" with exit code 2 for bad
+    arguments or settings, "error" with 1 when the DLQ cannot be read): the keys of :meth:`Summary.document`, with
+    nothing counted and the topics and group when they are known."""
+    empty = Summary("", "", "", dry_run).document(lambda code: code)
+    where = {"dlq_topic": dlq_topic, "target_topic": target_topic, "group": group}
+    return {**empty, **where, "status": status, "ok": False, "exit_code": exit_code, "errors": [message]}
 
 
 def _per_key(counts: Counter[str], meaning: Callable[[str], str]) -> list[str]:

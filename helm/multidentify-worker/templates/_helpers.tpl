@@ -207,3 +207,71 @@ numbers as float64, and 1400000 would otherwise print as 1.4e+06), everything el
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/* PromQL label matchers of this release's series: prometheusRule.selector, else the ServiceMonitor's job. */}}
+{{- define "mdw.alertSelector" -}}
+{{- if .Values.prometheusRule.selector }}
+{{- .Values.prometheusRule.selector }}
+{{- else }}
+{{- printf "namespace=%q, job=%q" .Release.Namespace (include "mdw.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/* An alert's labels and annotations: severity, prometheusRule.additionalLabels; summary, description, runbook. */}}
+{{- define "mdw.alertMeta" -}}
+labels:
+  severity: {{ .alert.severity | quote }}
+  {{- with .extraLabels }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+  {{- with .root.Values.prometheusRule.additionalLabels }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+annotations:
+  summary: {{ .summary | quote }}
+  description: {{ .description | quote }}
+  runbook_url: {{ printf "%s#%s" .root.Values.prometheusRule.runbookBaseUrl (lower .name) | quote }}
+{{- end }}
+
+{{/*
+The replay Job's pod labels: another app name than the worker's, so that the worker's Service, PodDisruptionBudget
+and NetworkPolicy (which select mdw.selectorLabels) never select it.
+*/}}
+{{- define "mdw.replaySelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-replay" (include "mdw.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "mdw.replayLabels" -}}
+helm.sh/chart: {{ include "mdw.chart" . }}
+{{ include "mdw.replaySelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: replay
+app.kubernetes.io/part-of: multidentify-worker
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* `multidentify-worker replay` arguments from .Values.replay (always --json: one summary document on stdout). */}}
+{{- define "mdw.replayArgs" -}}
+{{- $r := .Values.replay }}
+{{- $args := list "replay" "--json" }}
+{{- range $r.codes }}{{ $args = concat $args (list "--code" (toString .)) }}{{ end }}
+{{- with $r.since }}{{ $args = concat $args (list "--since" (toString .)) }}{{ end }}
+{{- with $r.until }}{{ $args = concat $args (list "--until" (toString .)) }}{{ end }}
+{{- if not (kindIs "invalid" $r.partition) }}{{ $args = concat $args (list "--partition" (include "mdw.settingValue" $r.partition)) }}{{ end }}
+{{- if not (kindIs "invalid" $r.fromOffset) }}{{ $args = concat $args (list "--from-offset" (include "mdw.settingValue" $r.fromOffset)) }}{{ end }}
+{{- if not (kindIs "invalid" $r.toOffset) }}{{ $args = concat $args (list "--to-offset" (include "mdw.settingValue" $r.toOffset)) }}{{ end }}
+{{- if $r.dryRun }}{{ $args = concat $args (list "--dry-run" "--samples" (include "mdw.settingValue" $r.samples)) }}{{ end }}
+{{- with $r.targetTopic }}{{ $args = concat $args (list "--to" .) }}{{ end }}
+{{- with $r.group }}{{ $args = concat $args (list "--group" .) }}{{ end }}
+{{- if $r.restart }}{{ $args = concat $args (list "--restart") }}{{ end }}
+{{- $args = concat $args (list "--max-replays" (include "mdw.settingValue" $r.maxReplays) "--rate" (include "mdw.settingValue" $r.rate)) }}
+{{- if not (kindIs "invalid" $r.limit) }}{{ $args = concat $args (list "--limit" (include "mdw.settingValue" $r.limit)) }}{{ end }}
+{{- $args = concat $args (list "--timeout" (include "mdw.settingValue" $r.timeoutSeconds)) }}
+{{- if $r.allowMissingKey }}{{ $args = concat $args (list "--allow-missing-key") }}{{ end }}
+{{- $args = concat $args ($r.extraArgs | default list) }}
+{{- toYaml $args }}
+{{- end }}
