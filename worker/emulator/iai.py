@@ -68,6 +68,8 @@ FIELDS: dict[str, frozenset[str]] = {
     ),
     "GetPersonList": frozenset({"GroupId", "Offset", "Limit"}),
     "DeletePerson": frozenset({"PersonId"}),
+    "GetPersonBaseInfo": frozenset({"PersonId"}),
+    "GetPersonGroupInfo": frozenset({"PersonId", "Offset", "Limit"}),
     "CreateFace": _fields("PersonId Images Urls FaceMatchThreshold QualityControl NeedRotateDetection"),
     "DeleteFace": frozenset({"PersonId", "FaceIds"}),
 }

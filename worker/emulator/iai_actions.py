@@ -1,4 +1,4 @@
-"""The ten IAI actions of the emulator over the shared engine, detection cache, gallery and image downloader.
+"""The twelve IAI actions of the emulator over the shared engine, detection cache, gallery and image downloader.
 
 Each action takes the account's gallery space and its request's :class:`~worker.emulator.iai_wire.Params`, and
 returns the answer's fields (without ``RequestId``) or raises :class:`~worker.emulator.iai_wire.IaiError`.
@@ -70,6 +70,8 @@ class IaiActions:
             "CreatePerson": self._create_person,
             "GetPersonList": self._get_person_list,
             "DeletePerson": self._delete_person,
+            "GetPersonBaseInfo": self._get_person_base_info,
+            "GetPersonGroupInfo": self._get_person_group_info,
             "CreateFace": self._create_face,
             "DeleteFace": self._delete_face,
         }
@@ -301,6 +303,32 @@ class IaiActions:
             )
         persons, faces = gallery.size(space, [group_id])
         return {"PersonInfos": infos, "PersonNum": persons, "FaceNum": faces, "FaceModelVersion": MODEL}
+
+    async def _get_person_base_info(self, space: str, params: Params) -> Payload:
+        person_id = params.required_text("PersonId")
+        self._check_person(space, person_id)
+        p = self._gallery.get_person(space, person_id)
+        return {"PersonName": p.name, "Gender": p.gender, "FaceIds": list(p.face_ids)}
+
+    async def _get_person_group_info(self, space: str, params: Params) -> Payload:
+        """Limit defaults to 10 and may be at most 100 (Tencent's documented range)."""
+        person_id = params.required_text("PersonId")
+        offset = params.integer("Offset", 0)
+        limit = params.integer("Limit", 10)
+        if limit > w.MAX_PERSON_GROUP_LIMIT:
+            raise IaiError("InvalidParameterValue.LimitExceed")
+        if offset < 0 or limit < 0:
+            raise IaiError("InvalidParameterValue", "`Offset` and `Limit` must not be negative.")
+        self._check_person(space, person_id)
+        groups = list(self._gallery.get_person(space, person_id).group_ids)
+        if offset > len(groups):
+            raise IaiError("InvalidParameterValue.OffsetExceed")
+        page = groups[offset : offset + limit]
+        return {
+            "PersonGroupInfos": [{"GroupId": g, "PersonExDescriptions": []} for g in page],
+            "GroupNum": len(groups),
+            "FaceModelVersion": MODEL,
+        }
 
     async def _delete_person(self, space: str, params: Params) -> Payload:
         person_id = params.required_text("PersonId")
