@@ -131,6 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
         tool_parser = sub.add_parser(name, help=text)
         tool.add_arguments(tool_parser)
         tool_parser.set_defaults(func=tool.run)
+    from worker.gallery import command as gallery
+
+    gallery_parser = sub.add_parser(
+        "gallery", help="list, show, enrol and delete the persons identified (v1 or IAI, the worker's settings)"
+    )
+    gallery.add_arguments(gallery_parser)
+    gallery_parser.set_defaults(func=gallery.run)
     _add_emulator(sub)
     return parser
 
