@@ -39,6 +39,18 @@ IAI_FACE_RET_CODES: dict[int, str] = {
 
 #: Codes that mean "this person id is taken" when creating a person.
 PERSON_EXISTS = frozenset({"-1302", "InvalidParameterValue.PersonIdAlreadyExist"})
+#: Codes about the person (id or name), not the photo: once one answers a create, the person's other photos would
+#: get it too, so they are refused with it without being sent.
+PERSON_REFUSED = PERSON_EXISTS | frozenset(
+    {
+        "-1304",  # parameter too long
+        "-1313",  # invalid characters in an id
+        "InvalidParameterValue.PersonIdIllegal",
+        "InvalidParameterValue.PersonIdTooLong",
+        "InvalidParameterValue.PersonNameIllegal",
+        "InvalidParameterValue.PersonNameTooLong",
+    }
+)
 #: Codes that mean "no such person".
 PERSON_MISSING = frozenset({"-1303", "InvalidParameterValue.PersonIdNotExist"})
 

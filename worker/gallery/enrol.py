@@ -10,7 +10,8 @@ Contract:
   (the service's or a local code: sending it again will not help) or ``failed`` (a transient failure that outlived
   the retry policy: a rerun may succeed); in a dry run, photos that would be sent end ``planned``;
 - a person to create is created with the first photo the service accepts: a refused first photo does not keep the
-  person out; a taken person id (another group holds it) refuses every photo of that person with the code;
+  person out; a refusal of the person itself (the id is taken by another group, the id or the name is illegal:
+  ``backends.PERSON_REFUSED``) refuses every photo of that person with the code, the others unsent;
 - a configuration or credentials answer (class ``config``) stops the run: no new call starts, and
   :class:`Aborted` carries the error once the running calls are done;
 - every added face is written to the ledger at once (an interrupted run keeps its records).
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from worker.api.codes import ErrorClass
 from worker.api.errors import ApiError
 from worker.gallery import ledger as ledger_mod
-from worker.gallery.backends import PERSON_EXISTS, Backend, PhotoData
+from worker.gallery.backends import PERSON_EXISTS, PERSON_REFUSED, Backend, PhotoData
 from worker.gallery.plan import PersonTask, Photo, Plan, Refusal, photo_key
 from worker.gallery.sources import Entry
 
@@ -165,8 +166,9 @@ class _Run:
                         continue
                     self._enrolled(task, photo, key, face_id, done, created=False)
                     continue
-                if not exists and err.code in PERSON_EXISTS:
-                    blocked = Refusal(err.code, f"{err.message} (the person id is taken outside group {self.group})")
+                if not exists and err.code in PERSON_REFUSED:
+                    note = "the person id is taken outside this group" if err.code in PERSON_EXISTS else "the person"
+                    blocked = Refusal(err.code, f"{err.message} ({note})")
                     done(_refused(photo, blocked))
                     continue
                 maybe_created = maybe_created or (not exists and err.transient)
