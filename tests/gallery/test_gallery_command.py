@@ -49,6 +49,8 @@ def environment(emu: EmulatorHandle, api: str) -> dict[str, str]:
         "MDW_IAI_ENDPOINT": emu.base_url,
         "MDW_MAX_ATTEMPTS": "2",
         "MDW_RETRY_DEADLINE_S": "10",
+        "MDW_BACKOFF_INITIAL_S": "0.01",
+        "MDW_BACKOFF_MAX_S": "0.05",
     }
 
 
@@ -227,3 +229,25 @@ def test_the_command_as_a_process(emu: EmulatorHandle, people: Path) -> None:
     assert "enrolled 3, skipped 0, refused 1" in done.stdout
     assert "bob/2.jpg" in done.stdout and "-1101" in done.stdout
     assert done.stderr == ""  # stderr is no terminal: no progress bar
+
+
+def test_rate_limits_are_retried_under_the_worker_s_policy(
+    api: str, emu: EmulatorHandle, people: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every second call (seeded) answers the API's rate-limit code: with 8 attempts each, everything gets through;
+    with the service answering nothing else, the command gives up after the policy's attempts and exits 4."""
+    rate_limited = {"v1": "15", "iai": "RequestLimitExceeded"}[api]  # the emulator's IAI answers v1's 15 so
+    monkeypatch.setenv("MDW_MAX_ATTEMPTS", "8")
+    emu.admin({"error_rates": {"15": 0.5}, "apply_to_management": True, "seed": 7})
+    try:
+        code, doc = gallery(capsys, "enrol", "staff", str(people), "--create-group", "--workers", "1")
+        assert doc["summary"]["enrolled"] == 3 and doc["summary"]["failed"] == 0
+        assert code == 1  # bob/2.jpg, refused as before
+        assert emu.stats()["faults"], "no call was rate limited: the test proves nothing"
+        emu.admin({"error_rates": {"15": 1.0}, "apply_to_management": True})
+        monkeypatch.setenv("MDW_MAX_ATTEMPTS", "3")
+        code, failed = gallery(capsys, "groups")
+        assert code == 4
+        assert failed["error"]["code"] == str(rate_limited) and failed["error"]["class"] == "transient"
+    finally:
+        emu.reset()
