@@ -169,13 +169,25 @@ def test_refused_photos_are_listed_with_their_codes(
         "dave,Dave,a2.jpg,\n"
         "erin,,missing.jpg,\n"
         "frank,,a2.jpg,visitors\n"
+        "gina,,big.jpg,\n"
+        "hana,Hana Smith,a2.jpg,\n"
+        "hana,Hana Smith,a3.jpg,\n"
     )
+    (tmp_path / "big.jpg").write_bytes(b"\xff\xd8\xff" + bytes(4 * 1024 * 1024))  # over both APIs' limits
+    (tmp_path / "a3.jpg").write_bytes(photo("hana", 3))
     code, doc = gallery(capsys, "enrol", "staff", str(manifest), "--create-group")
     photos = by_where(doc)
     assert photos["people.csv:2"]["code"] == NO_FACE[api]  # CreatePerson / newperson refuse the whole request
     assert photos["people.csv:3"]["status"] == "enrolled" and photos["people.csv:3"]["created_person"] is True
     assert photos["people.csv:4"]["code"] == "unreadable"
     assert "people.csv:5" not in photos and doc["left_out"] == 1
+    assert photos["people.csv:6"]["code"] == {"v1": "23", "iai": "FailedOperation.ImageSizeExceed"}[api]
+    if api == "iai":  # a space is not allowed in an IAI PersonName: the person is refused, its photos with it
+        assert {photos[w]["code"] for w in ("people.csv:7", "people.csv:8")} == {
+            "InvalidParameterValue.PersonNameIllegal"
+        }
+    else:
+        assert photos["people.csv:7"]["status"] == photos["people.csv:8"]["status"] == "enrolled"
     assert code == 1
     assert (tmp_path / "people.csv.ledger.jsonl").exists()
 
@@ -207,6 +219,8 @@ def test_a_missing_group_is_not_created_without_asking(
     capsys.readouterr()
     assert cli.main(["gallery", "enrol", "nosuch", str(people)]) == 2
     assert "--create-group" in capsys.readouterr().err
+    code, doc = gallery(capsys, "enrol", "nosuch", str(people / "nope.csv"))
+    assert code == 2 and "no such folder or manifest" in doc["error"]["message"]
 
 
 def test_wrong_credentials_stop_with_exit_3(

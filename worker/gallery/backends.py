@@ -21,7 +21,7 @@ from tenacity import RetryCallState, Retrying
 
 from worker.api import iai_wire
 from worker.api.client import MAX_BODY_BYTES, MultidentifyClient
-from worker.api.codes import ErrorClass, Origin, meaning
+from worker.api.codes import ErrorClass, Origin, lookup, meaning
 from worker.api.errors import ApiError
 from worker.api.iai_client import IaiClient
 from worker.core.outcomes import RetryPolicy, tenacity_retry, tenacity_stop, tenacity_wait
@@ -87,6 +87,7 @@ class Backend(Protocol):
     max_faces_per_person: int
 
     def call(self, fn: Callable[[], R]) -> R: ...
+    def describe(self, error: ApiError) -> str: ...
     def size_refusal(self, size: int) -> ApiError | None: ...
     def groups(self) -> list[GroupRow]: ...
     def create_group(self, group_id: str) -> None: ...
@@ -125,6 +126,12 @@ def face_refusal(code: int, api_meaning: str) -> ApiError:
     return ApiError(str(code), ErrorClass.PERMANENT, api_meaning, origin=Origin.SERVICE)
 
 
+def _registry_meaning(error: ApiError) -> str:
+    """The registry's English meaning of a known key (the service's own message is often Chinese)."""
+    info = lookup(error.code)
+    return info.meaning if info is not None else error.message
+
+
 class V1Backend(_Retrying):
     """v1: groups are created by the first ``newperson`` naming them; listings give ids only."""
 
@@ -136,6 +143,9 @@ class V1Backend(_Retrying):
         self._client = client
         self.target_endpoint = endpoint
         self.target_account = appid
+
+    def describe(self, error: ApiError) -> str:
+        return _registry_meaning(error)
 
     def size_refusal(self, size: int) -> ApiError | None:
         if size > MAX_BODY_BYTES:
@@ -209,6 +219,11 @@ class IaiBackend(_Retrying):
         self._client = client
         self.target_endpoint = endpoint
         self.target_account = region
+
+    def describe(self, error: ApiError) -> str:
+        if error.code.lstrip("-").isdigit():  # CreateFace's per-image RetCode: its own table, not v1's
+            return IAI_FACE_RET_CODES.get(int(error.code), error.message)
+        return _registry_meaning(error)
 
     def size_refusal(self, size: int) -> ApiError | None:
         encoded = 4 * ((size + 2) // 3)

@@ -115,12 +115,14 @@ def run(args: argparse.Namespace) -> int:
         backend = make_backend(settings)
     except (config.ConfigError, _Usage, ValueError) as exc:
         print(f"invalid configuration: {exc}", file=sys.stderr)
+        _emit(args, {"error": {"code": "invalid_configuration", "message": str(exc)}})
         return GalleryExit.INVALID
     try:
         command: Callable[[argparse.Namespace, Backend, config.Settings], int] = _COMMANDS[args.gallery_command]
         return command(args, backend, settings)
     except _Usage as exc:
         print(f"gallery: {exc}", file=sys.stderr)
+        _emit(args, {"error": {"code": "invalid_usage", "message": str(exc)}})
         return GalleryExit.INVALID
     except Aborted as exc:
         return _config_refused(args, exc.error)
@@ -227,7 +229,8 @@ def _cmd_show(args: argparse.Namespace, backend: Backend, settings: config.Setti
         _emit(args, {"api": backend.api, "person": doc})
     else:
         for name, value in doc.items():
-            print(f"{name:<12} {', '.join(value) if isinstance(value, list) else value}")
+            shown = ", ".join(value) if isinstance(value, list) else value
+            print(f"{name:<12} {shown if shown not in (None, '') else '-'}")
     return GalleryExit.OK
 
 

@@ -55,15 +55,17 @@ class Outcome:
     face_id: str | None = None
     created_person: bool = False
     code: str | None = None
-    meaning: str | None = None
+    meaning: str | None = None  # the code's meaning in English (the registry's, worker.api.codes)
+    message: str | None = None  # the service's own message, when it differs
     reason: str | None = None
 
     def to_json(self) -> dict[str, object]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None and v is not False}
 
 
-def refusal_of(error: ApiError) -> Refusal:
-    return Refusal(error.code, error.message, str(error.error_class))
+def refusal_of(error: ApiError, backend: Backend) -> Refusal:
+    described = backend.describe(error)
+    return Refusal(error.code, described, str(error.error_class), None if described == error.message else error.message)
 
 
 def load_photos(entries: Sequence[Entry], backend: Backend) -> list[Photo]:
@@ -78,7 +80,7 @@ def load_photos(entries: Sequence[Entry], backend: Backend) -> list[Photo]:
             size = entry.path.stat().st_size
             too_large = backend.size_refusal(size)
             if too_large is not None:
-                photos.append(Photo(entry, None, refusal_of(too_large)))
+                photos.append(Photo(entry, None, refusal_of(too_large, backend)))
                 continue
             data = entry.path.read_bytes()
         except OSError as exc:
@@ -91,7 +93,9 @@ def load_photos(entries: Sequence[Entry], backend: Backend) -> list[Photo]:
 def _refused(photo: Photo, refusal: Refusal) -> Outcome:
     status = "failed" if refusal.error_class == str(ErrorClass.TRANSIENT) else "refused"
     e = photo.entry
-    return Outcome(status, e.person_id, e.where, e.source, code=refusal.code, meaning=refusal.meaning)
+    return Outcome(
+        status, e.person_id, e.where, e.source, code=refusal.code, meaning=refusal.meaning, message=refusal.message
+    )
 
 
 class _Run:
@@ -162,17 +166,17 @@ class _Run:
                     try:
                         face_id = self.backend.add_face(task.person_id, data)
                     except ApiError as again:
-                        done(_refused(photo, refusal_of(again)))
+                        done(_refused(photo, refusal_of(again, self.backend)))
                         continue
                     self._enrolled(task, photo, key, face_id, done, created=False)
                     continue
                 if not exists and err.code in PERSON_REFUSED:
                     note = "the person id is taken outside this group" if err.code in PERSON_EXISTS else "the person"
-                    blocked = Refusal(err.code, f"{err.message} ({note})")
+                    blocked = Refusal(err.code, f"{self.backend.describe(err)} ({note})", message=err.message)
                     done(_refused(photo, blocked))
                     continue
                 maybe_created = maybe_created or (not exists and err.transient)
-                done(_refused(photo, refusal_of(err)))
+                done(_refused(photo, refusal_of(err, self.backend)))
                 continue
             created = not exists
             exists = True

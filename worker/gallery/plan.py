@@ -47,6 +47,7 @@ class Refusal:
     code: str
     meaning: str
     error_class: str = "permanent"
+    message: str | None = None  # the service's own words, when they differ from ``meaning``
 
 
 @dataclass(frozen=True, slots=True)
