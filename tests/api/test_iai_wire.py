@@ -263,6 +263,11 @@ def _sdk_call(action: Action, fields: dict[str, Any]) -> Callable[[iai_client.Ia
         ),
         (Action.DELETE_PERSON, iai_wire.delete_person_body("alice"), {"PersonId": "alice"}),
         (
+            Action.DETECT_FACE,
+            iai_wire.detect_face_body(url=URL, max_face_num=2),
+            {"MaxFaceNum": 2, "Url": URL},
+        ),
+        (
             Action.DELETE_FACE,
             iai_wire.delete_face_body("alice", ["f1", "f2"]),
             {"PersonId": "alice", "FaceIds": ["f1", "f2"]},

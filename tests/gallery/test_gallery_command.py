@@ -265,3 +265,21 @@ def test_rate_limits_are_retried_under_the_worker_s_policy(
         assert failed["error"]["code"] == str(rate_limited) and failed["error"]["class"] == "transient"
     finally:
         emu.reset()
+
+
+def test_single_face_refuses_a_group_photo_on_iai(api: str, people: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (people / "alice" / "3.jpg").write_bytes(
+        synth.render_scene([("alice", (10, 10, 100, 100)), ("bob", (150, 40, 80, 80))], (300, 200))
+    )
+    if api == "v1":  # the worker's v1 client has no detection call: said at once, nothing done
+        code, doc = gallery(capsys, "enrol", "staff", str(people), "--create-group", "--single-face")
+        assert code == 2 and "--single-face needs api iai" in doc["error"]["message"]
+        return
+    code, doc = gallery(capsys, "enrol", "staff", str(people), "--create-group", "--single-face")
+    photos = by_where(doc)
+    assert photos["alice/3.jpg"]["code"] == "several_faces"
+    assert photos["bob/2.jpg"]["code"] == "InvalidParameterValue.NoFaceInPhoto"  # DetectFace found none
+    assert doc["summary"]["enrolled"] == 3 and code == 1
+    # without the flag the group photo is enrolled: IAI takes its largest face (alice's here)
+    _, again = gallery(capsys, "enrol", "staff", str(people))
+    assert by_where(again)["alice/3.jpg"]["status"] == "enrolled"

@@ -48,12 +48,26 @@ def test_person_info_groups_and_deletes(client: IaiClient) -> None:
     assert empty.value.code == "MissingParameter.ErrorParameterEmpty"
 
 
+def test_detect_faces_counts_the_faces_of_a_photo(client: IaiClient) -> None:
+    pair = synth.render_scene([("alice", (10, 10, 100, 100)), ("bob", (150, 40, 80, 80))], (300, 200))
+    both = client.detect_faces(image=pair, max_face_num=5)
+    assert [(f.width, f.height) for f in both.faces] == [(100, 100), (80, 80)]  # largest first
+    assert (both.image_width, both.image_height) == (300, 200)
+    assert len(client.detect_faces(image=pair).faces) == 1  # MaxFaceNum's default: the largest only
+    with pytest.raises(ApiError) as none:
+        client.detect_faces(image=synth.render_scene([], (200, 200)))
+    assert none.value.code == "InvalidParameterValue.NoFaceInPhoto"
+    with pytest.raises(ValueError, match="max_face_num"):
+        client.detect_faces(image=pair, max_face_num=121)
+
+
 @pytest.mark.parametrize(
     ("parse", "body"),
     [
         (iai_answers.parse_person_base_info, b'{"Response": {"FaceIds": "f1", "RequestId": "r"}}'),
         (iai_answers.parse_person_group_info, b'{"Response": {"PersonGroupInfos": [{}], "RequestId": "r"}}'),
         (iai_answers.parse_delete_face, b'{"Response": {"SucFaceIds": [], "RequestId": "r"}}'),
+        (iai_answers.parse_detect_face, b'{"Response": {"FaceInfos": [{"X": 1}], "RequestId": "r"}}'),
     ],
 )
 def test_malformed_answers_are_bad_responses(parse: object, body: bytes) -> None:

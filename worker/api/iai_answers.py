@@ -407,3 +407,25 @@ def parse_delete_face(body: bytes, http_status: int) -> DeletedFaces:
             request_id=response["RequestId"],
         )
     return deleted
+
+
+@dataclass(frozen=True)
+class DetectedFaces:
+    """DetectFace's answer: the faces found (largest first, at most the MaxFaceNum asked) and the image's size."""
+
+    faces: tuple[FaceRect, ...]
+    image_width: int | None
+    image_height: int | None
+    request_id: str
+
+
+def parse_detect_face(body: bytes, http_status: int) -> DetectedFaces:
+    response = parse_response(body, http_status)
+    with _reading("DetectFace", http_status):
+        detected = DetectedFaces(
+            faces=tuple(_rect(obj, where) for where, obj in _objects(response, "FaceInfos")),
+            image_width=_optional_int(response, "ImageWidth", "Response"),
+            image_height=_optional_int(response, "ImageHeight", "Response"),
+            request_id=response["RequestId"],
+        )
+    return detected

@@ -143,6 +143,14 @@ class IaiClient:
         body = iai_wire.create_face_body(person_id, urls=urls, images=images)
         return self._call(Action.CREATE_FACE, body, iai_answers.parse_create_face)
 
+    def detect_faces(
+        self, *, url: str | None = None, image: Image | None = None, max_face_num: int = 1
+    ) -> iai_answers.DetectedFaces:
+        """The faces of an image, largest first, at most ``max_face_num`` (DetectFace; none:
+        ``InvalidParameterValue.NoFaceInPhoto``)."""
+        body = iai_wire.detect_face_body(url=url, image=image, max_face_num=max_face_num)
+        return self._call(Action.DETECT_FACE, body, iai_answers.parse_detect_face)
+
     def person_base_info(self, person_id: str) -> iai_answers.PersonBaseInfo:
         """A person's name and face ids (GetPersonBaseInfo)."""
         body = iai_wire.get_person_base_info_body(person_id)

@@ -55,6 +55,7 @@ __all__ = [
     "create_person_body",
     "delete_face_body",
     "delete_person_body",
+    "detect_face_body",
     "get_group_list_body",
     "get_person_base_info_body",
     "get_person_group_info_body",
@@ -76,6 +77,7 @@ QUALITY_FAILED = -1601  # a face's RetCode when it failed the quality check: kep
 MAX_FACE_NUM = 10  # SearchFaces' MaxFaceNum: default 1 (the largest face only), at most 10
 MAX_PERSON_NUM = 100  # MaxPersonNum: default 5, at most 100
 MIN_FACE_SIZE = 34  # MinFaceSize's default and floor: smaller faces cannot be recognised
+MAX_DETECT_FACE_NUM = 120  # DetectFace's MaxFaceNum: default 1, at most 120
 MAX_REQUEST_ID = 128  # a RequestId is a UUID; anything much longer is not one
 
 Image = bytes | bytearray | memoryview  # an image as the caller holds it; base64-encoded into the body
@@ -94,6 +96,7 @@ class Action(enum.StrEnum):
     GET_PERSON_GROUP_INFO = "GetPersonGroupInfo"  # the gallery's `show`: the groups a person is in
     DELETE_PERSON = "DeletePerson"
     DELETE_FACE = "DeleteFace"
+    DETECT_FACE = "DetectFace"  # the gallery's --single-face: how many faces a photo holds
 
 
 # -- settings ---------------------------------------------------------------------------------------------------------
@@ -348,6 +351,14 @@ def delete_face_body(person_id: str, face_ids: Sequence[str]) -> bytes:
     if not face_ids:
         raise ApiError.refused("MissingParameter.ErrorParameterEmpty", "empty face id list")
     return _json({"PersonId": _id("person id", person_id), "FaceIds": [_id("face id", f) for f in face_ids]})
+
+
+def detect_face_body(*, url: str | None = None, image: Image | None = None, max_face_num: int = 1) -> bytes:
+    """Find the faces of an image (by ``url`` or as bytes, refused like SearchFaces'), at most ``max_face_num``
+    (1 to 120; ValueError otherwise), largest first."""
+    fields: dict[str, Any] = {"MaxFaceNum": _page_int("max_face_num", max_face_num, 1, MAX_DETECT_FACE_NUM)}
+    fields.update(_image_fields(url, image))
+    return _json(fields)
 
 
 def _json(fields: dict[str, Any]) -> bytes:

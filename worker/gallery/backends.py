@@ -89,6 +89,8 @@ class Backend(Protocol):
     def call(self, fn: Callable[[], R]) -> R: ...
     def describe(self, error: ApiError) -> str: ...
     def size_refusal(self, size: int) -> ApiError | None: ...
+    def can_count_faces(self) -> bool: ...
+    def count_faces(self, photo: PhotoData, at_most: int) -> int: ...
     def groups(self) -> list[GroupRow]: ...
     def create_group(self, group_id: str) -> None: ...
     def person_ids(self, group_id: str) -> list[str]: ...
@@ -151,6 +153,12 @@ class V1Backend(_Retrying):
         if size > MAX_BODY_BYTES:
             return ApiError.refused(23, f"{size} bytes, over the request body limit of {MAX_BODY_BYTES} (1.5 MB)")
         return None
+
+    def can_count_faces(self) -> bool:
+        return False  # the worker's v1 client has no detection call
+
+    def count_faces(self, photo: PhotoData, at_most: int) -> int:
+        raise NotImplementedError("v1: the worker's client has no face detection call")
 
     def groups(self) -> list[GroupRow]:
         return [GroupRow(g) for g in self.call(self._client.getgroupids)]
@@ -230,6 +238,14 @@ class IaiBackend(_Retrying):
         if encoded > iai_wire.MAX_IMAGE_BASE64_BYTES:
             return ApiError.refused("FailedOperation.ImageSizeExceed", f"{size} bytes, over 5 MB base64-encoded")
         return None
+
+    def can_count_faces(self) -> bool:
+        return True
+
+    def count_faces(self, photo: PhotoData, at_most: int) -> int:
+        """DetectFace with MaxFaceNum ``at_most``: how many faces, up to that (none: NoFaceInPhoto is raised)."""
+        found = self.call(lambda: self._client.detect_faces(url=photo.url, image=photo.data, max_face_num=at_most))
+        return len(found.faces)
 
     def groups(self) -> list[GroupRow]:
         return [GroupRow(g.group_id, g.group_name or None) for g in self.call(self._client.groups)]

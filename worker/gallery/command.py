@@ -103,6 +103,11 @@ def _add_write_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers", type=int, default=4, help=f"persons enrolled at once (1 to {MAX_WORKERS}, default 4)"
     )
+    parser.add_argument(
+        "--single-face",
+        action="store_true",
+        help="refuse a photo with more than one face before enrolling it (api iai: one DetectFace call per photo)",
+    )
 
 
 # -- running ----------------------------------------------------------------------------------------------------------
@@ -264,7 +269,7 @@ def _cmd_delete(args: argparse.Namespace, backend: Backend, settings: config.Set
 
 
 def _cmd_enrol(args: argparse.Namespace, backend: Backend, settings: config.Settings) -> int:
-    _check_workers(args.workers)
+    _check_write_flags(args, backend)
     try:
         entries = read_source(args.source)
     except SourceError as exc:
@@ -288,7 +293,8 @@ def _cmd_enrol(args: argparse.Namespace, backend: Backend, settings: config.Sett
     writer = None if args.dry_run else ledger_mod.Writer(ledger_path, target)
     try:
         outcomes = _with_progress(args, plan, lambda on_photo: execute(
-            plan, backend, writer=writer, dry_run=args.dry_run, workers=args.workers, on_photo=on_photo
+            plan, backend, writer=writer, dry_run=args.dry_run, workers=args.workers, on_photo=on_photo,
+            single_face=args.single_face,
         ))  # fmt: skip
     finally:
         if writer is not None:
@@ -303,7 +309,7 @@ def _cmd_enrol(args: argparse.Namespace, backend: Backend, settings: config.Sett
 
 
 def _cmd_add_faces(args: argparse.Namespace, backend: Backend, settings: config.Settings) -> int:
-    _check_workers(args.workers)
+    _check_write_flags(args, backend)
     entries = [
         Entry(args.person_id, None, None if _is_url(p) else Path(p), p if _is_url(p) else None, p) for p in args.photos
     ]
@@ -320,7 +326,8 @@ def _cmd_add_faces(args: argparse.Namespace, backend: Backend, settings: config.
     refused = tuple(p for p in photos if p.refusal is not None)
     plan = Plan(group="", tasks=(PersonTask(args.person_id, None, create=False, send=send, refused=refused),))
     outcomes = _with_progress(args, plan, lambda on_photo: execute(
-        plan, backend, writer=None, dry_run=args.dry_run, workers=1, on_photo=on_photo
+        plan, backend, writer=None, dry_run=args.dry_run, workers=1, on_photo=on_photo,
+        single_face=args.single_face,
     ))  # fmt: skip
     return _report(args, backend, outcomes, {"person_id": args.person_id})
 
@@ -335,9 +342,11 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Backend, config.Settings], in
 }
 
 
-def _check_workers(workers: int) -> None:
-    if not 1 <= workers <= MAX_WORKERS:
-        raise _Usage(f"--workers must be from 1 to {MAX_WORKERS}, not {workers}")
+def _check_write_flags(args: argparse.Namespace, backend: Backend) -> None:
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise _Usage(f"--workers must be from 1 to {MAX_WORKERS}, not {args.workers}")
+    if args.single_face and not backend.can_count_faces():
+        raise _Usage(f"--single-face needs api iai (DetectFace); api {backend.api} has no detection call here")
 
 
 def _is_url(text: str) -> bool:

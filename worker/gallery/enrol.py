@@ -14,6 +14,8 @@ Contract:
   ``backends.PERSON_REFUSED``) refuses every photo of that person with the code, the others unsent;
 - a configuration or credentials answer (class ``config``) stops the run: no new call starts, and
   :class:`Aborted` carries the error once the running calls are done;
+- with ``single_face`` (IAI only: DetectFace), a photo with more than one face is refused ``several_faces``
+  before it is sent (both APIs would enrol its largest face, maybe the wrong person);
 - every added face is written to the ledger at once (an interrupted run keeps its records).
 """
 
@@ -33,6 +35,7 @@ from worker.gallery.plan import PersonTask, Photo, Plan, Refusal, photo_key
 from worker.gallery.sources import Entry
 
 UNREADABLE = "unreadable"
+SEVERAL_FACES = "several_faces"
 MAX_WORKERS = 32
 
 
@@ -106,7 +109,9 @@ class _Run:
         writer: ledger_mod.Writer | None,
         dry_run: bool,
         on_photo: Callable[[Outcome], None],
+        single_face: bool = False,
     ) -> None:
+        self.single_face = single_face
         self.backend = backend
         self.group = group
         self.writer = writer
@@ -147,6 +152,10 @@ class _Run:
                 continue
             try:
                 data, key = self._read(photo)
+                if self.single_face and (count := self.backend.count_faces(data, 2)) > 1:
+                    text = f"{count} or more faces in the photo: enrol a portrait (--single-face)"
+                    done(_refused(photo, Refusal(SEVERAL_FACES, text)))
+                    continue
                 if exists:
                     face_id = self.backend.add_face(task.person_id, data)
                 else:
@@ -218,11 +227,14 @@ def execute(
     dry_run: bool = False,
     workers: int = 4,
     on_photo: Callable[[Outcome], None] = lambda _: None,
+    single_face: bool = False,
 ) -> list[Outcome]:
     """Every photo's outcome, in the plan's order; raises :class:`Aborted` after a ``config`` answer."""
     if not 1 <= workers <= MAX_WORKERS:
         raise ValueError(f"workers must be from 1 to {MAX_WORKERS}, not {workers}")
-    run = _Run(backend, plan.group, writer, dry_run, on_photo)
+    if single_face and not backend.can_count_faces():
+        raise ValueError(f"single_face needs a face detection call, which api {backend.api} lacks here")
+    run = _Run(backend, plan.group, writer, dry_run, on_photo, single_face)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gallery") as pool:
         results = list(pool.map(run.task, plan.tasks))
     if run.abort is not None:
