@@ -1,4 +1,4 @@
-"""The enrolment plan's rules (worker.gallery.plan), pure: no API, no files."""
+"""The enrolment plan's rules (worker.tools.gallery.plan), pure: no API, no files."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.gallery.plan import ALREADY_ENROLLED, DUPLICATE_IN_SOURCE, Photo, Refusal, photo_key, plan_enrolment
-from worker.gallery.sources import Entry
+from worker.tools.gallery.plan import ALREADY_ENROLLED, DUPLICATE_IN_SOURCE, Photo, Refusal, photo_key, plan_enrolment
+from worker.tools.gallery.sources import Entry
 
 
 def entry(person: str, name: str, group: str | None = None, person_name: str | None = None) -> Entry:

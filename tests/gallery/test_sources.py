@@ -1,4 +1,4 @@
-"""Reading a gallery source (worker.gallery.sources): a folder per person, CSV and JSON-lines manifests, and the
+"""Reading a gallery source (worker.tools.gallery.sources): a folder per person, CSV and JSON-lines manifests, and the
 errors that name the file and line."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.gallery.sources import SourceError, read_source
+from worker.tools.gallery.sources import SourceError, read_source
 
 
 def test_a_folder_per_person(tmp_path: Path) -> None:

@@ -30,11 +30,11 @@ import orjson
 
 from worker import config
 from worker.api.errors import ApiError, config_error_reason
-from worker.gallery import ledger as ledger_mod
-from worker.gallery.backends import PERSON_MISSING, Backend, IaiBackend, V1Backend
-from worker.gallery.enrol import MAX_WORKERS, Aborted, Outcome, execute, load_photos
-from worker.gallery.plan import PersonTask, Plan, plan_enrolment
-from worker.gallery.sources import Entry, SourceError, read_source
+from worker.tools.gallery import ledger as ledger_mod
+from worker.tools.gallery.backends import PERSON_MISSING, Backend, IaiBackend, V1Backend
+from worker.tools.gallery.enrol import MAX_WORKERS, Aborted, Outcome, execute, load_photos
+from worker.tools.gallery.plan import PersonTask, Plan, plan_enrolment
+from worker.tools.gallery.sources import Entry, SourceError, read_source
 
 STATUSES = ("enrolled", "skipped", "refused", "failed", "planned")
 

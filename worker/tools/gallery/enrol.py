@@ -1,8 +1,8 @@
-"""Carrying out a :class:`~worker.gallery.plan.Plan`: read the photos, call the API, record what was added.
+"""Carrying out a :class:`~worker.tools.gallery.plan.Plan`: read the photos, call the API, record what was added.
 
 Contract:
 
-- :func:`load_photos` reads each file once to key it (:func:`~worker.gallery.plan.photo_key`); a file that cannot
+- :func:`load_photos` reads each file once to key it (:func:`~worker.tools.gallery.plan.photo_key`); a file that cannot
   be read is refused ``unreadable``, one over the API's request limit is refused with the code the client would
   refuse it with (v1 ``23``, IAI ``FailedOperation.ImageSizeExceed``) without being read;
 - :func:`execute` runs one task per person on at most ``workers`` threads (the photos of one person one after the
@@ -29,10 +29,10 @@ from dataclasses import dataclass
 
 from worker.api.codes import ErrorClass
 from worker.api.errors import ApiError
-from worker.gallery import ledger as ledger_mod
-from worker.gallery.backends import PERSON_EXISTS, PERSON_REFUSED, Backend, PhotoData
-from worker.gallery.plan import PersonTask, Photo, Plan, Refusal, photo_key
-from worker.gallery.sources import Entry
+from worker.tools.gallery import ledger as ledger_mod
+from worker.tools.gallery.backends import PERSON_EXISTS, PERSON_REFUSED, Backend, PhotoData
+from worker.tools.gallery.plan import PersonTask, Photo, Plan, Refusal, photo_key
+from worker.tools.gallery.sources import Entry
 
 UNREADABLE = "unreadable"
 SEVERAL_FACES = "several_faces"

@@ -2,7 +2,7 @@
 
 How ``gallery enrol`` knows a photo is enrolled already: neither API keeps anything of the photo itself (v1 only
 a person-level ``tag``, IAI nothing at all), so each face the command adds is recorded here with the photo's
-key (:func:`worker.gallery.plan.photo_key`) and the face id the service gave it. A record counts only while the
+key (:func:`worker.tools.gallery.plan.photo_key`) and the face id the service gave it. A record counts only while the
 person still holds that face (the plan checks it against the service), so a face deleted since is enrolled
 again, and a lost ledger only costs re-sending: v1 refuses a near-identical face (``-1312``).
 

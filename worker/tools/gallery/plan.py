@@ -21,7 +21,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from worker.gallery.sources import Entry
+from worker.tools.gallery.sources import Entry
 
 ALREADY_ENROLLED = "already enrolled"
 DUPLICATE_IN_SOURCE = "duplicate in source"
