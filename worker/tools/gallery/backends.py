@@ -84,7 +84,6 @@ class Backend(Protocol):
     api: str
     target_endpoint: str
     target_account: str
-    max_faces_per_person: int
 
     def call(self, fn: Callable[[], R]) -> R: ...
     def describe(self, error: ApiError) -> str: ...
@@ -138,7 +137,6 @@ class V1Backend(_Retrying):
     """v1: groups are created by the first ``newperson`` naming them; listings give ids only."""
 
     api = "v1"
-    max_faces_per_person = 20
 
     def __init__(self, client: MultidentifyClient, policy: RetryPolicy, *, endpoint: str, appid: str) -> None:
         super().__init__(policy)
@@ -220,7 +218,6 @@ class IaiBackend(_Retrying):
     """IAI: groups are created explicitly; ``GetPersonList`` gives every person's face ids in one listing."""
 
     api = "iai"
-    max_faces_per_person = 5
 
     def __init__(self, client: IaiClient, policy: RetryPolicy, *, endpoint: str, region: str) -> None:
         super().__init__(policy)

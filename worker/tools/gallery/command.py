@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 
 from worker import config
-from worker.api.errors import ApiError, config_error_reason
+from worker.api.errors import ApiError, ErrorClass, config_error_reason
 from worker.tools.gallery import ledger as ledger_mod
 from worker.tools.gallery.backends import PERSON_MISSING, Backend, IaiBackend, V1Backend
 from worker.tools.gallery.enrol import MAX_WORKERS, Aborted, Outcome, execute, load_photos
@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     except Aborted as exc:
         return _config_refused(args, exc.error)
     except ApiError as err:
-        if err.error_class == "config":
+        if err.error_class is ErrorClass.CONFIG:
             return _config_refused(args, err)
         print(f"gallery: the API call failed: {err}", file=sys.stderr)
         _emit(args, {"error": {"code": err.code, "message": err.message, "class": str(err.error_class)}})
@@ -292,10 +292,7 @@ def _cmd_enrol(args: argparse.Namespace, backend: Backend, settings: config.Sett
         backend.create_group(args.group)
     writer = None if args.dry_run else ledger_mod.Writer(ledger_path, target)
     try:
-        outcomes = _with_progress(args, plan, lambda on_photo: execute(
-            plan, backend, writer=writer, dry_run=args.dry_run, workers=args.workers, on_photo=on_photo,
-            single_face=args.single_face,
-        ))  # fmt: skip
+        outcomes = _execute(args, plan, backend, writer, workers=args.workers)
     finally:
         if writer is not None:
             writer.close()
@@ -325,10 +322,7 @@ def _cmd_add_faces(args: argparse.Namespace, backend: Backend, settings: config.
     send = tuple(p for p in photos if p.refusal is None)
     refused = tuple(p for p in photos if p.refusal is not None)
     plan = Plan(group="", tasks=(PersonTask(args.person_id, None, create=False, send=send, refused=refused),))
-    outcomes = _with_progress(args, plan, lambda on_photo: execute(
-        plan, backend, writer=None, dry_run=args.dry_run, workers=1, on_photo=on_photo,
-        single_face=args.single_face,
-    ))  # fmt: skip
+    outcomes = _execute(args, plan, backend, None, workers=1)
     return _report(args, backend, outcomes, {"person_id": args.person_id})
 
 
@@ -353,23 +347,30 @@ def _is_url(text: str) -> bool:
     return text.lower().startswith(("http://", "https://"))
 
 
-def _with_progress(
-    args: argparse.Namespace, plan: Plan, work: Callable[[Callable[[Outcome], None]], list[Outcome]]
+def _execute(
+    args: argparse.Namespace, plan: Plan, backend: Backend, writer: ledger_mod.Writer | None, *, workers: int
 ) -> list[Outcome]:
-    """Runs ``work`` with a progress bar on stderr (only when stderr is a terminal and the output is not JSON)."""
+    """The plan carried out, with a progress bar on stderr only when stderr is a terminal and the output not JSON."""
     from tqdm import tqdm
 
     total = sum(len(t.send) + len(t.skipped) + len(t.refused) for t in plan.tasks)
     lock = threading.Lock()
-    with tqdm(
-        total=total, unit="photo", file=sys.stderr, disable=args.json or not sys.stderr.isatty(), leave=False
-    ) as bar:
+    quiet = args.json or not sys.stderr.isatty()
+    with tqdm(total=total, unit="photo", file=sys.stderr, disable=quiet, leave=False) as bar:
 
         def on_photo(outcome: Outcome) -> None:
-            with lock:
+            with lock:  # tqdm's counter is updated from the enrolment threads
                 bar.update(1)
 
-        return work(on_photo)
+        return execute(
+            plan,
+            backend,
+            writer=writer,
+            dry_run=args.dry_run,
+            workers=workers,
+            on_photo=on_photo,
+            single_face=args.single_face,
+        )
 
 
 # -- the summary ------------------------------------------------------------------------------------------------------
