@@ -283,3 +283,13 @@ def test_single_face_refuses_a_group_photo_on_iai(api: str, people: Path, capsys
     # without the flag the group photo is enrolled: IAI takes its largest face (alice's here)
     _, again = gallery(capsys, "enrol", "staff", str(people))
     assert by_where(again)["alice/3.jpg"]["status"] == "enrolled"
+
+
+def test_missing_credentials_are_named_before_any_call(
+    api: str, emu: EmulatorHandle, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("MDW_SECRET_ID")
+    emu.reset()
+    code, doc = gallery(capsys, "groups")
+    assert code == 2 and "secret_id (MDW_SECRET_ID)" in doc["error"]["message"]
+    assert emu.stats()["requests_total"] == 0
