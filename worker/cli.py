@@ -126,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("replay", "replay", "re-publish selected dead letters to the input topic (by code, time or offsets)"),
         ("produce", "produce", "publish image events from a JSON-lines file, stdin or a folder of images"),
         ("tail", "tail", "follow the results or the dead-letter topic, one readable line per record"),
+        ("gallery", "gallery.command", "list, show, enrol and delete the persons identified (v1 or IAI)"),
     ):
         tool = importlib.import_module(f"worker.tools.{module}")
         tool_parser = sub.add_parser(name, help=text)

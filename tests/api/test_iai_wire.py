@@ -255,6 +255,23 @@ def _sdk_call(action: Action, fields: dict[str, Any]) -> Callable[[iai_client.Ia
             iai_wire.create_face_body("alice", urls=[URL], images=[b"ignored"]),
             {"PersonId": "alice", "Urls": [URL]},
         ),
+        (Action.GET_PERSON_BASE_INFO, iai_wire.get_person_base_info_body("alice"), {"PersonId": "alice"}),
+        (
+            Action.GET_PERSON_GROUP_INFO,
+            iai_wire.get_person_group_info_body("alice", offset=100),
+            {"PersonId": "alice", "Offset": 100, "Limit": 100},
+        ),
+        (Action.DELETE_PERSON, iai_wire.delete_person_body("alice"), {"PersonId": "alice"}),
+        (
+            Action.DETECT_FACE,
+            iai_wire.detect_face_body(url=URL, max_face_num=2),
+            {"MaxFaceNum": 2, "Url": URL},
+        ),
+        (
+            Action.DELETE_FACE,
+            iai_wire.delete_face_body("alice", ["f1", "f2"]),
+            {"PersonId": "alice", "FaceIds": ["f1", "f2"]},
+        ),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )

@@ -341,3 +341,91 @@ def parse_person_list(body: bytes, http_status: int) -> PersonPage:
             request_id=response["RequestId"],
         )
     return page
+
+
+@dataclass(frozen=True)
+class PersonBaseInfo:
+    """GetPersonBaseInfo's answer: the person's name, gender (0 unset, 1 male, 2 female) and face ids."""
+
+    person_name: str
+    gender: int | None
+    face_ids: tuple[str, ...]
+    request_id: str
+
+
+@dataclass(frozen=True)
+class PersonGroupPage:
+    """One page of GetPersonGroupInfo: the groups a person is in; ``total`` is ``GroupNum`` (None when not given)."""
+
+    group_ids: tuple[str, ...]
+    total: int | None
+    request_id: str
+
+
+@dataclass(frozen=True)
+class DeletedFaces:
+    """DeleteFace's answer: how many of the given faces were deleted, and their ids."""
+
+    deleted: int
+    face_ids: tuple[str, ...]
+    request_id: str
+
+
+def parse_person_base_info(body: bytes, http_status: int) -> PersonBaseInfo:
+    response = parse_response(body, http_status)
+    with _reading("GetPersonBaseInfo", http_status):
+        info = PersonBaseInfo(
+            person_name=_str(response, "PersonName", "Response", default=""),
+            gender=_optional_int(response, "Gender", "Response"),
+            face_ids=_str_list(response, "FaceIds", "Response"),
+            request_id=response["RequestId"],
+        )
+    return info
+
+
+def parse_person_group_info(body: bytes, http_status: int) -> PersonGroupPage:
+    response = parse_response(body, http_status)
+    with _reading("GetPersonGroupInfo", http_status):
+        groups = tuple(_str(obj, "GroupId", where) for where, obj in _objects(response, "PersonGroupInfos"))
+        page = PersonGroupPage(
+            group_ids=groups, total=_optional_int(response, "GroupNum", "Response"), request_id=response["RequestId"]
+        )
+    return page
+
+
+def parse_empty(body: bytes, http_status: int) -> str:
+    """An answer with nothing but its ``RequestId`` (DeletePerson, DeleteGroup): the RequestId."""
+    return str(parse_response(body, http_status)["RequestId"])
+
+
+def parse_delete_face(body: bytes, http_status: int) -> DeletedFaces:
+    response = parse_response(body, http_status)
+    with _reading("DeleteFace", http_status):
+        deleted = DeletedFaces(
+            deleted=_int(response, "SucDeletedNum", "Response"),
+            face_ids=_str_list(response, "SucFaceIds", "Response"),
+            request_id=response["RequestId"],
+        )
+    return deleted
+
+
+@dataclass(frozen=True)
+class DetectedFaces:
+    """DetectFace's answer: the faces found (largest first, at most the MaxFaceNum asked) and the image's size."""
+
+    faces: tuple[FaceRect, ...]
+    image_width: int | None
+    image_height: int | None
+    request_id: str
+
+
+def parse_detect_face(body: bytes, http_status: int) -> DetectedFaces:
+    response = parse_response(body, http_status)
+    with _reading("DetectFace", http_status):
+        detected = DetectedFaces(
+            faces=tuple(_rect(obj, where) for where, obj in _objects(response, "FaceInfos")),
+            image_width=_optional_int(response, "ImageWidth", "Response"),
+            image_height=_optional_int(response, "ImageHeight", "Response"),
+            request_id=response["RequestId"],
+        )
+    return detected

@@ -143,6 +143,39 @@ class IaiClient:
         body = iai_wire.create_face_body(person_id, urls=urls, images=images)
         return self._call(Action.CREATE_FACE, body, iai_answers.parse_create_face)
 
+    def detect_faces(
+        self, *, url: str | None = None, image: Image | None = None, max_face_num: int = 1
+    ) -> iai_answers.DetectedFaces:
+        """The faces of an image, largest first, at most ``max_face_num`` (DetectFace; none:
+        ``InvalidParameterValue.NoFaceInPhoto``)."""
+        body = iai_wire.detect_face_body(url=url, image=image, max_face_num=max_face_num)
+        return self._call(Action.DETECT_FACE, body, iai_answers.parse_detect_face)
+
+    def person_base_info(self, person_id: str) -> iai_answers.PersonBaseInfo:
+        """A person's name and face ids (GetPersonBaseInfo)."""
+        body = iai_wire.get_person_base_info_body(person_id)
+        return self._call(Action.GET_PERSON_BASE_INFO, body, iai_answers.parse_person_base_info)
+
+    def person_groups(self, person_id: str) -> list[str]:
+        """Every group ``person_id`` is in (GetPersonGroupInfo, page by page, at most :data:`MAX_PAGES` pages)."""
+        found: list[str] = []
+        for _ in range(MAX_PAGES):
+            body = iai_wire.get_person_group_info_body(person_id, offset=len(found))
+            page = self._call(Action.GET_PERSON_GROUP_INFO, body, iai_answers.parse_person_group_info)
+            found.extend(page.group_ids)
+            if not page.group_ids or (page.total is not None and len(found) >= page.total):
+                break
+        return found
+
+    def delete_person(self, person_id: str) -> None:
+        """Delete ``person_id`` from every group, with its faces (DeletePerson)."""
+        self._call(Action.DELETE_PERSON, iai_wire.delete_person_body(person_id), iai_answers.parse_empty)
+
+    def delete_faces(self, person_id: str, face_ids: Sequence[str]) -> iai_answers.DeletedFaces:
+        """Delete faces of ``person_id`` (DeleteFace); the service keeps at least one face per person."""
+        body = iai_wire.delete_face_body(person_id, face_ids)
+        return self._call(Action.DELETE_FACE, body, iai_answers.parse_delete_face)
+
     # -- lifecycle ----------------------------------------------------------------------------------------
 
     def close(self) -> None:

@@ -53,7 +53,12 @@ __all__ = [
     "create_face_body",
     "create_group_body",
     "create_person_body",
+    "delete_face_body",
+    "delete_person_body",
+    "detect_face_body",
     "get_group_list_body",
+    "get_person_base_info_body",
+    "get_person_group_info_body",
     "get_person_list_body",
     "parse_endpoint",
     "request_headers",
@@ -66,11 +71,13 @@ DEFAULT_ENDPOINT = "iai.tencentcloudapi.com"  # the nearest region; regional hos
 CONTENT_TYPE = "application/json"  # what the SDK sends and signs for a POST with a JSON body
 MAX_IMAGE_BASE64_BYTES = 5 * 1024 * 1024  # "base64 编码后大小不可超过5M" → FailedOperation.ImageSizeExceed
 PAGE_LIMIT = 1000  # the largest Limit of GetGroupList and GetPersonList
+PERSON_GROUP_PAGE_LIMIT = 100  # the largest Limit of GetPersonGroupInfo
 QUALITY_FAILED = -1601  # a face's RetCode when it failed the quality check: kept, with no candidates
 
 MAX_FACE_NUM = 10  # SearchFaces' MaxFaceNum: default 1 (the largest face only), at most 10
 MAX_PERSON_NUM = 100  # MaxPersonNum: default 5, at most 100
 MIN_FACE_SIZE = 34  # MinFaceSize's default and floor: smaller faces cannot be recognised
+MAX_DETECT_FACE_NUM = 120  # DetectFace's MaxFaceNum: default 1, at most 120
 MAX_REQUEST_ID = 128  # a RequestId is a UUID; anything much longer is not one
 
 Image = bytes | bytearray | memoryview  # an image as the caller holds it; base64-encoded into the body
@@ -85,6 +92,11 @@ class Action(enum.StrEnum):
     CREATE_PERSON = "CreatePerson"
     CREATE_FACE = "CreateFace"
     GET_PERSON_LIST = "GetPersonList"
+    GET_PERSON_BASE_INFO = "GetPersonBaseInfo"  # the gallery's `show`: name and face ids
+    GET_PERSON_GROUP_INFO = "GetPersonGroupInfo"  # the gallery's `show`: the groups a person is in
+    DELETE_PERSON = "DeletePerson"
+    DELETE_FACE = "DeleteFace"
+    DETECT_FACE = "DetectFace"  # the gallery's --single-face: how many faces a photo holds
 
 
 # -- settings ---------------------------------------------------------------------------------------------------------
@@ -308,6 +320,44 @@ def create_face_body(
     if quality_control is not None:
         _check_int("quality_control", quality_control, 0, 4)
         fields["QualityControl"] = quality_control
+    return _json(fields)
+
+
+def get_person_base_info_body(person_id: str) -> bytes:
+    """A person's name, gender and face ids (a PersonId is unique in the account, whatever its groups)."""
+    return _json({"PersonId": _id("person id", person_id)})
+
+
+def get_person_group_info_body(person_id: str, offset: int = 0, limit: int = PERSON_GROUP_PAGE_LIMIT) -> bytes:
+    """One page of the groups a person is in."""
+    return _json(
+        {
+            "PersonId": _id("person id", person_id),
+            "Offset": _page_int("offset", offset, 0),
+            "Limit": _page_int("limit", limit, 1, PERSON_GROUP_PAGE_LIMIT),
+        }
+    )
+
+
+def delete_person_body(person_id: str) -> bytes:
+    """Delete a person from every group, with their faces."""
+    return _json({"PersonId": _id("person id", person_id)})
+
+
+def delete_face_body(person_id: str, face_ids: Sequence[str]) -> bytes:
+    """Delete faces of a person (the service keeps at least one: ``InvalidParameterValue.DeleteFaceNumExceed``)."""
+    if isinstance(face_ids, str):  # a str is a Sequence[str] too
+        raise TypeError("face_ids must be a sequence of strings, not a string")
+    if not face_ids:
+        raise ApiError.refused("MissingParameter.ErrorParameterEmpty", "empty face id list")
+    return _json({"PersonId": _id("person id", person_id), "FaceIds": [_id("face id", f) for f in face_ids]})
+
+
+def detect_face_body(*, url: str | None = None, image: Image | None = None, max_face_num: int = 1) -> bytes:
+    """Find the faces of an image (by ``url`` or as bytes, refused like SearchFaces'), at most ``max_face_num``
+    (1 to 120; ValueError otherwise), largest first."""
+    fields: dict[str, Any] = {"MaxFaceNum": _page_int("max_face_num", max_face_num, 1, MAX_DETECT_FACE_NUM)}
+    fields.update(_image_fields(url, image))
     return _json(fields)
 
 

@@ -68,6 +68,11 @@ FIELDS: dict[str, frozenset[str]] = {
     ),
     "GetPersonList": frozenset({"GroupId", "Offset", "Limit"}),
     "DeletePerson": frozenset({"PersonId"}),
+    "GetPersonBaseInfo": frozenset({"PersonId"}),
+    "DetectFace": _fields(
+        "MaxFaceNum MinFaceSize Image Url NeedFaceAttributes NeedQualityDetection FaceModelVersion NeedRotateDetection"
+    ),
+    "GetPersonGroupInfo": frozenset({"PersonId", "Offset", "Limit"}),
     "CreateFace": _fields("PersonId Images Urls FaceMatchThreshold QualityControl NeedRotateDetection"),
     "DeleteFace": frozenset({"PersonId", "FaceIds"}),
 }

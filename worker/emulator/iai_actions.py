@@ -1,4 +1,4 @@
-"""The ten IAI actions of the emulator over the shared engine, detection cache, gallery and image downloader.
+"""The thirteen IAI actions of the emulator over the shared engine, detection cache, gallery and image downloader.
 
 Each action takes the account's gallery space and its request's :class:`~worker.emulator.iai_wire.Params`, and
 returns the answer's fields (without ``RequestId``) or raises :class:`~worker.emulator.iai_wire.IaiError`.
@@ -23,8 +23,11 @@ Semantics beyond the SDK's field names (docs/api-notes.md#iai-the-current-api-se
 
 from __future__ import annotations
 
+import io
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from PIL import Image as PILImage
 
 from worker.api.images import GIF, sniff_image_type
 from worker.emulator import iai_wire as w
@@ -43,8 +46,14 @@ def _side(face: DetectedFace) -> int:
     return min(face.rect.width, face.rect.height)
 
 
-def _rect(face: DetectedFace) -> dict[str, int]:
-    return w.face_rect(*face.rect)
+def _rect(face: DetectedFace) -> dict[str, Any]:
+    return dict(w.face_rect(*face.rect))
+
+
+def _image_size(data: bytes) -> tuple[int, int]:
+    """Width and height from the image's header (the image decoded already: the faces were found in it)."""
+    with PILImage.open(io.BytesIO(data)) as image:
+        return image.size
 
 
 class IaiActions:
@@ -70,6 +79,9 @@ class IaiActions:
             "CreatePerson": self._create_person,
             "GetPersonList": self._get_person_list,
             "DeletePerson": self._delete_person,
+            "GetPersonBaseInfo": self._get_person_base_info,
+            "DetectFace": self._detect_face,
+            "GetPersonGroupInfo": self._get_person_group_info,
             "CreateFace": self._create_face,
             "DeleteFace": self._delete_face,
         }
@@ -301,6 +313,53 @@ class IaiActions:
             )
         persons, faces = gallery.size(space, [group_id])
         return {"PersonInfos": infos, "PersonNum": persons, "FaceNum": faces, "FaceModelVersion": MODEL}
+
+    async def _detect_face(self, space: str, params: Params) -> Payload:
+        """Faces largest first, those under ``MinFaceSize`` (never under 34 px) left out, at most ``MaxFaceNum``
+        (1 to 120); none → NoFaceInPhoto. Attributes and quality are not modelled: answered null."""
+        max_faces = params.bounded("MaxFaceNum", 1, 1, w.MAX_DETECT_FACE_NUM)
+        min_size = max(params.integer("MinFaceSize", w.DEFAULT_MIN_FACE_SIZE), w.DEFAULT_MIN_FACE_SIZE)
+        for flag in ("NeedFaceAttributes", "NeedQualityDetection", "NeedRotateDetection"):
+            params.integer(flag, 0)
+        if params.text("FaceModelVersion") not in (None, MODEL):
+            raise IaiError("InvalidParameterValue.FaceModelVersionIllegal", "The emulator offers model 3.0 only.")
+        data = await self._image(params.text("Url"), params.text("Image"))
+        faces = [face for face in await self._faces(data) if _side(face) >= min_size][:max_faces]
+        if not faces:
+            raise IaiError("InvalidParameterValue.NoFaceInPhoto")
+        width, height = _image_size(data)
+        return {
+            "ImageWidth": width,
+            "ImageHeight": height,
+            "FaceInfos": [_rect(f) | {"FaceAttributesInfo": None, "FaceQualityInfo": None} for f in faces],
+            "FaceModelVersion": MODEL,
+        }
+
+    async def _get_person_base_info(self, space: str, params: Params) -> Payload:
+        person_id = params.required_text("PersonId")
+        self._check_person(space, person_id)
+        p = self._gallery.get_person(space, person_id)
+        return {"PersonName": p.name, "Gender": p.gender, "FaceIds": list(p.face_ids)}
+
+    async def _get_person_group_info(self, space: str, params: Params) -> Payload:
+        """Limit defaults to 10 and may be at most 100 (Tencent's documented range)."""
+        person_id = params.required_text("PersonId")
+        offset = params.integer("Offset", 0)
+        limit = params.integer("Limit", 10)
+        if limit > w.MAX_PERSON_GROUP_LIMIT:
+            raise IaiError("InvalidParameterValue.LimitExceed")
+        if offset < 0 or limit < 0:
+            raise IaiError("InvalidParameterValue", "`Offset` and `Limit` must not be negative.")
+        self._check_person(space, person_id)
+        groups = list(self._gallery.get_person(space, person_id).group_ids)
+        if offset > len(groups):
+            raise IaiError("InvalidParameterValue.OffsetExceed")
+        page = groups[offset : offset + limit]
+        return {
+            "PersonGroupInfos": [{"GroupId": g, "PersonExDescriptions": []} for g in page],
+            "GroupNum": len(groups),
+            "FaceModelVersion": MODEL,
+        }
 
     async def _delete_person(self, space: str, params: Params) -> Payload:
         person_id = params.required_text("PersonId")

@@ -42,6 +42,8 @@ MAX_FACE_NUM = 10
 MAX_PERSON_NUM = 100
 MAX_PERSON_NUM_ERROR = "InvalidParameterValue.SearchPersonsExceed"  # uncertain: no code is documented for it
 MAX_LIST_LIMIT = 1000
+MAX_PERSON_GROUP_LIMIT = 100  # GetPersonGroupInfo's Limit
+MAX_DETECT_FACE_NUM = 120  # DetectFace's MaxFaceNum
 
 #: The emulator's quality check (RetCode -1601): a face passes ``QualityControl`` q when its shorter side is
 #: at least this many pixels. Synthetic faces are sharp, so size is the one thing that degrades them.
