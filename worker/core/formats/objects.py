@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from worker.core.records import InvalidEvent
 
@@ -43,7 +43,12 @@ def template_problem(template: str) -> str | None:
     sample = fill(template, bucket="bucket", key="key", region="region")
     if "{" in sample or "}" in sample:
         return "unbalanced braces"
-    if not re.match(r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#@]+", sample) or re.search(r"\s", sample):
+    try:
+        parts = urlsplit(sample)
+        valid = parts.scheme.lower() in ("http", "https") and bool(parts.hostname) and "@" not in parts.netloc
+    except ValueError:
+        valid = False
+    if not valid or re.search(r"\s", sample):
         return "must be an http:// or https:// URL with a host and no whitespace or user:password@"
     return None
 
