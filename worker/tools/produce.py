@@ -254,6 +254,10 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         if args.images and not args.image_base_url:
             raise ValueError("--images needs --image-base-url")
         groups, key_field = args.event_group_ids, args.key_field
+        if not args.topic and len(settings.input_topics) > 1:
+            raise ValueError(
+                f"input_topic (MDW_INPUT_TOPIC) lists several topics ({settings.input_topic}); name one with --topic"
+            )
         if args.as_is and not args.file:
             raise ValueError("--as-is needs --file")
         if args.file and args.file != "-" and not Path(args.file).is_file():
@@ -275,7 +279,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     except (ValueError, ConfigError) as exc:
         print(f"produce: {exc}", file=sys.stderr)
         return 2
-    topic = args.topic or settings.input_topics[0]
+    topic = args.topic or settings.input_topic
     producer = Producer(_kafka.producer_config(settings))
     report = publish(producer, topic, records, headers=headers or None, timeout_s=args.timeout)
     raw = f" ({report.raw} raw, not JSON objects)" if report.raw else ""

@@ -422,6 +422,14 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     except (ValueError, ConfigError) as exc:
         print(f"replay: {exc}", file=sys.stderr)
         return 2
+    if options.target_topic is None and len(settings.input_topics) > 1:
+        # Each input topic has its own format (input_formats): a dead letter must go back to the right one.
+        print(
+            f"replay: input_topic (MDW_INPUT_TOPIC) lists several topics ({settings.input_topic}); name the target "
+            "with --to",
+            file=sys.stderr,
+        )
+        return 2
     if (options.target_topic or settings.input_topic) == settings.dlq_topic:
         print("replay: the target topic is the DLQ itself", file=sys.stderr)
         return 2
