@@ -34,6 +34,7 @@ DATA = Path(__file__).resolve().parents[1] / "data" / "events"
 TEMPLATE = "https://minio.example:9000/{bucket}/{key}"
 LIMIT = 1_500_000
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 EVENT = {"image_url": "https://img.example.com/a.jpg", "group_ids": ["staff"], "metadata": {"camera": "gate-3"}}
 
 INPUTS = formats.Inputs(
@@ -250,7 +251,8 @@ def test_minio_sample() -> None:
         ("a+b%2Bc.jpg", "a%20b%2Bc.jpg"),  # form encoding: + is a space, %2B a plus
         ("x%3F%23%25.png", "x%3F%23%25.png"),  # ? # % stay in the path
         ("%E4%BA%BA%E8%84%B8.jpg", "%E4%BA%BA%E8%84%B8.jpg"),
-        ("..%2Fescape.jpg", "../escape.jpg"),  # kept in the path; the URL's host is still the template's
+        ("..%2F..%2Fother%2F.%2Fx.jpg", "%2E%2E/%2E%2E/other/%2E/x.jpg"),  # dot-segments cannot leave the bucket
+        ("a%2F%2Fb.jpg", "a//b.jpg"),
     ],
 )
 def test_keys_are_escaped_for_the_url_path(key: str, path: str) -> None:
@@ -299,6 +301,18 @@ def _s3_event(name: str) -> bytes:
 )
 def test_s3_refusals(value: bytes, code: str) -> None:
     assert code_of("s3", value) == code
+
+
+@FUZZ
+@given(st.text(min_size=1, max_size=60).filter(lambda k: not k.endswith("/")))
+def test_any_key_round_trips_through_the_notification_and_the_url(key: str) -> None:
+    """MinIO form-encodes the key; the URL path, percent-decoded, is the bucket and that same key."""
+    from urllib.parse import quote_plus, unquote, urlsplit
+
+    event = parse("s3", _s3(key=quote_plus(key), contentType="image/jpeg"))
+    parts = urlsplit(event.image_url)
+    assert (parts.hostname, parts.query, parts.fragment) == ("minio.example", "", "")
+    assert unquote(parts.path) == "/faces/" + key
 
 
 def test_image_checks_accept_what_may_be_an_image() -> None:
@@ -410,8 +424,6 @@ def test_samples_match_their_schemas() -> None:
 
 
 # -- fuzz: any input is an Event or a refusal with a registered code -----------------------------------------------
-
-FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _accepts_or_refuses(topic: str, value: bytes | None, headers: tuple[tuple[str, bytes | None], ...] = ()) -> None:

@@ -2,8 +2,9 @@
 
 An object-created notification names a bucket and a key; the image URL is built from a configured template
 (setting ``image_url_template``) with the placeholders ``{bucket}``, ``{key}`` and ``{region}``. ``{key}`` is
-percent-encoded as a URL path (RFC 3986: every byte except unreserved characters and ``/``), ``{bucket}`` and
-``{region}`` as one path segment, so a key such as ``cam 1/ä+b.jpg`` becomes ``cam%201/%C3%A4%2Bb.jpg``.
+percent-encoded as a URL path (RFC 3986: every byte except unreserved characters and ``/``; a ``.`` or ``..``
+segment too, so no key leaves its bucket), ``{bucket}`` and ``{region}`` as one path segment, so a key such as
+``cam 1/ä+b.jpg`` becomes ``cam%201/%C3%A4%2Bb.jpg``.
 """
 
 from __future__ import annotations
@@ -56,8 +57,18 @@ def template_problem(template: str) -> str | None:
 def fill(template: str, *, bucket: str, key: str, region: str) -> str:
     """The template with its placeholders replaced by the percent-encoded values (one pass: a value is never
     read as a placeholder)."""
-    values = {"bucket": quote(bucket, safe=""), "key": quote(key, safe="/"), "region": quote(region, safe="")}
+    values = {
+        "bucket": _segment(bucket),
+        "key": "/".join(_segment(part) for part in key.split("/")),
+        "region": _segment(region),
+    }
     return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
+
+
+def _segment(text: str) -> str:
+    """One path segment, percent-encoded; ``.`` and ``..`` too, or a URL normaliser would treat them as dot-segments
+    and a key such as ``../other-bucket/x.jpg`` would point outside its bucket."""
+    return "%2E" * len(text) if text in (".", "..") else quote(text, safe="")
 
 
 def check_image(key: str, content_type: str | None, size: int | None, max_bytes: int | None) -> None:
