@@ -18,7 +18,10 @@ import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+
+if TYPE_CHECKING:
+    from worker.core.formats import Inputs
 
 ENV_PREFIX = "MDW_"
 MIB = 1024 * 1024
@@ -140,6 +143,32 @@ def _topic(value: Any) -> str | None:
     return None if ok else "topic names use letters, digits, '.', '_' and '-' (1–249 characters)"
 
 
+def _input_topics(value: Any) -> str | None:
+    from worker.core.formats import topics_problem  # here, not at the top: the settings import nothing to load
+
+    return topics_problem(str(value))
+
+
+def _input_formats(value: Any) -> str | None:
+    from worker.core.formats import parse_formats
+
+    try:
+        parse_formats(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _image_url_template(value: Any) -> str | None:
+    from worker.core.formats import parse_templates
+
+    try:
+        parse_templates(str(value))
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 # The choices of the `choice` settings, in the order `allowed()` lists them.
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -162,7 +191,26 @@ class Settings:
     # Kafka
     bootstrap_servers: str = setting("127.0.0.1:9092", "Kafka bootstrap servers (host:port,…)", "kafka")
     group_id: str = setting("multidentify-worker", "consumer group shared by all worker replicas", "kafka")
-    input_topic: str = setting("images", "topic of image events to identify", "kafka", validate=_topic)
+    input_topic: str = setting(
+        "images",
+        "topic of image events to identify; a comma-separated list consumes several (formats: input_formats)",
+        "kafka",
+        validate=_input_topics,
+    )
+    input_formats: tuple[str, ...] = setting(
+        (),
+        "topic=format for input topics not in the worker's event format: cloudevents, s3 (S3/MinIO notifications) "
+        "or cos (docs/event-formats.md)",
+        "kafka",
+        validate=_input_formats,
+    )
+    image_url_template: str = setting(
+        "",
+        "image URL of an s3/cos notification, e.g. https://minio.example:9000/{bucket}/{key} ({region} too); "
+        "per topic: whitespace-separated topic=TEMPLATE",
+        "kafka",
+        validate=_image_url_template,
+    )
     results_topic: str = setting("face-results", "topic the result records go to", "kafka", validate=_topic)
     dlq_topic: str = setting("face-dlq", "dead-letter topic (key = error code)", "kafka", validate=_topic)
     security_protocol: SecurityProtocol = setting("PLAINTEXT", "Kafka security protocol", "kafka")
@@ -353,6 +401,26 @@ class Settings:
                 out[s.name] = value
         return out
 
+    @property
+    def input_topics(self) -> tuple[str, ...]:
+        """The topics consumed (``input_topic`` is one name or a comma-separated list)."""
+        return tuple(t.strip() for t in self.input_topic.split(",") if t.strip())
+
+    @property
+    def image_limit_bytes(self) -> int:
+        """The largest image the configured API and image mode accept (an s3/cos object beyond it is refused)."""
+        if self.image_mode == "fetch":
+            return self.fetch_max_bytes
+        return V1_MAX_IMAGE_BYTES if self.api == "v1" else IAI_MAX_IMAGE_BYTES
+
+    def inputs(self) -> Inputs:
+        """The input topics and how each is read (worker.core.formats)."""
+        from worker.core.formats import inputs_from_settings
+
+        return inputs_from_settings(
+            self.input_topic, self.input_formats, self.image_url_template, max_object_bytes=self.image_limit_bytes
+        )
+
     def replace(self, **changes: Any) -> Settings:
         """These settings with ``changes`` applied, validated again (sources become "flag")."""
         values = {s.name: getattr(self, s.name) for s in SETTINGS}
@@ -528,6 +596,10 @@ _UNUSED_BY_API: dict[str, frozenset[str]] = {"v1": frozenset(), "iai": frozenset
 
 def _check_combinations(s: Settings) -> None:
     """Limits that involve several settings; each message names all of them."""
+    try:
+        s.inputs()  # input_topic, input_formats and image_url_template together
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if s.backoff_initial_s > s.backoff_max_s:
         raise ConfigError("backoff_initial_s must not exceed backoff_max_s")
     if s.fetch_memory_mb * MIB < s.fetch_max_bytes:

@@ -1,6 +1,7 @@
 """The JSON Schema files of ``schemas/`` (the single source of truth for the records), loaded once.
 
-Names: ``event`` (input), ``result`` and ``deadletter`` (outputs), i.e. ``schemas/<name>.schema.json``.
+Names: ``event`` (input), ``result`` and ``deadletter`` (outputs), and the envelopes of the other input formats
+(``cloudevent``, ``s3-notification``, ``cos-notification``: worker.core.formats), i.e. ``schemas/<name>.schema.json``.
 Lookup order: ``$MDW_SCHEMA_DIR`` if set; ``worker/_schemas/`` (a copy shipped inside the package for
 installs from a wheel); the repository's ``schemas/`` next to the package (source checkouts and editable
 installs). The first directory holding the file wins.
@@ -16,8 +17,10 @@ from typing import Any, Literal
 import orjson
 from jsonschema import Draft202012Validator
 
-SchemaName = Literal["event", "result", "deadletter"]
-NAMES: tuple[SchemaName, ...] = ("event", "result", "deadletter")
+SchemaName = Literal["event", "result", "deadletter", "cloudevent", "s3-notification", "cos-notification"]
+NAMES: tuple[SchemaName, ...] = ("event", "result", "deadletter", "cloudevent", "s3-notification", "cos-notification")
+#: The worker's own records, which pin a ``schema_version`` (the others describe envelopes other systems write).
+RECORD_NAMES: tuple[SchemaName, ...] = ("event", "result", "deadletter")
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 

@@ -12,6 +12,7 @@ from worker.api import codes
 from worker.api.codes import CODES, IAI_CODES, REGISTRY, Api, ErrorClass, Origin, lookup
 from worker.api.errors import ApiError, config_error_reason, meaning
 from worker.core import records
+from worker.core.formats import cloudevent, objects
 from worker.fetch import FETCH_CODES, ImageFetcher
 
 # Every key the worker can dead-letter under, spelled out here (not read from the registry): a key added in
@@ -61,6 +62,18 @@ def test_the_invalid_event_codes_are_the_registry_s_event_keys() -> None:
             records.UNSUPPORTED_VERSION,
             records.INVALID_URL,
             records.INVALID_EVENT,
+            # the other input formats (worker.core.formats)
+            cloudevent.NOT_A_CLOUDEVENT,
+            cloudevent.UNSUPPORTED_SPECVERSION,
+            cloudevent.INVALID_CLOUDEVENT,
+            cloudevent.UNSUPPORTED_CONTENT_TYPE,
+            cloudevent.CLOUDEVENT_WITHOUT_DATA,
+            objects.INVALID_NOTIFICATION,
+            objects.S3_TEST_EVENT,
+            objects.NOT_OBJECT_CREATED,
+            objects.NOT_AN_IMAGE,
+            objects.OBJECT_TOO_LARGE,
+            objects.SEVERAL_RECORDS,
         }
     )
 

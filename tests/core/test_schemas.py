@@ -17,7 +17,8 @@ def test_schema_is_valid_versioned_and_identified(name: schemas.SchemaName) -> N
     Draft202012Validator.check_schema(doc)
     assert doc["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert doc["$id"].endswith(f":{name}:1")
-    assert schemas.version(name) == 1
+    if name in schemas.RECORD_NAMES:  # the other formats' envelopes are versioned by their own fields
+        assert schemas.version(name) == 1
     assert "additionalProperties" in doc
 
 

@@ -158,7 +158,9 @@ def _non_default_config() -> dict[str, Any]:
         "appid": "1250000000",
         "group_ids": ["staff", "visitors"],
         "fetch_allowed_networks": ["10.0.0.0/8", "192.168.0.0/16"],
-        "input_topic": "camera.images",
+        "input_topic": "camera.images,minio.images",
+        "input_formats": ["minio.images=s3"],
+        "image_url_template": "https://minio.example:9000/{bucket}/{key}",
         "results_topic": "camera.faces",
         "dlq_topic": "camera.faces-dlq",
         "fetch_max_bytes": 1_400_000,
@@ -654,7 +656,7 @@ def test_every_setting_round_trips_through_the_configmap(rendered: dict[str, lis
 def config_schema_from_settings() -> dict[str, Any]:
     """The `config` part of values.schema.json as worker/config.py SETTINGS define it (types, limits, choices)."""
     patterns = {
-        "input_topic": r"^[A-Za-z0-9._-]{1,249}$",
+        "input_topic": r"^[A-Za-z0-9._-]{1,249}( *, *[A-Za-z0-9._-]{1,249})*$",  # one topic or a list
         "results_topic": r"^[A-Za-z0-9._-]{1,249}$",
         "dlq_topic": r"^[A-Za-z0-9._-]{1,249}$",
         "api_base_url": r"^https?://[^\s/]+",

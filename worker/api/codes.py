@@ -12,7 +12,8 @@ A dead letter is keyed by one of these (``mdw.error.code``, the record key, the 
              ``http_<status>``, ``invalid_request``,        ``internal_error`` by worker.runtime.dispatch
              ``internal_error``                            (a bug in the worker, never the event's fault)
     fetch    ``fetch_*``, ``fetch_http_<status>``           ApiError.fetch (worker.fetch, fetch mode)
-    event    ``empty_value`` … ``invalid_event``            InvalidEvent (worker.core.records.parse_event)
+    event    ``empty_value`` … ``invalid_event``,           InvalidEvent (worker.core.records.parse_event and
+             the formats' codes (``not_a_cloudevent`` …)     the other formats, worker.core.formats)
 
 Classes (docs/api-notes.md#error-codes-and-classes):
 
@@ -444,6 +445,33 @@ _KEYS: tuple[KeyInfo, ...] = (
     KeyInfo("unsupported_version", "the event's schema_version is not one this worker reads", P, Origin.EVENT),
     KeyInfo("invalid_url", "image_url is not an http(s) URL the worker may use", P, Origin.EVENT),
     KeyInfo("invalid_event", "the event does not match schemas/event.schema.json", P, Origin.EVENT),
+    # Input formats other than the worker's own event (worker.core.formats, docs/event-formats.md).
+    KeyInfo("not_a_cloudevent", "the record is neither a binary-mode nor a structured CloudEvent", P, Origin.EVENT),
+    KeyInfo("unsupported_specversion", "the CloudEvent's specversion is not 1.0", P, Origin.EVENT),
+    KeyInfo(
+        "invalid_cloudevent",
+        "the CloudEvent's attributes do not match schemas/cloudevent.schema.json (id, source, type, time …)",
+        P,
+        Origin.EVENT,
+    ),
+    KeyInfo(
+        "unsupported_content_type",
+        "the CloudEvent's data is not JSON (datacontenttype, data_base64, a batch or a non-JSON envelope)",
+        P,
+        Origin.EVENT,
+    ),
+    KeyInfo("cloudevent_without_data", "the CloudEvent carries no data (the event object)", P, Origin.EVENT),
+    KeyInfo(
+        "invalid_notification",
+        "the value is not an S3/MinIO or COS notification (schemas/s3-notification, cos-notification)",
+        P,
+        Origin.EVENT,
+    ),
+    KeyInfo("s3_test_event", "the s3:TestEvent a bucket sends when notifications are configured", P, Origin.EVENT),
+    KeyInfo("not_object_created", "the notification is about another event than an object created", P, Origin.EVENT),
+    KeyInfo("not_an_image", "the object is not an image (content type, extension, empty or a folder)", P, Origin.EVENT),
+    KeyInfo("object_too_large", "the object is larger than the face API accepts", P, Origin.EVENT),
+    KeyInfo("several_records", "the notification holds more than one record (one output per input)", P, Origin.EVENT),
 )
 
 #: Every fixed key (the ``http_<status>`` families are answered by :func:`lookup`).
@@ -506,7 +534,7 @@ LOCAL_CODES: dict[str, tuple[str, ErrorClass]] = {
 FETCH_CODES: dict[str, tuple[str, ErrorClass]] = {
     k: (i.meaning, i.error_class) for k, i in REGISTRY.items() if i.origin is Origin.FETCH
 }
-#: Dead-letter keys of events refused before any call (worker.core.records.parse_event).
+#: Dead-letter keys of events refused before any call (worker.core.records.parse_event, worker.core.formats).
 INVALID_CODES: frozenset[str] = frozenset(k for k, i in REGISTRY.items() if i.origin is Origin.EVENT)
 #: Codes about the configured groups: a config error for the default groups, the event's fault for its own.
 GROUP_CODES: frozenset[str] = frozenset(k for k, i in REGISTRY.items() if i.about_groups)

@@ -1,6 +1,7 @@
 """The pure core: decisions without I/O, driven by injected clocks, tested exhaustively.
 
 - records    input events → ``Event`` (or ``InvalidEvent``); result and dead-letter records and headers
+- formats    which parser reads which input topic: the event, CloudEvents, S3/MinIO and COS notifications
 - offsets    acknowledged outputs → commit positions (highest contiguous per partition)
 - ordering   which consumed events may be dispatched (unordered / key / partition)
 - outcomes   failed call → RETRY / DEAD_LETTER / STOP / HOLD, and the retry policy (tenacity adapters)

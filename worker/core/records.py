@@ -155,10 +155,19 @@ class Event:
     session_id: str | None = None
     metadata: dict[str, Any] | None = None
     event_id_derived: bool = False
+    # W3C trace context the input carried inside its value (a CloudEvent's distributed-tracing extension):
+    # results carry it when the record has no ``traceparent`` header of its own (:func:`result_headers`).
+    trace_context: tuple[tuple[str, bytes], ...] = ()
 
 
 def parse_event(value: bytes | None, source: Source, *, max_bytes: int = MAX_EVENT_BYTES) -> Event:
     """Parse and validate one input value; raise :class:`InvalidEvent` (and nothing else) when it is refused."""
+    return event_from_object(decode_json(value, max_bytes=max_bytes), source)
+
+
+def decode_json(value: bytes | None, *, max_bytes: int = MAX_EVENT_BYTES) -> Any:
+    """The JSON document a record value holds; :class:`InvalidEvent` (``empty_value``, ``event_too_large``,
+    ``invalid_utf8``, ``invalid_json``) when it holds none. Every input format starts here."""
     if value is None:
         raise InvalidEvent(EMPTY_VALUE, "the record value is null (tombstone)")
     if not value:
@@ -166,15 +175,22 @@ def parse_event(value: bytes | None, source: Source, *, max_bytes: int = MAX_EVE
     if len(value) > max_bytes:
         raise InvalidEvent(EVENT_TOO_LARGE, f"the value is {len(value)} bytes, the limit is {max_bytes}")
     try:
-        doc = orjson.loads(value)
+        return orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         try:
             value.decode("utf-8")
         except UnicodeDecodeError as uexc:
             raise InvalidEvent(INVALID_UTF8, f"the value is not UTF-8 (byte {uexc.start})") from None
         raise InvalidEvent(INVALID_JSON, f"the value is not JSON: {exc}") from None
+
+
+def event_from_object(doc: Any, source: Source, *, what: str = "the event") -> Event:
+    """Validate one decoded event object (schemas/event.schema.json) and build the :class:`Event`.
+
+    ``what`` names the object in messages (a CloudEvent's data is "the CloudEvent's data").
+    """
     if not isinstance(doc, dict):
-        raise InvalidEvent(INVALID_EVENT, f"the event must be a JSON object, not {_json_type(doc)}")
+        raise InvalidEvent(INVALID_EVENT, f"{what} must be a JSON object, not {_json_type(doc)}")
 
     version = doc.get("schema_version")
     if isinstance(version, int) and not isinstance(version, bool) and version != SCHEMA_VERSION:
@@ -186,7 +202,7 @@ def parse_event(value: bytes | None, source: Source, *, max_bytes: int = MAX_EVE
         raise InvalidEvent(*_describe(error, doc))
 
     image_url: str = doc["image_url"]
-    _check_url(image_url)
+    check_url(image_url)
     metadata = doc.get("metadata")
     if metadata is not None and _depth(metadata) > MAX_METADATA_DEPTH:
         raise InvalidEvent(INVALID_EVENT, f"metadata is nested deeper than {MAX_METADATA_DEPTH} levels")
@@ -203,7 +219,8 @@ def parse_event(value: bytes | None, source: Source, *, max_bytes: int = MAX_EVE
     )
 
 
-def _check_url(url: str) -> None:
+def check_url(url: str) -> None:
+    """Refuse (``invalid_url``) an image URL the worker may not use: see the module docstring."""
     if _CONTROL.search(url):
         raise InvalidEvent(INVALID_URL, "image_url contains control characters")
     try:
@@ -554,10 +571,17 @@ def replay_count(headers: Iterable[tuple[str, bytes | None]] | Mapping[str, byte
     return count
 
 
-def result_headers(source: Source) -> list[tuple[str, bytes]]:
-    """Headers of a result record: the input's W3C trace context (``traceparent``, ``tracestate``)."""
-    return [
+def result_headers(source: Source, event: Event | None = None) -> list[tuple[str, bytes]]:
+    """Headers of a result record: the input's W3C trace context (``traceparent``, ``tracestate``).
+
+    The record's own headers win; without a ``traceparent`` header the event's ``trace_context`` (a CloudEvent's
+    tracing extension) is used, so a trace started by a camera still reaches the result.
+    """
+    own = [
         (n.lower(), v)
         for n, v in source.headers
         if v is not None and n.lower() in TRACE_HEADERS and len(v) <= MAX_TRACE_HEADER_BYTES
     ]
+    if event is None or not event.trace_context or any(n == "traceparent" for n, _ in own):
+        return own
+    return list(event.trace_context)

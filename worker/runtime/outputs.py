@@ -128,7 +128,7 @@ class OutputWriter:
                 self._results_topic,
                 task.source.key,
                 value,
-                records.result_headers(task.source),
+                records.result_headers(task.source, task.event),
                 task.tp,
                 task.epoch,
                 task.source.offset,

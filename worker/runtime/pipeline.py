@@ -46,7 +46,7 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -56,7 +56,7 @@ from worker import __version__
 from worker.api.codes import Api
 from worker.api.errors import config_error_reason, meaning
 from worker.config import Settings
-from worker.core import records
+from worker.core import formats, records
 from worker.core.breaker import BreakerState, CircuitBreaker
 from worker.core.clock import SYSTEM_CLOCK, Clock
 from worker.core.guard import DeadLetterGuard
@@ -97,6 +97,8 @@ class PipelineOptions:
     dlq_guard_ratio: float
     dlq_guard_pause_s: float
     api: Api = Api.V1
+    # How each input topic is read (default: every topic in the event format).
+    inputs: formats.Inputs = field(default_factory=formats.Inputs)
 
     @classmethod
     def from_settings(cls, s: Settings) -> PipelineOptions:
@@ -116,6 +118,7 @@ class PipelineOptions:
             dlq_guard_ratio=s.dlq_guard_ratio,
             dlq_guard_pause_s=s.dlq_guard_pause_s,
             api=Api(s.api),
+            inputs=s.inputs(),
         )
 
 
@@ -257,7 +260,10 @@ class Pipeline:
 
     def start(self) -> None:
         self._consumer.subscribe(
-            [self.options.input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+            list(formats.split_topics(self.options.input_topic)),
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
         )
 
     # -- the loop ----------------------------------------------------------------------------
@@ -362,18 +368,20 @@ class Pipeline:
     # -- records in ------------------------------------------------------------------------------
 
     def _on_messages(self, msgs: Sequence[Any]) -> None:
-        consumed = 0
+        consumed: dict[str, int] = {}  # per topic: the worker may consume several
         for msg in msgs:
             err = msg.error()
             if err is not None:
                 self._on_consume_error(err)
                 continue
-            consumed += 1
+            topic = msg.topic() or self.options.input_topic
+            consumed[topic] = consumed.get(topic, 0) + 1
             self._on_message(msg)
         if consumed:
             self._broker_reachable = True
-            self.stats.consumed += consumed
-            self._observer.consumed(self.options.input_topic, consumed)
+            self.stats.consumed += sum(consumed.values())
+            for topic, count in consumed.items():
+                self._observer.consumed(topic, count)
 
     def _on_message(self, msg: MessageLike) -> None:
         source = records.Source.from_message(msg)  # type: ignore[arg-type]  # consumed headers are a list
@@ -388,7 +396,7 @@ class Pipeline:
         raw = msg.value()
         value = raw.encode() if isinstance(raw, str) else raw
         try:
-            event = records.parse_event(value, source)
+            event = self.options.inputs.parse(value, source)  # the topic's format: worker.core.formats
         except records.InvalidEvent as invalid:
             error = records.ErrorInfo.from_invalid(invalid, at_ms=int(time.time() * 1000))
             self._outputs.dead_letter(tp, epoch, source, value, None, error, replay_count)

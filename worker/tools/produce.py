@@ -4,6 +4,10 @@ Sources: a JSON-lines file (``--file events.jsonl``, ``--file -`` for stdin) or 
 (``--images DIR --image-base-url URL``: one event per image file). An event object without ``event_id`` gets
 one (uuid4 hex); ``--group-id`` adds face groups. A line that is not a JSON object is published as it is, so
 the dead-letter path can be exercised. The command waits until the broker acknowledged every record.
+
+Other input formats (docs/event-formats.md): ``--cloudevents structured|binary`` wraps each event in a CloudEvent
+1.0 (Kafka structured or binary mode; ``id`` = the event_id); ``--as-is`` publishes every line unchanged, for
+S3/MinIO/COS notifications (``tests/data/events/`` holds samples).
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ import sys
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 from urllib.parse import quote
@@ -25,6 +30,8 @@ from worker.config import ConfigError
 from worker.tools import _kafka
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
+CE_SOURCE = "/multidentify-worker/produce"
+CE_TYPE = "com.github.multidentify-worker.image"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +41,43 @@ class Outgoing:
     key: bytes | None
     value: bytes
     raw: bool = False
+    headers: tuple[tuple[str, bytes], ...] = ()  # this record's own, after the --header ones
+
+
+def as_cloudevent(rec: Outgoing, mode: str, *, source: str = CE_SOURCE, now: datetime | None = None) -> Outgoing:
+    """An event record wrapped in a CloudEvent 1.0 (``mode`` structured or binary, the Kafka protocol binding):
+    ``id`` = its event_id, ``data`` = the event. A raw record (not a JSON object) is left alone."""
+    if rec.raw:
+        return rec
+    event = orjson.loads(rec.value)
+    attributes = {
+        "specversion": "1.0",
+        "id": str(event.get("event_id") or new_event_id()),
+        "source": source,
+        "type": CE_TYPE,
+        "time": (now or datetime.now(UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+    }
+    if mode == "structured":
+        envelope = {**attributes, "datacontenttype": "application/json", "data": event}
+        return replace(rec, value=orjson.dumps(envelope), headers=(("content-type", b"application/cloudevents+json"),))
+    headers = tuple((f"ce_{name}", value.encode()) for name, value in attributes.items())
+    return replace(rec, headers=(*headers, ("content-type", b"application/json")))
+
+
+def as_is(lines: Iterable[bytes]) -> Iterator[Outgoing]:
+    """Records published as they are (notifications of S3/MinIO/COS: nothing is added to them): a text that is one
+    JSON document (a pretty-printed sample) is one record, compacted; any other text, each non-blank line."""
+    text_lines = [line.rstrip(b"\r\n") for line in lines]
+    try:
+        whole = orjson.loads(b"\n".join(text_lines))
+    except orjson.JSONDecodeError:
+        whole = None
+    if whole is not None and len(text_lines) > 1:
+        yield Outgoing(None, orjson.dumps(whole))
+        return
+    for text in text_lines:
+        if text.strip():
+            yield Outgoing(None, text)
 
 
 def new_event_id() -> str:
@@ -122,7 +166,13 @@ def publish(
     for rec in records:
         while True:
             try:
-                producer.produce(topic, value=rec.value, key=rec.key, headers=headers, on_delivery=on_delivery)
+                producer.produce(
+                    topic,
+                    value=rec.value,
+                    key=rec.key,
+                    headers=[*(headers or ()), *rec.headers] or None,
+                    on_delivery=on_delivery,
+                )
                 break
             except BufferError:
                 if time.monotonic() >= deadline:
@@ -169,6 +219,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--header", action="append", default=[], metavar="NAME=VALUE", help="header on every record; repeatable"
     )
+    envelope = parser.add_mutually_exclusive_group()
+    envelope.add_argument(
+        "--cloudevents",
+        choices=("structured", "binary"),
+        help="wrap each event in a CloudEvent 1.0 (Kafka structured or binary mode; input_formats topic=cloudevents)",
+    )
+    envelope.add_argument(
+        "--as-is",
+        action="store_true",
+        help="publish --file unchanged: one JSON document, or one record per line (S3/MinIO/COS notifications)",
+    )
     parser.add_argument("--topic", metavar="TOPIC", help="publish here instead of the input topic")
     parser.add_argument("--timeout", type=float, default=30.0, metavar="S", help="time allowed in all (default 30)")
     _kafka.add_connection_flags(parser)
@@ -193,20 +254,28 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         if args.images and not args.image_base_url:
             raise ValueError("--images needs --image-base-url")
         groups, key_field = args.event_group_ids, args.key_field
-        if args.images:
+        if not args.topic and len(settings.input_topics) > 1:
+            raise ValueError(
+                f"input_topic (MDW_INPUT_TOPIC) lists several topics ({settings.input_topic}); name one with --topic"
+            )
+        if args.as_is and not args.file:
+            raise ValueError("--as-is needs --file")
+        if args.file and args.file != "-" and not Path(args.file).is_file():
+            raise ValueError(f"--file {args.file!r} is not a readable file")
+        if args.as_is:
+            records: Iterable[Outgoing] = as_is(_stdin_lines() if args.file == "-" else _read_lines(Path(args.file)))
+        elif args.images:
             directory = Path(args.images)
             if not directory.is_dir():
                 raise ValueError(f"--images {args.images!r} is not a directory")
-            records: Iterable[Outgoing] = from_images(
-                directory, args.image_base_url, group_ids=groups, key_field=key_field
-            )
+            records = from_images(directory, args.image_base_url, group_ids=groups, key_field=key_field)
         elif args.file == "-":
             records = from_lines(_stdin_lines(), group_ids=groups, key_field=key_field)
         else:
-            path = Path(args.file)
-            if not path.is_file():
-                raise ValueError(f"--file {args.file!r} is not a readable file")
-            records = from_lines(_read_lines(path), group_ids=groups, key_field=key_field)
+            records = from_lines(_read_lines(Path(args.file)), group_ids=groups, key_field=key_field)
+        if args.cloudevents:
+            mode = args.cloudevents
+            records = (as_cloudevent(rec, mode) for rec in records)
     except (ValueError, ConfigError) as exc:
         print(f"produce: {exc}", file=sys.stderr)
         return 2

@@ -443,6 +443,13 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         settings = _kafka.load_settings(args)
     except (ValueError, ConfigError) as exc:
         return fail("invalid", 2, str(exc))
+    if options.target_topic is None and len(settings.input_topics) > 1:
+        # Each input topic has its own format (input_formats): a dead letter must go back to the right one.
+        return fail(
+            "invalid",
+            2,
+            f"input_topic (MDW_INPUT_TOPIC) lists several topics ({settings.input_topic}); name the target with --to",
+        )
     target = options.target_topic or settings.input_topic
     group = options.group or default_group(settings.dlq_topic, options.selection)
     where = {"dlq_topic": settings.dlq_topic, "target_topic": target, "group": group}

@@ -1,0 +1,120 @@
+"""What the object-store formats (``s3``, ``cos``) share: image URL templates, the image check, the size check.
+
+An object-created notification names a bucket and a key; the image URL is built from a configured template
+(setting ``image_url_template``) with the placeholders ``{bucket}``, ``{key}`` and ``{region}``. ``{key}`` is
+percent-encoded as a URL path (RFC 3986: every byte except unreserved characters and ``/``; a ``.`` or ``..``
+segment too, so no key leaves its bucket), ``{bucket}`` and ``{region}`` as one path segment, so a key such as
+``cam 1/ä+b.jpg`` becomes ``cam%201/%C3%A4%2Bb.jpg``.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from urllib.parse import quote, urlsplit
+
+from worker.core.records import InvalidEvent
+
+NOT_OBJECT_CREATED = "not_object_created"
+NOT_AN_IMAGE = "not_an_image"
+OBJECT_TOO_LARGE = "object_too_large"
+SEVERAL_RECORDS = "several_records"
+INVALID_NOTIFICATION = "invalid_notification"
+S3_TEST_EVENT = "s3_test_event"
+
+PLACEHOLDERS = ("bucket", "key", "region")
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+# Extensions of the formats the face APIs decode (JPEG, PNG, BMP, WEBP, TIFF; GIF is refused by v1).
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+# Content types that say nothing about the bytes: then the key's extension decides.
+GENERIC_CONTENT_TYPES = frozenset(
+    {"", "application/octet-stream", "binary/octet-stream", "application/x-www-form-urlencoded"}
+)
+
+
+def template_problem(template: str) -> str | None:
+    """Why ``template`` cannot build image URLs (None when it can): http(s), a host, ``{key}``, known placeholders."""
+    names = _PLACEHOLDER.findall(template)
+    unknown = sorted({n for n in names if n not in PLACEHOLDERS})
+    if unknown:
+        shown = ", ".join("{" + n + "}" for n in unknown)
+        return f"unknown placeholder(s) {shown} (known: {{bucket}}, {{key}}, {{region}})"
+    if "key" not in names:
+        return "the template has no {key}"
+    sample = fill(template, bucket="bucket", key="key", region="region")
+    if "{" in sample or "}" in sample:
+        return "unbalanced braces"
+    try:
+        parts = urlsplit(sample)
+        valid = parts.scheme.lower() in ("http", "https") and bool(parts.hostname) and "@" not in parts.netloc
+    except ValueError:
+        valid = False
+    if not valid or re.search(r"\s", sample):
+        return "must be an http:// or https:// URL with a host and no whitespace or user:password@"
+    return None
+
+
+def fill(template: str, *, bucket: str, key: str, region: str) -> str:
+    """The template with its placeholders replaced by the percent-encoded values (one pass: a value is never
+    read as a placeholder)."""
+    values = {
+        "bucket": _segment(bucket),
+        "key": "/".join(_segment(part) for part in key.split("/")),
+        "region": _segment(region),
+    }
+    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
+
+
+def _segment(text: str) -> str:
+    """One path segment, percent-encoded; ``.`` and ``..`` too, or a URL normaliser would treat them as dot-segments
+    and a key such as ``../other-bucket/x.jpg`` would point outside its bucket."""
+    return "%2E" * len(text) if text in (".", "..") else quote(text, safe="")
+
+
+def check_image(key: str, content_type: str | None, size: int | None, max_bytes: int | None) -> None:
+    """Refuse an object that is not worth a call: a folder marker, empty, not an image, or too large.
+
+    A content type decides when it is specific (``image/*`` accepted, ``video/mp4`` refused); a generic or missing
+    one leaves it to the key's extension; an object without extension and without a content type is accepted
+    (the face API refuses what it cannot decode).
+    """
+    if key.endswith("/"):
+        raise InvalidEvent(NOT_AN_IMAGE, f"the object {_short(key)!r} is a folder marker")
+    if size == 0:
+        raise InvalidEvent(NOT_AN_IMAGE, f"the object {_short(key)!r} is empty (0 bytes)")
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if not media.startswith("image/"):
+        if media not in GENERIC_CONTENT_TYPES:
+            raise InvalidEvent(NOT_AN_IMAGE, f"the object {_short(key)!r} has content type {media!r}, not image/*")
+        extension = posixpath.splitext(posixpath.basename(key))[1].lower()
+        if extension and extension not in IMAGE_EXTENSIONS:
+            raise InvalidEvent(
+                NOT_AN_IMAGE, f"the object {_short(key)!r} has the extension {extension!r}, not an image's"
+            )
+    if size is not None and max_bytes is not None and size > max_bytes:
+        raise InvalidEvent(
+            OBJECT_TOO_LARGE, f"the object {_short(key)!r} is {size:,} bytes; the face API takes at most {max_bytes:,}"
+        )
+
+
+def event_name_created(name: str, prefix: str) -> bool:
+    """Is ``name`` an object-created event (``ObjectCreated:Put``, ``s3:ObjectCreated:Put``, ``cos:ObjectCreated:*``)?
+
+    ``prefix`` is the service's (``s3:``, ``cos:``), optional: AWS leaves it out, MinIO and COS write it.
+    """
+    return name.removeprefix(prefix).startswith("ObjectCreated:")
+
+
+def one_record(doc: object) -> None:
+    """Refuse a notification that holds several records: the worker writes one output per input record, and
+    committing one offset for several outcomes would break the commit contract (S3, MinIO and COS send one)."""
+    if isinstance(doc, dict):
+        records = doc.get("Records")
+        if isinstance(records, list) and len(records) > 1:
+            raise InvalidEvent(
+                SEVERAL_RECORDS, f"the notification holds {len(records)} records; the worker takes one per record"
+            )
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
