@@ -16,6 +16,7 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler
 from opentelemetry.trace import SpanKind, StatusCode
 
 from tests.support.contract import DLQ, IN, OK, RESULTS, Harness, build, err
@@ -28,9 +29,9 @@ PARENT_ID = "b7ad6b7169203331"
 TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
 
 
-def traced_harness(**kwargs: object) -> tuple[Harness, InMemorySpanExporter]:
+def traced_harness(sampler: Sampler | None = None, **kwargs: object) -> tuple[Harness, InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
-    provider = TracerProvider()
+    provider = TracerProvider(sampler=sampler)
     provider.add_span_processor(SimpleSpanProcessor(exporter))  # exported at end(): visible at once
     return build(tracer=OtelTracer(provider, group_id="g1"), **kwargs), exporter  # type: ignore[arg-type]
 
@@ -200,6 +201,18 @@ def test_a_configuration_stop_ends_the_event_span_as_an_error() -> None:
     assert event.attributes["mdw.error.code"] == "14"
     assert event.status.status_code is StatusCode.ERROR
     assert h.stop() == 3
+
+
+def test_a_sampled_out_event_records_nothing_but_its_output_still_carries_the_trace() -> None:
+    h, spans = traced_harness(sampler=ParentBased(ALWAYS_OFF, remote_parent_sampled=ALWAYS_OFF))
+    h.api.answer = scripted(err(213), OK)
+    publish(h, "e1")
+    h.assign(0)
+    h.run_until(lambda: len(h.results()) == 1 and h.committed(0) == 1, within_s=10)
+    assert spans.get_finished_spans() == ()
+    [record] = h.broker.records(RESULTS)
+    traceparent = header(record.headers(), "traceparent")
+    assert traceparent is not None and traceparent.startswith(f"00-{TRACE_ID}-") and traceparent.endswith("-00")
 
 
 def test_off_the_output_keeps_the_input_trace_headers() -> None:

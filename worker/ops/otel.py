@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter, TextMapPropagator
 from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -130,18 +131,22 @@ class OtelTracer(Tracer):
 
 
 class _EventTrace(EventTrace):
-    __slots__ = ("_attempts", "_code", "_context", "_owner", "_send", "_span")
+    __slots__ = ("_attempts", "_code", "_context", "_owner", "_recording", "_send", "_span")
 
     def __init__(self, owner: OtelTracer, span: Span) -> None:
         self._owner = owner
         self._span = span
         self._context = trace.set_span_in_context(span)
+        # Sampled out: no child is recorded either (the output still carries the trace context, unsampled).
+        self._recording = span.is_recording()
         self._attempts = 0  # only the HTTP thread running the event counts
         self._send: Span | None = None
         self._code: str | None = None
 
     def attempt(self, outcome: str, latency_s: float) -> None:
         self._attempts += 1
+        if not self._recording:
+            return
         end = time.time_ns()
         span = self._owner._tracer.start_span(
             "identify",
@@ -159,16 +164,10 @@ class _EventTrace(EventTrace):
         self, topic: str, *, event_id: str | None, code: str | None = None, faces: int | None = None
     ) -> Sequence[Header]:
         self._code = code
+        if not self._recording:
+            return self._inject(self._context)
         outcome = "result" if code is None else "dead_letter"
-        event = self._span
-        event.set_attribute("mdw.outcome", outcome)
-        event.set_attribute("mdw.attempts", self._attempts)
-        if event_id is not None:
-            event.set_attribute("mdw.event_id", event_id)
-        if code is not None:
-            event.set_attribute("mdw.error.code", code)
-        if faces is not None:
-            event.set_attribute("mdw.faces", faces)
+        self._span.set_attributes(self._outcome(outcome, event_id, code, faces))
         send = self._owner._tracer.start_span(
             f"send {topic}",
             context=self._context,
@@ -182,8 +181,11 @@ class _EventTrace(EventTrace):
             },
         )
         self._send = send
+        return self._inject(trace.set_span_in_context(send))
+
+    def _inject(self, context: Context) -> list[Header]:
         carrier: dict[str, str] = {}
-        self._owner._propagator.inject(carrier, context=trace.set_span_in_context(send))
+        self._owner._propagator.inject(carrier, context=context)
         return [(name, value.encode()) for name, value in carrier.items()]
 
     def delivered(self, partition: int | None, offset: int | None, error: str | None = None) -> None:
@@ -205,12 +207,18 @@ class _EventTrace(EventTrace):
 
     def ended(self, outcome: str, *, event_id: str | None = None, code: str | None = None) -> None:
         event = self._span
-        event.set_attribute("mdw.outcome", outcome)
-        event.set_attribute("mdw.attempts", self._attempts)
-        if event_id is not None:
-            event.set_attribute("mdw.event_id", event_id)
-        if code is not None:
-            event.set_attribute("mdw.error.code", code)
+        event.set_attributes(self._outcome(outcome, event_id, code, None))
         if outcome in ("stop", "produce_failed"):
             event.set_status(Status(StatusCode.ERROR, outcome if code is None else f"{outcome} {code}"))
         event.end()
+
+    def _outcome(self, outcome: str, event_id: str | None, code: str | None, faces: int | None) -> dict[str, str | int]:
+        """The event span's ``mdw.*`` attributes once its outcome is known."""
+        attributes: dict[str, str | int] = {"mdw.outcome": outcome, "mdw.attempts": self._attempts}
+        if event_id is not None:
+            attributes["mdw.event_id"] = event_id
+        if code is not None:
+            attributes["mdw.error.code"] = code
+        if faces is not None:
+            attributes["mdw.faces"] = faces
+        return attributes
