@@ -144,6 +144,7 @@ print(sorted(m for m in sys.modules if m.split(".")[0] == "opentelemetry"))
     [
         ({"OTEL_TRACES_EXPORTER": "no-such-exporter"}, "OTEL_TRACES_EXPORTER"),
         ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "OTEL_EXPORTER_OTLP_PROTOCOL"),
+        ({"OTEL_TRACES_EXPORTER": "console", "OTEL_PROPAGATORS": "no-such-propagator"}, "OTEL_PROPAGATORS"),
     ],
 )
 def test_the_worker_stops_at_start_naming_the_variable(otel: dict[str, str], named: str) -> None:

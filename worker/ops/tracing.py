@@ -112,7 +112,10 @@ def start(*, group_id: str = "") -> Tracer:
         return Tracer()
     if not extra_installed():
         raise TracingConfigError(missing_extra_message(p))
-    from worker.ops import otel  # only now: OpenTelemetry is imported when tracing is on, never otherwise
+    try:
+        from worker.ops import otel  # only now: OpenTelemetry is imported when tracing is on, never otherwise
+    except ValueError as exc:  # the API reads OTEL_PROPAGATORS on import and refuses an unknown propagator
+        raise TracingConfigError(f"OTEL_PROPAGATORS={os.environ.get('OTEL_PROPAGATORS', '')!r}: {exc}") from None
 
     tracer = otel.OtelTracer.from_plan(p, group_id=group_id)
     log.info("tracing every event with OpenTelemetry (%s; exporters %s)", p.because, ", ".join(p.exporters))
