@@ -24,7 +24,7 @@ from worker.core.breaker import CircuitBreaker
 from worker.core.outcomes import RetryPolicy
 from worker.core.ratelimit import AimdRateLimiter
 from worker.runtime.identify import Identifier
-from worker.runtime.observer import Observer, Snapshot
+from worker.runtime.observer import Observer, Snapshot, Tracer
 from worker.runtime.pipeline import Pipeline
 
 IN, RESULTS, DLQ = "images", "results", "dlq"
@@ -222,6 +222,7 @@ def build(
     limiter: AimdRateLimiter | None = None,
     cooperative: bool = True,
     fetch_chunk: int = 100,
+    tracer: Tracer | None = None,
     **overrides: Any,
 ) -> Harness:
     clock = VirtualClock()
@@ -271,6 +272,7 @@ def build(
         consumer=consumer,
         producer=producer,
         clock=clock,
+        tracer=tracer,
     )
     consumer.set_on_commit(pipeline._on_commit)  # type: ignore[arg-type]
     clock.outstanding = pipeline.outstanding

@@ -14,8 +14,9 @@ from worker.config import Settings
 from worker.core.breaker import CircuitBreaker
 from worker.core.outcomes import RetryPolicy
 from worker.core.ratelimit import AimdRateLimiter
+from worker.runtime.exits import ExitCode
 from worker.runtime.identify import FaceApi, Identifier, ImageSource
-from worker.runtime.observer import Observer, Observers
+from worker.runtime.observer import Observer, Observers, Tracer
 from worker.runtime.pipeline import Pipeline
 from worker.runtime.stopping import STOP_MARGIN_S, StopWatchdog, install_stop_handlers
 
@@ -102,6 +103,7 @@ def build_pipeline(
     observers: Sequence[Observer] = (),
     consumer_config: dict[str, object] | None = None,
     producer_config: dict[str, object] | None = None,
+    tracer: Tracer | None = None,
 ) -> Pipeline:
     """Everything `run` wires together, without signal handlers or the ops server (tests use this too)."""
     client = face_api(settings)
@@ -133,6 +135,7 @@ def build_pipeline(
         observer=observer,
         consumer_config=dict(consumer_config) if consumer_config else None,
         producer_config=dict(producer_config) if producer_config else None,
+        tracer=tracer,
     )
 
 
@@ -145,13 +148,19 @@ def run(settings: Settings) -> int:
     request (exit 6). Callers end the process with :func:`worker.runtime.stopping.exit_process`.
     """
     stop = install_stop_handlers()  # first: see worker.runtime.stopping
-    from worker.ops import HealthState, LogObserver, OpsServer, PrometheusObserver, configure_logging
+    from worker.ops import HealthState, LogObserver, OpsServer, PrometheusObserver, configure_logging, tracing
 
     configure_logging(
         settings.log_level,
         settings.log_format,
         secrets=[s for s in (settings.secret_id, settings.secret_key, settings.sasl_password, settings.iai_token) if s],
     )
+    try:
+        # OTEL_* variables (docs/tracing.md); off, this imports no OpenTelemetry and traces nothing.
+        tracer = tracing.start(group_id=settings.group_id)
+    except tracing.TracingConfigError as exc:
+        print(f"invalid configuration: {exc}", file=sys.stderr)
+        return ExitCode.INVALID_CONFIG
     budget = settings.drain_timeout_s + STOP_MARGIN_S
     watchdog = StopWatchdog(stop, budget, drain_s=settings.drain_timeout_s).start()
     server = None
@@ -165,7 +174,7 @@ def run(settings: Settings) -> int:
             return 0
         health = HealthState(liveness_timeout_s=settings.liveness_timeout_s)
         metrics = PrometheusObserver(health=health)
-        pipeline = build_pipeline(settings, observers=[metrics, health, LogObserver()])
+        pipeline = build_pipeline(settings, observers=[metrics, health, LogObserver()], tracer=tracer)
         stop.on_request(pipeline.request_stop)  # from here on a stop drains the pipeline
         if stop.requested:
             log.info("stopped before the pipeline ran (%s)", stop.reason)
@@ -176,6 +185,7 @@ def run(settings: Settings) -> int:
     finally:
         if server is not None:
             server.stop()
+        tracer.close()  # bounded (worker.ops.otel): within the watchdog's budget
         watchdog.disarm()
     if code:
         print(f"multidentify-worker: {pipeline.fatal_reason}", file=sys.stderr)

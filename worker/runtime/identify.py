@@ -36,7 +36,7 @@ from worker.core.clock import SYSTEM_CLOCK, Clock
 from worker.core.outcomes import Outcome, RetryPolicy, decide, tenacity_stop, tenacity_wait
 from worker.core.ratelimit import AimdRateLimiter
 from worker.core.records import Event, Source
-from worker.runtime.observer import Observer
+from worker.runtime.observer import NO_TRACE, EventTrace, Observer
 
 # Codes that mean "your configured groups are wrong" for the default groups, but are the event's own
 # fault when the event named its groups itself (the registry marks them).
@@ -68,6 +68,7 @@ class Task:
     epoch: int  # the partition's assignment epoch (worker.core.offsets): stale when it changed
     replay_count: int
     consumed_at: float  # monotonic
+    trace: EventTrace = NO_TRACE  # the event's trace (worker.runtime.observer): hears every attempt
 
 
 @dataclass(slots=True)
@@ -389,6 +390,7 @@ class Identifier:
                 result = self._api.identify_url(event.image_url, groups, event.session_id)
         except ApiError as err:
             latency = self._clock.now() - started
+            task.trace.attempt(err.code, latency)  # a failed download too: its code says so (origin fetch)
             now_ms = int(self._wall() * 1000)
             done.first_failure_ms = done.first_failure_ms or now_ms
             done.last_failure_ms = now_ms
@@ -407,6 +409,7 @@ class Identifier:
             raise
         latency = self._clock.now() - started
         done.api_latency_ms = latency * 1000
+        task.trace.attempt("ok", latency)
         self._observer.api_call("ok", latency)
         self._limiter.on_success(sent_at=started)
         self._remember(event.event_id, False)

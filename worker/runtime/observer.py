@@ -3,12 +3,25 @@
 Metrics, health and logs hang off these hooks instead of being sprinkled through the pipeline
 (the dramatiq middleware idea). Hooks are called from the poll-loop thread, except ``api_call`` and
 ``retried`` which HTTP threads call; implementations must be cheap and thread-safe.
+
+Tracing needs to know which event a hook is about, so it has its own pair: a :class:`Tracer` gives every
+consumed record an :class:`EventTrace` that travels with the event (``Task.trace``) and hears its attempts and
+its output. Both bases are no-ops and the default: with tracing off a record costs one call returning
+:data:`NO_TRACE` and a few empty method calls. The OpenTelemetry implementation is ``worker.ops.otel``; the
+runtime never imports it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from worker.core.records import Source
+
+# One output header, as the producer takes it.
+Header = tuple[str, bytes]
 
 
 @dataclass(frozen=True)
@@ -118,3 +131,45 @@ class Observers(Observer):
     def stopped(self, exit_code: int, reason: str) -> None:
         for o in self._all:
             o.stopped(exit_code, reason)
+
+
+class EventTrace:
+    """One event's trace, from its consumption to its output's acknowledgement (no-op base).
+
+    ``attempt`` is called from the HTTP thread that runs the event, the others from the poll-loop thread; one
+    event is never in two threads at once. Exactly one of ``delivered(acked=True)`` and ``ended`` ends it;
+    an event dropped by a revoke before its call started gets neither (it is redelivered, and traced, again).
+    """
+
+    __slots__ = ()
+
+    def attempt(self, outcome: str, latency_s: float) -> None:
+        """One API call of this event ended; ``outcome`` is ``ok`` or the error code. From the HTTP thread."""
+
+    def producing(
+        self, topic: str, *, event_id: str | None, code: str | None = None, faces: int | None = None
+    ) -> Sequence[Header]:
+        """The event's output is produced to ``topic`` (a dead letter when ``code`` is set); returns the trace
+        context headers the output record carries instead of the input's (empty: keep the input's)."""
+        return ()
+
+    def delivered(self, partition: int | None, offset: int | None, error: str | None = None) -> None:
+        """The broker acknowledged the output (``error`` None) or refused it; the trace ends on acknowledgement."""
+
+    def ended(self, outcome: str, *, event_id: str | None = None, code: str | None = None) -> None:
+        """The event ends without an output: ``cancelled`` (revoked, stopping), ``stop`` (configuration error,
+        ``code``) or ``discarded`` (its partition was revoked meanwhile)."""
+
+
+NO_TRACE = EventTrace()
+
+
+class Tracer:
+    """Starts one :class:`EventTrace` per consumed record (no-op base: tracing off)."""
+
+    def event(self, source: Source) -> EventTrace:
+        """A record was consumed (called before it is parsed: invalid events are traced too)."""
+        return NO_TRACE
+
+    def close(self) -> None:
+        """Export what is buffered and release the exporter (called once, at shutdown)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -30,7 +30,7 @@ from worker.core.offsets import OffsetTracker
 from worker.runtime.exits import ExitCode
 from worker.runtime.identify import Completion, Task
 from worker.runtime.kafka import Partition, ProducerLike
-from worker.runtime.observer import Observer
+from worker.runtime.observer import NO_TRACE, EventTrace, Header, Observer
 
 log = logging.getLogger("worker.outputs")
 
@@ -76,6 +76,7 @@ class _Output:
     offset: int
     on_acked: Callable[[], None]
     on_too_large: Callable[[], None] | None = None  # replaces the record when its size is refused
+    trace: EventTrace = NO_TRACE  # the event's trace: hears the delivery report
 
 
 class OutputWriter:
@@ -123,16 +124,18 @@ class OutputWriter:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("result: %d faces", faces, extra=_where(task.source, event_id=task.event.event_id))
         self._guard.record(False)
+        traced = task.trace.producing(self._results_topic, event_id=task.event.event_id, faces=faces)
         self._produce(
             _Output(
                 self._results_topic,
                 task.source.key,
                 value,
-                records.result_headers(task.source, task.event),
+                _with_trace_context(records.result_headers(task.source, task.event), traced),
                 task.tp,
                 task.epoch,
                 task.source.offset,
                 lambda: self._result_acked(faces),
+                trace=task.trace,
             )
         )
 
@@ -153,7 +156,9 @@ class OutputWriter:
             first_failure_ms=c.first_failure_ms or now_ms,
             last_failure_ms=c.last_failure_ms or now_ms,
         )
-        self.dead_letter(task.tp, task.epoch, task.source, task.raw, task.event.event_id, error, task.replay_count)
+        self.dead_letter(
+            task.tp, task.epoch, task.source, task.raw, task.event.event_id, error, task.replay_count, trace=task.trace
+        )
 
     def dead_letter(
         self,
@@ -164,6 +169,8 @@ class OutputWriter:
         event_id: str | None,
         error: records.ErrorInfo,
         replay_count: int,
+        *,
+        trace: EventTrace = NO_TRACE,
     ) -> None:
         code = error.code
         log.info("dead letter %s: %s", code, error.message, extra=_where(source, event_id, code, error.attempts))
@@ -188,16 +195,18 @@ class OutputWriter:
                 api=self._id.api,
                 **({} if keep_original else {"max_original_bytes": 0}),
             )
+            traced = trace.producing(self._dlq_topic, event_id=event_id, code=code)
             return _Output(
                 self._dlq_topic,
                 records.dead_letter_key(code),
                 value,
-                records.dead_letter_headers(src, error, self._id.version, replay_count),
+                _with_trace_context(records.dead_letter_headers(src, error, self._id.version, replay_count), traced),
                 partition,
                 epoch,
                 source.offset,
                 lambda: self._dead_letter_acked(code),
                 on_too_large=(lambda: self._without_original(build(False))) if keep_original else None,
+                trace=trace,
             )
 
         if self._guard.record(True):  # judged now, not at the acknowledgement (module doc); once per event
@@ -218,16 +227,20 @@ class OutputWriter:
         """Produce ``out``; its offset is done (and ``on_acked`` runs) once the broker acknowledged it."""
 
         def refused(error: KafkaError) -> None:
+            out.trace.delivered(None, None, error.str())
             if out.on_too_large is not None and error.code() in _TOO_LARGE:
                 out.on_too_large()
                 return
+            out.trace.ended("produce_failed", code=error.name())
             where = {"topic": out.partition[0], "partition": out.partition[1], "offset": out.offset}
             self._fail(f"could not deliver to {out.topic}: {error.str()}", ExitCode.KAFKA, **where)
 
         def delivered(err: KafkaError | None, msg: Any) -> None:
             if err is not None:
                 refused(err)
-            elif self._tracker.done(out.partition, out.offset, out.epoch):
+                return
+            out.trace.delivered(msg.partition(), msg.offset())
+            if self._tracker.done(out.partition, out.offset, out.epoch):
                 out.on_acked()
 
         while True:
@@ -241,6 +254,15 @@ class OutputWriter:
             except KafkaException as exc:  # refused locally, e.g. larger than message.max.bytes
                 refused(exc.args[0])
                 return
+
+
+def _with_trace_context(headers: list[Any], traced: Sequence[Header]) -> list[Any]:
+    """``headers`` with the trace context of the event's trace (``traced``) instead of the input's: the
+    consumer of the output continues the worker's trace. Unchanged when tracing is off (``traced`` empty)."""
+    if not traced:
+        return headers
+    names = {name for name, _ in traced}
+    return [(n, v) for n, v in headers if n.lower() not in names] + list(traced)
 
 
 def _where(

@@ -67,7 +67,7 @@ from worker.runtime.dispatch import Dispatcher
 from worker.runtime.exits import ExitCode
 from worker.runtime.identify import Completion, Identifier, Kind, ProbeDone, Task
 from worker.runtime.kafka import ConsumerLike, MessageLike, Partition, ProducerLike
-from worker.runtime.observer import Observer, Snapshot
+from worker.runtime.observer import Observer, Snapshot, Tracer
 from worker.runtime.outputs import Identity, OutputWriter, PipelineStats
 from worker.runtime.pausing import PAUSE_AFTER_S, PauseControl
 
@@ -136,6 +136,7 @@ class Pipeline:
         producer_config: dict[str, Any] | None = None,
         worker_version: str = __version__,
         clock: Clock = SYSTEM_CLOCK,
+        tracer: Tracer | None = None,
     ) -> None:
         from worker.runtime import kafka
 
@@ -145,6 +146,7 @@ class Pipeline:
         self._identifier = identifier
         self._breaker = breaker
         self._observer = observer or Observer()
+        self._tracer = tracer or Tracer()  # the no-op one unless tracing is on (worker.ops.tracing)
         self._clock = clock
         self._max_in_flight = opts.max_in_flight
         # Consumed events whose commit is not confirmed yet: what a crash makes the next owner redo.
@@ -389,6 +391,7 @@ class Pipeline:
         if tp not in self._assigned:  # revoked while the record was on its way to us
             return
         self._pauses.fed(tp, self._clock.now())
+        trace = self._tracer.event(source)
         if self._tracker.would_go_back(tp, source.offset):
             self._reset_partition(tp, source.offset)
         epoch = self._tracker.track(tp, source.offset)
@@ -399,7 +402,7 @@ class Pipeline:
             event = self.options.inputs.parse(value, source)  # the topic's format: worker.core.formats
         except records.InvalidEvent as invalid:
             error = records.ErrorInfo.from_invalid(invalid, at_ms=int(time.time() * 1000))
-            self._outputs.dead_letter(tp, epoch, source, value, None, error, replay_count)
+            self._outputs.dead_letter(tp, epoch, source, value, None, error, replay_count, trace=trace)
             return
         task = Task(
             event=event,
@@ -409,6 +412,7 @@ class Pipeline:
             epoch=epoch,
             replay_count=replay_count,
             consumed_at=self._clock.now(),
+            trace=trace,
         )
         if self._gate.offer(task, tp, source.key):
             self._dispatch.ready(task)
@@ -438,13 +442,16 @@ class Pipeline:
         self._dispatch.completed(task)
         if self._tracker.epoch(task.tp) != task.epoch:
             self.stats.discarded_late += 1  # revoked meanwhile: the new owner processes it again
+            task.trace.ended("discarded", event_id=task.event.event_id)
             return
         for ready in self._gate.release(task, task.tp, task.source.key):
             self._dispatch.ready(ready)
         if c.kind is Kind.CANCELLED:
+            task.trace.ended("cancelled", event_id=task.event.event_id)
             return
         if c.kind is Kind.STOP:
             assert c.error is not None
+            task.trace.ended("stop", event_id=task.event.event_id, code=c.error.code)
             reason = config_error_reason(c.error)
             self._fail(reason, ExitCode.CONFIG_REFUSED, event_id=task.event.event_id, code=c.error.code)
         elif c.kind is Kind.RESULT:
