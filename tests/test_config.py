@@ -93,6 +93,15 @@ def test_check_command_exits_nonzero_naming_the_setting() -> None:
     assert "MDW_MAX_IN_FLIGHT" in proc.stderr and "max_in_flight" in proc.stderr
 
 
+def test_check_command_refuses_tracing_variables_the_worker_cannot_honour() -> None:
+    # `check` is what an init container or CI runs before `run`: it must stop where `run` would (docs/tracing.md).
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_EXPORTER_OTLP_PROTOCOL": "carrier-pigeon"}
+    proc = _cli("check", env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert "OTEL_EXPORTER_OTLP_PROTOCOL" in proc.stderr and "carrier-pigeon" in proc.stderr
+    assert _cli("check", env={**env, "OTEL_SDK_DISABLED": "true"}).returncode == 0
+
+
 def test_check_command_masks_secrets() -> None:
     proc = _cli("check", "--json", env={"MDW_SECRET_KEY": "topsecret-123", "MDW_APPID": "125"})
     assert proc.returncode == 0, proc.stderr

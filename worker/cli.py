@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import typing
 from collections.abc import Sequence
@@ -27,6 +28,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
             require_credentials=args.for_run,
         )
     except config.ConfigError as exc:
+        print(f"invalid configuration: {exc}", file=sys.stderr)
+        return ExitCode.INVALID_CONFIG
+    from worker.ops import tracing
+
+    try:
+        tracing.check(os.environ)  # OTEL_* variables: `run` refuses what it cannot honour, so `check` does too
+    except tracing.TracingConfigError as exc:
         print(f"invalid configuration: {exc}", file=sys.stderr)
         return ExitCode.INVALID_CONFIG
     masked = settings.masked()

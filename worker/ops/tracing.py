@@ -104,14 +104,20 @@ def extra_installed() -> bool:
     return True
 
 
+def check(environ: Mapping[str, str]) -> TracingPlan | None:
+    """What `check` and `run` both refuse: :func:`plan`, plus the extra the plan needs. Imports nothing."""
+    p = plan(environ)
+    if p is not None and not extra_installed():
+        raise TracingConfigError(missing_extra_message(p))
+    return p
+
+
 def start(*, group_id: str = "") -> Tracer:
     """The worker's tracer: the no-op one when tracing is off, else OpenTelemetry's, set up by the SDK from the
     process environment. Raises TracingConfigError when the variables cannot be honoured."""
-    p = plan(os.environ)
+    p = check(os.environ)
     if p is None:
         return Tracer()
-    if not extra_installed():
-        raise TracingConfigError(missing_extra_message(p))
     try:
         from worker.ops import otel  # only now: OpenTelemetry is imported when tracing is on, never otherwise
     except ValueError as exc:  # the API reads OTEL_PROPAGATORS on import and refuses an unknown propagator
