@@ -539,6 +539,27 @@ def test_keda_reset_policy_follows_the_worker_setting() -> None:
     assert policy(pinned) == "earliest"
 
 
+def test_keda_scales_on_every_input_topic_when_the_worker_reads_several() -> None:
+    def trigger(values: dict[str, Any]) -> dict[str, Any]:
+        meta = only(render(merge(REQUIRED, KEDA, values)), "ScaledObject")["spec"]["triggers"][0]["metadata"]
+        return dict(meta)
+
+    assert trigger({})["topic"] == "images"
+    # A list is no topic name: KEDA counts the lag of every topic the group consumes when `topic` is absent.
+    several = {"config": {"input_topic": "images,camera.events", "input_formats": "camera.events=cloudevents"}}
+    assert "topic" not in trigger(several)
+    assert trigger(merge(several, {"keda": {"kafka": {"topic": "images"}}}))["topic"] == "images"
+
+
+def test_a_replay_job_names_its_target_when_the_worker_reads_several_topics() -> None:
+    # Each input topic has its own format: replay cannot guess where a dead letter goes back to (it exits 2).
+    several = {"config": {"input_topic": "images,camera.events"}, "replay": {"enabled": True, "codes": ["-1308"]}}
+    with pytest.raises(helm_python.HelmRenderError, match=re.escape("replay.targetTopic")):
+        render(merge(REQUIRED, several))
+    docs = render(merge(REQUIRED, several, {"replay": {"targetTopic": "images"}}))
+    assert any(d["kind"] == "Job" for d in docs)
+
+
 def test_credentials_are_files_from_the_existing_secret(rendered: dict[str, list[dict[str, Any]]]) -> None:
     for scenario in ("minimal", "sasl-tls"):
         docs = rendered[scenario]
