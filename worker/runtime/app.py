@@ -150,7 +150,7 @@ def run(settings: Settings) -> int:
     configure_logging(
         settings.log_level,
         settings.log_format,
-        secrets=[s for s in (settings.secret_id, settings.secret_key, settings.sasl_password, settings.iai_token) if s],
+        secrets=settings.secret_values(),
     )
     budget = settings.drain_timeout_s + STOP_MARGIN_S
     watchdog = StopWatchdog(stop, budget, drain_s=settings.drain_timeout_s).start()
