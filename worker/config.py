@@ -6,6 +6,10 @@ choices). :data:`SETTINGS` is derived from those fields, and the environment var
 and ``multidentify-worker check`` derive from it, so they cannot drift and ``mypy`` sees a misspelt setting.
 Secrets may come from ``MDW_<NAME>`` or from a file named by ``MDW_<NAME>_FILE`` (Kubernetes secret volumes);
 they are masked whenever settings are shown and never logged.
+
+librdkafka properties (``kafka_common``, ``kafka_consumer``, ``kafka_producer``; docs/kafka.md) are the one kind with
+a variable per entry, ``MDW_<SETTING>_<NAME>``, a TOML table in the file and a repeated ``NAME=VALUE`` flag; those the
+commit contract or a setting owns are refused, and librdkafka checks the rest at load, in clients that connect nowhere.
 """
 
 from __future__ import annotations
