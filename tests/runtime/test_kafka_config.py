@@ -5,6 +5,8 @@ consumer and producer, and its group.instance.id the broker."""
 
 from __future__ import annotations
 
+import argparse
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -176,3 +178,18 @@ def test_a_running_worker_uses_the_properties_and_joins_with_its_instance_id(
     assert any(n.startswith("mdw-out#producer-") for n in names), sorted(names)
     # Each role got its own properties, and nothing of the other's.
     assert not any(n.startswith(("mdw-in#producer-", "mdw-out#consumer-")) for n in names), sorted(names)
+
+
+def test_the_tools_take_properties_as_flags_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [k for k in os.environ if k.startswith("MDW_")]:
+        monkeypatch.delenv(name)
+    parser = argparse.ArgumentParser()
+    tools_kafka.add_connection_flags(parser)
+    flags = ["--kafka-consumer", "client.rack=eu-west-1a", "--kafka-consumer", "debug=cgrp,fetch"]
+    args = parser.parse_args([*flags, "--kafka-producer", "linger.ms=3"])
+    s = tools_kafka.load_settings(args)
+    assert tools_kafka.consumer_config(s)["debug"] == "cgrp,fetch"
+    assert tools_kafka.consumer_config(s)["client.rack"] == "eu-west-1a"
+    assert tools_kafka.producer_config(s)["linger.ms"] == "3"
+    with pytest.raises(config.ConfigError, match="a secret is never given on the command line"):
+        tools_kafka.load_settings(parser.parse_args(["--kafka-common", "ssl.key.password=pw"]))
