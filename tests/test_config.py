@@ -218,7 +218,14 @@ def test_a_plain_field_is_refused_where_the_settings_are_derived() -> None:
 
 def test_the_kind_and_choices_come_from_the_field_type() -> None:
     hints = typing.get_type_hints(config.Settings)
-    expected_kind = {str: "str", int: "int", float: "float", bool: "bool", tuple[str, ...]: "list"}
+    expected_kind = {
+        str: "str",
+        int: "int",
+        float: "float",
+        bool: "bool",
+        tuple[str, ...]: "list",
+        tuple[tuple[str, str], ...]: "properties",
+    }
     for s in config.SETTINGS:
         hint = hints[s.name]
         if typing.get_origin(hint) is typing.Literal:
@@ -230,7 +237,13 @@ def test_the_kind_and_choices_come_from_the_field_type() -> None:
 def test_loaded_values_have_their_declared_types() -> None:
     """What `load` returns matches the annotations, so `int(settings.x)`-style casts are never needed."""
     hints = typing.get_type_hints(config.Settings)
-    env = {"MDW_MAX_IN_FLIGHT": "7", "MDW_RATE_LIMIT_QPS": "5", "MDW_TLS_VERIFY": "no", "MDW_GROUP_IDS": "a, b"}
+    env = {
+        "MDW_MAX_IN_FLIGHT": "7",
+        "MDW_RATE_LIMIT_QPS": "5",
+        "MDW_TLS_VERIFY": "no",
+        "MDW_GROUP_IDS": "a, b",
+        "MDW_KAFKA_CONSUMER_CLIENT_RACK": "a",
+    }
     for s in (config.load(environ={}), config.load(environ=env)):
         for name, hint in hints.items():
             if name == "sources":
@@ -240,6 +253,8 @@ def test_loaded_values_have_their_declared_types() -> None:
                 assert value in typing.get_args(hint), name
             elif hint == tuple[str, ...]:
                 assert isinstance(value, tuple) and all(isinstance(v, str) for v in value), name
+            elif hint == tuple[tuple[str, str], ...]:
+                assert isinstance(value, tuple) and all(isinstance(n, str) and isinstance(v, str) for n, v in value)
             else:
                 assert type(value) is hint, (name, value)
     assert (s.max_in_flight, s.rate_limit_qps, s.tls_verify, s.group_ids) == (7, 5.0, False, ("a", "b"))

@@ -6,6 +6,10 @@ choices). :data:`SETTINGS` is derived from those fields, and the environment var
 and ``multidentify-worker check`` derive from it, so they cannot drift and ``mypy`` sees a misspelt setting.
 Secrets may come from ``MDW_<NAME>`` or from a file named by ``MDW_<NAME>_FILE`` (Kubernetes secret volumes);
 they are masked whenever settings are shown and never logged.
+
+librdkafka properties (``kafka_common``, ``kafka_consumer``, ``kafka_producer``; docs/kafka.md) are the one kind with
+a variable per entry, ``MDW_<SETTING>_<NAME>``, a TOML table in the file and a repeated ``NAME=VALUE`` flag; those the
+commit contract or a setting owns are refused, and librdkafka checks the rest at load, in clients that connect nowhere.
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ import dataclasses
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 if TYPE_CHECKING:
@@ -43,7 +48,7 @@ class Setting:
     """One setting as the flags, the environment, ``check`` and the README table see it (derived from a field)."""
 
     name: str
-    kind: str  # str | int | float | bool | list | choice
+    kind: str  # str | int | float | bool | list | choice | properties
     default: Any
     help: str
     group: str
@@ -56,7 +61,12 @@ class Setting:
 
     @property
     def env(self) -> str:
+        """The variable of this setting; for a ``properties`` setting, the prefix of one variable per property."""
         return ENV_PREFIX + self.name.upper()
+
+    @property
+    def env_shown(self) -> str:
+        return self.env + "_<NAME>" if self.kind == "properties" else self.env
 
     @property
     def flag(self) -> str:
@@ -78,6 +88,8 @@ class Setting:
             return " ".join(p for p in (word, lo, hi) if p)
         if self.kind == "list":
             return "comma-separated list"
+        if self.kind == "properties":
+            return "librdkafka properties (docs/kafka.md)"
         return "text"
 
 
@@ -169,9 +181,15 @@ def _image_url_template(value: Any) -> str | None:
     return None
 
 
+def _instance_id(value: Any) -> str | None:
+    # Kafka's own rule for group.instance.id (the broker refuses others at JoinGroup).
+    ok = value == "" or re.match(r"^[A-Za-z0-9._-]{1,249}$", str(value))
+    return None if ok else "group.instance.id uses letters, digits, '.', '_' and '-' (1–249 characters), or is empty"
+
+
 # The choices of the `choice` settings, in the order `allowed()` lists them.
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
-SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
 AssignmentStrategy = Literal["cooperative-sticky", "range", "roundrobin"]
 OffsetReset = Literal["earliest", "latest"]
 ImageMode = Literal["url", "fetch"]
@@ -179,6 +197,8 @@ ApiName = Literal["v1", "iai"]
 Ordering = Literal["unordered", "key", "partition"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 LogFormat = Literal["json", "text"]
+#: librdkafka properties as (name, value) pairs, in order: the kind "properties" (a TOML table, MDW_<SETTING>_<NAME>).
+KafkaProperties = tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -248,6 +268,28 @@ class Settings:
         "kafka",
         minimum=0.05,
         maximum=60,
+    )
+    group_instance_id: str = setting(
+        "",
+        "static group membership: this replica's group.instance.id, unique per replica (the chart uses the pod name); "
+        "a replica back within session_timeout_ms gets its partitions again without a rebalance, but a replica gone "
+        "for good holds them that long (docs/kafka.md). Empty: dynamic membership",
+        "kafka",
+        validate=_instance_id,
+    )
+    kafka_common: KafkaProperties = setting(
+        (),
+        "librdkafka properties of every Kafka client of the worker and its tools, e.g. ssl.certificate.location, "
+        "sasl.oauthbearer.method",
+        "kafka",
+    )
+    kafka_consumer: KafkaProperties = setting(
+        (),
+        "librdkafka properties of the consumers only (over kafka_common), e.g. client.rack, fetch.min.bytes",
+        "kafka",
+    )
+    kafka_producer: KafkaProperties = setting(
+        (), "librdkafka properties of the producers only (over kafka_common), e.g. linger.ms, compression.type", "kafka"
     )
     # The face API
     api: ApiName = setting(
@@ -395,6 +437,8 @@ class Settings:
             value = getattr(self, s.name)
             if s.secret:
                 out[s.name] = "***" if value else ""
+            elif s.kind == "properties":
+                out[s.name] = {k: "***" if v and is_secret_property(k) else v for k, v in value}
             elif isinstance(value, tuple):
                 out[s.name] = ",".join(value)
             else:
@@ -421,6 +465,18 @@ class Settings:
             self.input_topic, self.input_formats, self.image_url_template, max_object_bytes=self.image_limit_bytes
         )
 
+    def secret_values(self) -> list[str]:
+        """Every secret set: the secret settings and the secret librdkafka properties (what logs redact)."""
+        out = [getattr(self, s.name) for s in SETTINGS if s.secret]
+        for s in SETTINGS:
+            if s.kind == "properties":
+                out.extend(v for k, v in getattr(self, s.name) if is_secret_property(k))
+        return [v for v in out if v]
+
+    def properties(self, role: Role) -> dict[str, str]:
+        """The librdkafka properties given for ``role``'s clients: kafka_common, then kafka_consumer/_producer."""
+        return {**dict(self.kafka_common), **dict(getattr(self, f"kafka_{role}"))}
+
     def replace(self, **changes: Any) -> Settings:
         """These settings with ``changes`` applied, validated again (sources become "flag")."""
         values = {s.name: getattr(self, s.name) for s in SETTINGS}
@@ -432,7 +488,14 @@ class Settings:
 
 
 _NOT_SETTINGS = frozenset({"sources"})  # the fields of Settings that are not settings
-_KINDS: dict[Any, str] = {str: "str", int: "int", float: "float", bool: "bool", tuple[str, ...]: "list"}
+_KINDS: dict[Any, str] = {
+    str: "str",
+    int: "int",
+    float: "float",
+    bool: "bool",
+    tuple[str, ...]: "list",
+    KafkaProperties: "properties",
+}
 
 
 def settings_of(cls: type[Any]) -> tuple[Setting, ...]:
@@ -453,7 +516,7 @@ def settings_of(cls: type[Any]) -> tuple[Setting, ...]:
         else:
             raise TypeError(
                 f"{cls.__name__}.{f.name}: type {hint!r} is not str, int, float, bool, a Literal of "
-                "strings or tuple[str, ...]"
+                "strings, tuple[str, ...] or KafkaProperties"
             )
         out.append(
             Setting(
@@ -475,6 +538,273 @@ def settings_of(cls: type[Any]) -> tuple[Setting, ...]:
 
 SETTINGS: tuple[Setting, ...] = settings_of(Settings)
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+def _check_property_prefixes(settings: Sequence[Setting]) -> None:
+    """Every variable under a properties setting's prefix is one of its properties: no other variable may start so."""
+    prefixes = [s.env + "_" for s in settings if s.kind == "properties"]
+    for s in settings:
+        for prefix in prefixes:
+            if (s.env + "_").startswith(prefix) and s.env + "_" != prefix:
+                raise TypeError(f"setting {s.name}: its variable {s.env} falls under the property prefix {prefix}")
+
+
+_check_property_prefixes(SETTINGS)
+
+
+# --- librdkafka properties: kafka_common, kafka_consumer, kafka_producer ----------------------------------------------
+# Given as a TOML table, as one MDW_<SETTING>_<NAME> variable per property, or as repeated --kafka-<role> NAME=VALUE
+# flags; layered per property (file < environment < flags; kafka_consumer/_producer over kafka_common). The worker
+# builds every client from them in worker/runtime/kafka.py, which applies the properties below last.
+
+Role = Literal["consumer", "producer"]
+#: The clients each properties setting reaches.
+PROPERTY_ROLES: Mapping[str, tuple[Role, ...]] = MappingProxyType(
+    {"kafka_common": ("consumer", "producer"), "kafka_consumer": ("consumer",), "kafka_producer": ("producer",)}
+)
+#: What the at-least-once contract fixes in every worker consumer and producer (docs/reliability.md).
+CONSUMER_CONTRACT: Mapping[str, Any] = MappingProxyType(
+    {"enable.auto.commit": False, "enable.auto.offset.store": False}
+)
+PRODUCER_CONTRACT: Mapping[str, Any] = MappingProxyType({"enable.idempotence": True, "acks": "all"})
+
+_OFFSETS = "the worker stores and commits an input offset only once the event's output is acknowledged (at-least-once)"
+_OUTPUTS = (
+    "an output counts as written only when every in-sync replica has it, once and in order (idempotent producer, "
+    "acks=all); only then is its input committed"
+)
+#: Properties the worker owns, and why: refused in every properties setting.
+OWNED_PROPERTIES: Mapping[str, str] = MappingProxyType(
+    {
+        "enable.auto.commit": _OFFSETS,
+        "auto.commit.enable": _OFFSETS,
+        "enable.auto.offset.store": _OFFSETS,
+        "offset.store.method": _OFFSETS,
+        "auto.commit.interval.ms": _OFFSETS + "; how often it commits is commit_interval_s (MDW_COMMIT_INTERVAL_S)",
+        "enable.idempotence": _OUTPUTS,
+        "acks": _OUTPUTS,
+        "request.required.acks": _OUTPUTS,
+        "transactional.id": "the worker's producer is idempotent, not transactional: " + _OUTPUTS,
+        "group.protocol": "the worker runs the classic consumer group protocol, which its session, assignment and "
+        "static membership settings are made for",
+        "statistics.interval.ms": "the worker reads librdkafka statistics every 5 s: consumer lag, broker "
+        "reachability for /readyz and fair pausing",
+        **dict.fromkeys(
+            ("error_cb", "stats_cb", "throttle_cb", "oauth_cb", "logger", "on_commit", "on_delivery", "dr_cb"),
+            "a callback the worker installs in code",
+        ),
+        "dr_msg_cb": "a callback the worker installs in code",
+    }
+)
+#: Properties a setting already holds: refused, naming the setting to use instead.
+SETTING_PROPERTIES: Mapping[str, str] = MappingProxyType(
+    {
+        "bootstrap.servers": "bootstrap_servers",
+        "metadata.broker.list": "bootstrap_servers",
+        "security.protocol": "security_protocol",
+        "sasl.mechanism": "sasl_mechanism",
+        "sasl.mechanisms": "sasl_mechanism",
+        "sasl.username": "sasl_username",
+        "sasl.password": "sasl_password",
+        "ssl.ca.location": "ssl_ca_location",
+        "group.id": "group_id",
+        "group.instance.id": "group_instance_id",
+        "partition.assignment.strategy": "assignment_strategy",
+        "session.timeout.ms": "session_timeout_ms",
+        "max.poll.interval.ms": "max_poll_interval_ms",
+        "auto.offset.reset": "auto_offset_reset",
+    }
+)
+# Passwords, client secrets, pass phrases and key contents (not key file paths): masked when shown, redacted in logs.
+SECRET_PROPERTY = re.compile(r"password|secret|passphrase|(^|\.)key\.pem$|^ssl_key$|^sasl\.oauthbearer\.config$")
+_ENCODED_PROPERTY = re.compile(r"^[A-Z0-9]+(_{1,3}[A-Z0-9]+)*$")
+
+
+def is_secret_property(name: str) -> bool:
+    """A librdkafka property whose value is never shown, logged or accepted on the command line."""
+    return bool(SECRET_PROPERTY.search(name))
+
+
+def property_env(setting_name: str, prop: str) -> str:
+    """The variable of ``prop`` in a properties setting: upper case, '.' → '_', '_' → '__', '-' → '___'.
+
+    ``property_env("kafka_consumer", "client.rack")`` is ``MDW_KAFKA_CONSUMER_CLIENT_RACK``.
+    """
+    encoded = prop.replace("_", "__").replace("-", "___").replace(".", "_").upper()
+    return BY_NAME[setting_name].env + "_" + encoded
+
+
+def _decode_property(encoded: str) -> str | None:
+    """The inverse of :func:`property_env`'s encoding, or None for a name it cannot have made."""
+    if not _ENCODED_PROPERTY.match(encoded):
+        return None
+    return re.sub(r"_{1,3}", lambda m: {1: ".", 2: "_", 3: "-"}[len(m.group())], encoded).lower()
+
+
+def _property_value(raw: Any) -> str | None:
+    if isinstance(raw, bool):
+        return "true" if raw else "false"
+    if isinstance(raw, int | float | str):
+        return str(raw)
+    return None
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """TOML reads ``client.rack = "a"`` as ``{"client": {"rack": "a"}}``: back to dotted property names."""
+    for key, value in table.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _flag_pairs(s: Setting, raw: Any) -> Iterator[tuple[str, str]]:
+    """A properties setting's override: ``NAME=VALUE`` strings (flags), or pairs or a mapping (``replace``)."""
+    items = raw.items() if isinstance(raw, Mapping) else raw
+    for item in items:
+        if isinstance(item, str):
+            name, sep, value = item.partition("=")
+            if not sep or not name.strip():
+                raise ConfigError(f"{s.name} ({s.flag}): {item!r} is not NAME=VALUE")
+            yield name.strip(), value
+        else:
+            name, value = item
+            text = _property_value(value)
+            if text is None:
+                raise ConfigError(f"{s.name} property {name} ({s.flag}): {value!r} is not text, a number or true/false")
+            yield str(name), text
+
+
+def _gather_properties(
+    s: Setting, file_values: Mapping[str, Any], env: Mapping[str, str], override: Any
+) -> tuple[KafkaProperties, str, dict[str, str]]:
+    """One properties setting: its (name, value) pairs, its source and where each property came from."""
+    found: dict[str, tuple[str, str]] = {}  # name → (value, origin)
+    source = "default"
+    if s.name in file_values:
+        table = file_values[s.name]
+        if not isinstance(table, dict):
+            raise ConfigError(
+                f"{s.name} (config file): a table of librdkafka properties, e.g. [{s.name}] then "
+                '"client.rack" = "eu-west-1a"'
+            )
+        for name, raw in _flatten(table):
+            value = _property_value(raw)
+            if value is None:
+                raise ConfigError(
+                    f"{s.name} property {name} (config file): {raw!r} is not text, a number or true/false"
+                )
+            found[name] = (value, "config file")
+        source = "file"
+    prefix = s.env + "_"
+    for var in sorted(v for v in env if v.startswith(prefix)):
+        decoded = _decode_property(var[len(prefix) :])
+        if decoded is None:
+            raise ConfigError(
+                f"{s.name} ({var}): not a property variable: {prefix} is followed by the property name in upper case, "
+                f"'.' written '_', '_' written '__' and '-' written '___' (client.rack: {prefix}CLIENT_RACK)"
+            )
+        found[decoded] = (env[var], var)
+        source = "env"
+    if override is not None:
+        for name, value in _flag_pairs(s, override):
+            found[name] = (value, s.flag)
+            source = "flag"
+    for name, (_, origin) in found.items():
+        _check_property(s, name, origin)
+    return tuple((n, v) for n, (v, _) in found.items()), source, {n: o for n, (_, o) in found.items()}
+
+
+def _check_property(s: Setting, name: str, origin: str) -> None:
+    where = f"{s.name} property {name} ({origin})"
+    if name in SETTING_PROPERTIES:
+        instead = BY_NAME[SETTING_PROPERTIES[name]]
+        raise ConfigError(f"{where}: the setting {instead.name} holds it; set {instead.name} ({instead.env}) instead")
+    if name in OWNED_PROPERTIES:
+        raise ConfigError(f"{where}: the worker sets it and it cannot be changed: {OWNED_PROPERTIES[name]}")
+
+
+class _LogSink:
+    """The log lines of a probe client (librdkafka's configuration warnings), kept instead of printed."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def log(self, level: int, fmt: str, *args: Any) -> None:
+        self.lines.append(fmt % args)
+
+
+# Left out of a probe client: it must connect nowhere, and read no file (ssl.* is read only with an SSL protocol).
+_NOT_PROBED = ("bootstrap.servers", "security.protocol", "ssl.ca.location")
+
+
+def _librdkafka_verdict(role: Role, props: Mapping[str, Any]) -> tuple[str | None, list[str]]:
+    """What librdkafka makes of ``props`` in a ``role`` client with the contract's properties: its refusal (unknown
+    name, bad value, contradiction) or None, and the properties it would ignore as the other role's.
+
+    The client has no bootstrap.servers, so it connects nowhere; it lives for well under a millisecond.
+    """
+    from confluent_kafka import Consumer, KafkaException, Producer  # here: the settings import nothing to load
+
+    sink = _LogSink()
+    conf = {k: v for k, v in props.items() if k not in _NOT_PROBED}
+    try:
+        if role == "consumer":
+            consumer = Consumer({"group.id": "mdw-config-check", **conf, **CONSUMER_CONTRACT, "logger": sink})
+            consumer.poll(0)  # hands over the log lines
+            consumer.close()
+        else:
+            producer = Producer({**conf, **PRODUCER_CONTRACT, "logger": sink})
+            producer.poll(0)
+    except KafkaException as exc:
+        return str(exc.args[0].str()), []
+    except (TypeError, ValueError) as exc:
+        return str(exc), []
+    other = "producer" if role == "consumer" else "consumer"
+    ignored = re.compile(rf"Configuration property (\S+) is an? {other} property and will be ignored")
+    return None, [m.group(1) for line in sink.lines if (m := ignored.search(line))]
+
+
+def _check_with_librdkafka(settings: Settings, origins: Mapping[str, Mapping[str, str]]) -> None:
+    """librdkafka's own check of the properties, at start: a misspelt name, a bad value or a property of the other
+    role stops the worker here, naming the setting and the property, not at the first connection."""
+    common = dict(settings.kafka_common)
+    for name, roles in PROPERTY_ROLES.items():
+        own = dict(getattr(settings, name))
+        if not own:
+            continue
+        for role in roles:
+            refusal, misplaced = _librdkafka_verdict(role, own)
+            if refusal is not None:
+                named = [p for p in own if f'"{p}"' in refusal or f"`{p}`" in refusal]
+                where = f"{name} property {named[0]} ({origins[name][named[0]]})" if named else name
+                raise ConfigError(f"{where}: librdkafka refuses it in a {role}: {refusal}")
+            if name == "kafka_common":
+                continue  # common properties of one role only are expected: the other role ignores them
+            if misplaced:
+                other = "producer" if role == "consumer" else "consumer"
+                # librdkafka names an alias by its own name (linger.ms: queue.buffering.max.ms): find the one given.
+                given = [p for p in own if _librdkafka_verdict(role, {p: own[p]})[1]] or misplaced
+                raise ConfigError(
+                    f"{name} property {given[0]} ({origins[name].get(given[0], name)}): librdkafka says it is a "
+                    f"{other} property, which a {role} ignores; set it in kafka_{other} or kafka_common"
+                )
+            if common:
+                refusal, _ = _librdkafka_verdict(role, {**common, **own})
+                if refusal is not None:
+                    raise ConfigError(f"kafka_common with {name}: librdkafka refuses them in a {role}: {refusal}")
+    # Last, the clients as the worker builds them: the properties with its tuning, its settings and the contract.
+    from worker.runtime import kafka  # here: runtime.kafka builds on these settings
+
+    built: tuple[tuple[Role, dict[str, Any]], ...] = (
+        ("consumer", kafka.consumer_config(settings)),
+        ("producer", kafka.producer_config(settings)),
+    )
+    for client, conf in built:
+        refusal, _ = _librdkafka_verdict(client, conf)
+        if refusal is not None:
+            names = ", ".join(n for n in PROPERTY_ROLES if getattr(settings, n))
+            raise ConfigError(f"{names}: librdkafka refuses the worker's {client} with them: {refusal}")
 
 
 def _coerce(setting: Setting, raw: Any, source: str) -> Any:
@@ -566,7 +896,13 @@ def load(
         raise ConfigError(f"unknown settings {unknown}")
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
+    origins: dict[str, dict[str, str]] = {}
     for s in SETTINGS:
+        if s.kind == "properties":
+            values[s.name], sources[s.name], origins[s.name] = _gather_properties(
+                s, file_values, env, overrides.get(s.name)
+            )
+            continue
         raw: Any = s.default
         source = "default"
         if s.name in file_values:
@@ -581,6 +917,8 @@ def load(
         sources[s.name] = source
     settings = Settings(**values, sources=sources)
     _check_combinations(settings)
+    if any(origins.values()):
+        _check_with_librdkafka(settings, origins)
     if require_credentials:
         unused = _UNUSED_BY_API[settings.api]
         missing = [s for s in SETTINGS if s.required_for_run and not values[s.name] and s.name not in unused]
@@ -637,6 +975,16 @@ def _check_combinations(s: Settings) -> None:
             )
 
 
+def add_flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup, s: Setting) -> None:
+    """The flag of one setting; a properties setting's flag is repeated, one ``NAME=VALUE`` each."""
+    if s.kind == "properties":
+        parser.add_argument(
+            s.flag, dest=s.name, action="append", default=None, metavar="NAME=VALUE", help=f"{s.help} [{s.env_shown}]"
+        )
+    else:
+        parser.add_argument(s.flag, dest=s.name, default=None, metavar=s.kind.upper(), help=f"{s.help} [{s.env}]")
+
+
 def add_flags(parser: argparse.ArgumentParser, groups: Sequence[str] | None = None) -> None:
     """One flag per setting (``--max-in-flight``); values stay strings until :func:`load` validates them."""
     for s in SETTINGS:
@@ -644,12 +992,24 @@ def add_flags(parser: argparse.ArgumentParser, groups: Sequence[str] | None = No
             continue
         if s.secret:
             continue  # secrets never on the command line: they would show in `ps`
-        parser.add_argument(s.flag, dest=s.name, default=None, metavar=s.kind.upper(), help=f"{s.help} [{s.env}]")
+        add_flag(parser, s)
     parser.add_argument("--config", dest="config_file", default=None, help="TOML config file [MDW_CONFIG_FILE]")
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    return {s.name: getattr(args, s.name) for s in SETTINGS if getattr(args, s.name, None) is not None}
+    """The flags given; a secret librdkafka property on the command line (it would show in ``ps``) is refused."""
+    out = {s.name: getattr(args, s.name) for s in SETTINGS if getattr(args, s.name, None) is not None}
+    for s in SETTINGS:
+        if s.kind != "properties":
+            continue
+        for item in out.get(s.name) or ():
+            name = str(item).partition("=")[0].strip()
+            if is_secret_property(name):
+                raise ConfigError(
+                    f"{s.name} property {name} ({s.flag}): a secret is never given on the command line (it would "
+                    f"show in ps); use {property_env(s.name, name)} or the config file"
+                )
+    return out
 
 
 def markdown_table() -> str:
@@ -658,7 +1018,7 @@ def markdown_table() -> str:
     for s in SETTINGS:
         default = ",".join(s.default) if isinstance(s.default, tuple) else s.default
         shown = "" if default in ("", ()) else f"`{str(default).lower() if s.kind == 'bool' else default}`"
-        env = f"`{s.env}`" + (f" / `{s.env}_FILE`" if s.secret else "")
+        env = f"`{s.env_shown}`" + (f" / `{s.env}_FILE`" if s.secret else "")
         required = " **(required for run)**" if s.required_for_run else ""
         lines.append(f"| `{s.flag}` | {env} | {shown} | {s.allowed()} | {s.help}{required} |")
     return "\n".join(lines)

@@ -31,7 +31,7 @@ CHART = REPO / "helm" / "multidentify-worker"
 K8S_VERSION = "1.30.0"
 CRD_KINDS = {"ServiceMonitor", "ScaledObject", "TriggerAuthentication"}
 # Settings the chart owns or that are secrets: never in `config:` nor rendered from it.
-CHART_OWNED = {"drain_timeout_s", "metrics_port"}
+CHART_OWNED = {"drain_timeout_s", "metrics_port", "group_instance_id"}
 
 SETTINGS = worker_config.SETTINGS
 BY_NAME = {s.name: s for s in SETTINGS}
@@ -168,6 +168,9 @@ def _non_default_config() -> dict[str, Any]:
         "backoff_initial_s": 0.25,
         "backoff_max_s": 12.5,
         "metrics_host": "0.0.0.0",
+        "kafka_common": {"client.id": "mdw-chart", "socket.keepalive.enable": True},
+        "kafka_consumer": {"client.rack": "eu-west-1a", "fetch.min.bytes": 1024},
+        "kafka_producer": {"linger.ms": 20, "compression.type": "zstd"},
     }
     out: dict[str, Any] = {}
     for s in SETTINGS:
@@ -209,6 +212,9 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "full-config": merge(REQUIRED, {"config": _non_default_config()}),
     "everything": merge(REQUIRED, SASL, SCHEDULING, KEDA, NETWORK_POLICY, SERVICE_MONITOR, PINNED_IMAGE),
     "everything-hpa": merge(REQUIRED, SASL, HPA, NETWORK_POLICY, SERVICE_MONITOR, PINNED_IMAGE),
+    "static-membership": merge(
+        REQUIRED, {"staticMembership": {"enabled": True}, "config": {"session_timeout_ms": 60_000}}
+    ),
 }
 
 
@@ -651,10 +657,17 @@ def test_pdb_takes_min_available_when_set(rendered: dict[str, list[dict[str, Any
 # ---------------------------------------------------------------- the ConfigMap against the worker's settings
 
 
+def _property_setting(key: str) -> str | None:
+    """The properties setting (kafka_consumer, …) whose prefix ``key`` has, if any."""
+    return next((s.name for s in SETTINGS if s.kind == "properties" and key.startswith(s.env + "_")), None)
+
+
 def test_configmap_keys_are_real_non_secret_settings(rendered: dict[str, list[dict[str, Any]]]) -> None:
     for scenario, docs in rendered.items():
         for key in only(docs, "ConfigMap")["data"]:
             assert key.startswith("MDW_"), key
+            if _property_setting(key):
+                continue  # a librdkafka property: the worker's loader checks it (test_every_setting_round_trips…)
             name = key.removeprefix("MDW_").lower()
             assert name in BY_NAME, f"{scenario}: {key} is not a worker setting"
             assert not BY_NAME[name].secret, f"{scenario}: secret {key} in a ConfigMap"
@@ -669,8 +682,12 @@ def test_every_setting_round_trips_through_the_configmap(rendered: dict[str, lis
         if name not in worker_config.BY_NAME:
             assert data[f"MDW_{name.upper()}"] == str(value), name  # a pending setting: passed on as written
             continue
-        expected = tuple(value) if isinstance(value, list) else value
-        assert getattr(settings, name) == expected, name
+        if isinstance(value, dict):  # librdkafka properties: as text, the way librdkafka takes them
+            expected: Any = tuple((k, str(v).lower() if isinstance(v, bool) else str(v)) for k, v in value.items())
+            assert sorted(getattr(settings, name)) == sorted(expected), name
+        else:
+            expected = tuple(value) if isinstance(value, list) else value
+            assert getattr(settings, name) == expected, name
         assert settings.sources[name] == "env", name
 
 
@@ -688,7 +705,7 @@ def config_schema_from_settings() -> dict[str, Any]:
     for s in SETTINGS:
         if s.secret or s.name in CHART_OWNED:
             continue
-        prop: dict[str, Any] = {"description": f"{s.env}: {s.help}"}
+        prop: dict[str, Any] = {"description": f"{s.env_shown}: {s.help}"}
         if s.kind == "choice":
             prop.update(type=["string", "null"], enum=[*s.choices, None])
         elif s.kind == "bool":
@@ -699,6 +716,16 @@ def config_schema_from_settings() -> dict[str, Any]:
                 prop["minimum"] = s.minimum
             if s.maximum is not None:
                 prop["maximum"] = s.maximum
+        elif s.kind == "properties":
+            # A map of librdkafka properties; the secret ones and those the worker owns are refused by name.
+            refused = sorted({*worker_config.OWNED_PROPERTIES, *worker_config.SETTING_PROPERTIES})
+            prop.update(
+                type=["object", "null"],
+                additionalProperties={"type": ["string", "number", "boolean"]},
+                propertyNames={
+                    "not": {"anyOf": [{"pattern": worker_config.SECRET_PROPERTY.pattern}, {"enum": refused}]}
+                },
+            )
         elif s.kind == "list":
             item: dict[str, Any] = {"type": "string"}
             if s.name == "group_ids":
@@ -759,6 +786,14 @@ BAD_VALUES: dict[str, dict[str, Any]] = {
     "bad scrape interval": {"serviceMonitor": {"interval": "often"}},
     "unknown probe field": {"livenessProbe": {"httpGet": {"path": "/"}}},
     "bad network policy port": {"networkPolicy": {"kafka": {"ports": [70000]}}},
+    "secret kafka property": {"config": {"kafka_common": {"sasl.oauthbearer.client.secret": "s3cr3t"}}},
+    "key contents as a kafka property": {"config": {"kafka_common": {"ssl.key.pem": "-----BEGIN PRIVATE KEY-----"}}},
+    "kafka property of the commit contract": {"config": {"kafka_consumer": {"enable.auto.commit": True}}},
+    "kafka property a setting holds": {"config": {"kafka_consumer": {"group.id": "other"}}},
+    "nested kafka property": {"config": {"kafka_consumer": {"client": {"rack": "a"}}}},
+    "kafka properties not a map": {"config": {"kafka_consumer": "client.rack=a"}},
+    "group instance id in config": {"config": {"group_instance_id": "worker-0"}},
+    "unknown static membership key": {"staticMembership": {"enabled": True, "id": "x"}},
 }
 
 
@@ -783,6 +818,13 @@ def test_schema_accepts_every_scenario() -> None:
         ({"serviceMonitor": {"enabled": True}, "service": {"enabled": False}}, "needs service.enabled"),
         ({"keda": {"enabled": True, "minReplicaCount": 5, "maxReplicaCount": 2}}, "keda.minReplicaCount"),
         ({"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2}}, "autoscaling.minReplicas"),
+        (
+            {"config": {"kafka_common": {"ssl.key.password": "x"}}},
+            "config.kafka_common.ssl.key.password is a secret: the ConfigMap is no place for it; pass it with "
+            "extraEnv from a Secret (name MDW_KAFKA_COMMON_SSL_KEY_PASSWORD",
+        ),
+        ({"config": {"group_instance_id": "w"}}, "config.group_instance_id is set by the chart"),
+        ({"staticMembership": {"enabled": True}}, "staticMembership.enabled needs config.session_timeout_ms"),
     ],
 )
 def test_templates_guard_even_without_the_schema(bad: dict[str, Any], message: str, tmp_path: Path) -> None:
@@ -984,3 +1026,64 @@ def test_dockerignore_keeps_the_context_small_and_secret_free() -> None:
     included = {r[1:].rstrip("/") for r in rules if r.startswith("!")}
     assert {"pyproject.toml", "README.md", "worker", "schemas"} <= included
     assert not included & {".venv", ".venv-checkov", ".git", "tests", "bench", "helm", ".env"}
+
+
+# ---------------------------------------------------------------- Kafka: librdkafka properties, static membership
+
+
+def test_kafka_properties_become_one_variable_each_that_the_worker_reads_back() -> None:
+    values = {
+        "config": {
+            "kafka_common": {"client.id": "mdw-eu", "socket.keepalive.enable": True},
+            "kafka_consumer": {"client.rack": "eu-west-1a", "fetch.max.bytes": 33_554_432},
+            "kafka_producer": {"linger.ms": 20},
+        }
+    }
+    docs = render(merge(REQUIRED, values))
+    data = only(docs, "ConfigMap")["data"]
+    assert data["MDW_KAFKA_COMMON_CLIENT_ID"] == "mdw-eu"
+    assert data["MDW_KAFKA_COMMON_SOCKET_KEEPALIVE_ENABLE"] == "true"
+    assert data["MDW_KAFKA_CONSUMER_CLIENT_RACK"] == "eu-west-1a"
+    assert data["MDW_KAFKA_CONSUMER_FETCH_MAX_BYTES"] == "33554432"  # not 3.3554432e+07
+    assert data["MDW_KAFKA_PRODUCER_LINGER_MS"] == "20"
+    assert not any(k in data for k in ("MDW_KAFKA_COMMON", "MDW_KAFKA_CONSUMER", "MDW_KAFKA_PRODUCER"))
+    settings = _settings(docs)  # the worker's loader, librdkafka's own check included
+    assert settings.properties("consumer") == {
+        "client.id": "mdw-eu",
+        "socket.keepalive.enable": "true",
+        "client.rack": "eu-west-1a",
+        "fetch.max.bytes": "33554432",
+    }
+    assert settings.properties("producer") == {
+        "client.id": "mdw-eu",
+        "socket.keepalive.enable": "true",
+        "linger.ms": "20",
+    }
+
+
+def test_the_chart_spells_property_variables_as_the_worker_does() -> None:
+    """'_' → '__', '-' → '___', '.' → '_', upper case: the chart's template and config.property_env agree."""
+    names = ["a.b", "x_y.z", "x-y.z", "a_b-c.d_e"]
+    data = only(render(merge(REQUIRED, {"config": {"kafka_consumer": dict.fromkeys(names, "v")}})), "ConfigMap")["data"]
+    for name in names:
+        assert data[worker_config.property_env("kafka_consumer", name)] == "v", name
+
+
+def test_static_membership_gives_each_pod_its_own_name_as_instance_id(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    """Unique among the replicas (pod names are) and kept across a container restart (the pod keeps its name)."""
+    env = {e["name"]: e for e in container(rendered["static-membership"])["env"]}
+    assert env["MDW_GROUP_INSTANCE_ID"] == {
+        "name": "MDW_GROUP_INSTANCE_ID",
+        "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+    }
+    for scenario in ("minimal", "everything"):
+        assert "MDW_GROUP_INSTANCE_ID" not in {e["name"] for e in container(rendered[scenario])["env"]}
+    # What the worker makes of it in a pod named by the Deployment: its consumer joins with that instance id.
+    from worker.runtime import kafka
+
+    data = only(rendered["static-membership"], "ConfigMap")["data"]
+    settings = worker_config.load(environ={**data, "MDW_GROUP_INSTANCE_ID": "mdw-multidentify-worker-7d9c5b-x2x4q"})
+    assert settings.session_timeout_ms == 60_000
+    assert kafka.consumer_config(settings)["group.instance.id"] == "mdw-multidentify-worker-7d9c5b-x2x4q"

@@ -153,7 +153,7 @@ def run(settings: Settings) -> int:
     configure_logging(
         settings.log_level,
         settings.log_format,
-        secrets=[s for s in (settings.secret_id, settings.secret_key, settings.sasl_password, settings.iai_token) if s],
+        secrets=settings.secret_values(),
     )
     try:
         # OTEL_* variables (docs/tracing.md); off, this imports no OpenTelemetry and traces nothing.

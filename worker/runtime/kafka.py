@@ -4,10 +4,15 @@
 in-memory Kafka of the contract tests (tests/support/memkafka.py) implements them too. ``Partition`` is the one
 name of a (topic, partition) pair inside the worker.
 
+Every Kafka client of the worker and of its tools gets its librdkafka configuration here, from the settings: the
+connection, the worker's tuning, the operator's librdkafka properties (``kafka_common``, ``kafka_consumer``,
+``kafka_producer``; docs/kafka.md) and, last, what the commit contract and the settings own.
+
 Offsets are stored and committed by the pipeline only (auto commit and auto offset store off):
 the commit contract lives in :mod:`worker.runtime.pipeline`. Where a partition without a committed offset
 starts (``auto_offset_reset``) and how long the consumer may go unpolled (``max_poll_interval_ms``) are settings;
-:func:`worker.config.load` keeps the waits that do not poll (revoke, drain) below the latter.
+:func:`worker.config.load` keeps the waits that do not poll (revoke, drain) below the latter, and refuses a
+property that one of them, or the contract, owns.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from worker import __version__
-from worker.config import Settings
+from worker.config import CONSUMER_CONTRACT, PRODUCER_CONTRACT, Settings
 
 Partition = tuple[str, int]  # (topic, partition): the one name of the pair inside the worker
 
@@ -58,7 +63,8 @@ class ProducerLike(Protocol):
     def flush(self, timeout: float = ...) -> int: ...
 
 
-def _common(settings: Settings) -> dict[str, Any]:
+def connection_config(settings: Settings) -> dict[str, Any]:
+    """Where the brokers are and how to reach them, from the settings: the part every client shares."""
     conf: dict[str, Any] = {
         "bootstrap.servers": settings.bootstrap_servers,
         "client.id": f"multidentify-worker-{__version__}-{socket.gethostname()}",
@@ -66,43 +72,83 @@ def _common(settings: Settings) -> dict[str, Any]:
     }
     if settings.security_protocol.startswith("SASL"):
         conf["sasl.mechanism"] = settings.sasl_mechanism
-        conf["sasl.username"] = settings.sasl_username
-        conf["sasl.password"] = settings.sasl_password
+        if settings.sasl_mechanism != "OAUTHBEARER":  # OAUTHBEARER: sasl.oauthbearer.* in kafka_common instead
+            conf["sasl.username"] = settings.sasl_username
+            conf["sasl.password"] = settings.sasl_password
     if settings.ssl_ca_location:
         conf["ssl.ca.location"] = settings.ssl_ca_location
     return conf
 
 
+# Every client is built in layers, later ones winning: the connection (settings), the worker's tuning (defaults the
+# properties may change), the operator's librdkafka properties (kafka_common, then kafka_consumer/_producer), and
+# last what the commit contract and the settings own. config.load() refuses owned properties among the operator's,
+# so the last layer never silently overrides one of them; it is applied last all the same.
+
+
 def consumer_config(settings: Settings, *, stats_interval_ms: int = 5000) -> dict[str, Any]:
+    """The worker's consumer: a member of ``group_id`` that commits only what the pipeline tells it to."""
     session = settings.session_timeout_ms
-    return {
-        **_common(settings),
+    owned: dict[str, Any] = {
         "group.id": settings.group_id,
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
+        **CONSUMER_CONTRACT,
         "auto.offset.reset": settings.auto_offset_reset,
         "partition.assignment.strategy": settings.assignment_strategy,
         "session.timeout.ms": session,
-        "heartbeat.interval.ms": max(100, min(3000, session // 3)),
         # Explicit (librdkafka's default is the same 300 s): config.load() keeps the revoke and drain waits, which
         # do not poll, below it.
         "max.poll.interval.ms": settings.max_poll_interval_ms,
+        "statistics.interval.ms": stats_interval_ms,
+    }
+    if settings.group_instance_id:  # static membership (docs/kafka.md)
+        owned["group.instance.id"] = settings.group_instance_id
+    return {
+        **connection_config(settings),
+        "heartbeat.interval.ms": max(100, min(3000, session // 3)),
         # Keep prefetch small (per partition): events wait in Kafka, not in our memory, when the API is the
         # bottleneck, and a partition taken over in a rebalance is not queued behind a deep local backlog.
         "queued.min.messages": max(100, 2 * settings.max_in_flight),
         "queued.max.messages.kbytes": 2048,
         "fetch.max.bytes": 16 * 1024 * 1024,
-        "statistics.interval.ms": stats_interval_ms,
+        **settings.properties("consumer"),
+        **owned,
     }
 
 
 def producer_config(settings: Settings) -> dict[str, Any]:
+    """The worker's producer: idempotent, acks=all (an output is written once every in-sync replica has it)."""
     return {
-        **_common(settings),
-        "enable.idempotence": True,
-        "acks": "all",
+        **connection_config(settings),
         "linger.ms": 5,
         "compression.type": "lz4",
         # Dead letters carry the original value (base64) plus context; allow for that growth.
         "message.max.bytes": 16 * 1024 * 1024,
+        **settings.properties("producer"),
+        **PRODUCER_CONTRACT,
+    }
+
+
+def tool_consumer_config(settings: Settings, group: str, **extra: Any) -> dict[str, Any]:
+    """An operator tool's consumer (replay, tail): reads by ``assign()``, commits nothing by itself; ``group`` only
+    names where offsets are committed. It is no member of the worker's group: no group.instance.id."""
+    return {
+        **connection_config(settings),
+        **settings.properties("consumer"),
+        "group.id": group,
+        **CONSUMER_CONTRACT,
+        # The tools start at explicit offsets; this applies only when one is out of range (retention removed it).
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": True,  # the tools stop at the end of what is there
+        **extra,
+    }
+
+
+def tool_producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    """An operator tool's producer (replay, produce): idempotent, acks=all, like the worker's."""
+    return {
+        **connection_config(settings),
+        "linger.ms": 5,
+        **settings.properties("producer"),
+        **PRODUCER_CONTRACT,
+        **extra,
     }

@@ -12,7 +12,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from worker import config
 from worker.config import Settings
-from worker.runtime.kafka import _common
+from worker.runtime import kafka
 
 # The worker's own group settings mean nothing to the tools; `--group-id` would even clash with produce's flag.
 _CONNECTION_SETTINGS = (
@@ -24,6 +24,9 @@ _CONNECTION_SETTINGS = (
     "sasl_mechanism",
     "sasl_username",
     "ssl_ca_location",
+    "kafka_common",
+    "kafka_consumer",
+    "kafka_producer",
 )
 
 
@@ -38,8 +41,7 @@ def add_connection_flags(parser: argparse.ArgumentParser) -> None:
     """
     group = parser.add_argument_group("kafka connection (defaults from MDW_* environment or --config)")
     for name in _CONNECTION_SETTINGS:
-        s = config.BY_NAME[name]
-        group.add_argument(s.flag, dest=s.name, default=None, metavar=s.kind.upper(), help=f"{s.help} [{s.env}]")
+        config.add_flag(group, config.BY_NAME[name])
     group.add_argument("--config", dest="config_file", default=None, help="TOML config file [MDW_CONFIG_FILE]")
 
 
@@ -50,20 +52,12 @@ def load_settings(args: argparse.Namespace) -> Settings:
 
 def consumer_config(settings: Settings, group: str | None = None, **extra: Any) -> dict[str, Any]:
     """A manual consumer: no auto commit; ``group`` only names where offsets are committed (no group join)."""
-    return {
-        **_common(settings),
-        "group.id": group or f"multidentify-tool-{uuid.uuid4().hex[:12]}",
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
-        "enable.partition.eof": True,
-        **extra,
-    }
+    return kafka.tool_consumer_config(settings, group or f"multidentify-tool-{uuid.uuid4().hex[:12]}", **extra)
 
 
 def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     """Idempotent, acks=all: a record counts as delivered only when every in-sync replica has it."""
-    return {**_common(settings), "enable.idempotence": True, "acks": "all", "linger.ms": 5, **extra}
+    return kafka.tool_producer_config(settings, **extra)
 
 
 def message_headers(msg: Message) -> list[tuple[str, bytes | None]]:

@@ -156,6 +156,16 @@ numbers as float64, and 1400000 would otherwise print as 1.4e+06), everything el
 {{- end }}
 {{- end }}
 
+{{/*
+The variable of one librdkafka property of a properties setting, as worker/config.py property_env() spells it:
+MDW_<SETTING>_<NAME> with the name in upper case, '_' written '__', '-' written '___' and '.' written '_'.
+*/}}
+{{- define "mdw.propertyEnv" -}}
+{{- $setting := index . 0 }}
+{{- $name := index . 1 | replace "_" "__" | replace "-" "___" | replace "." "_" }}
+{{- printf "MDW_%s_%s" $setting $name | upper }}
+{{- end }}
+
 {{/* Fail early on combinations the schema cannot express well, or when schema validation was skipped. */}}
 {{- define "mdw.validate" -}}
 {{- /* `required` (not `fail`) so that `helm lint` with the default values only warns. */}}
@@ -199,6 +209,19 @@ numbers as float64, and 1400000 would otherwise print as 1.4e+06), everything el
 {{- $need := addf (index $wait 1) $call }}
 {{- if ge (mulf $need 1000) $pollMs }}
 {{- fail (printf "%s (%v s) + config.connect_timeout_s (%v s) + config.read_timeout_s (%v s) = %v s reaches config.max_poll_interval_ms (%v ms): %s waits that long without polling the consumer, which then leaves the group and cannot commit; raise config.max_poll_interval_ms or lower %s" (index $wait 0) (index $wait 1) $b.connect $b.read $need (int64 $pollMs) (index $wait 2) (index $wait 0)) }}
+{{- end }}
+{{- end }}
+{{- if hasKey $c "group_instance_id" }}
+{{- fail "config.group_instance_id is set by the chart: use staticMembership.enabled (each pod's name); one id shared by the replicas would make them fence each other" }}
+{{- end }}
+{{- if and .Values.staticMembership.enabled (kindIs "invalid" (index $c "session_timeout_ms")) }}
+{{- fail "staticMembership.enabled needs config.session_timeout_ms, long enough to cover a container restart (e.g. 60000): a static member does not leave the group, so a stopped pod's partitions wait that long before they move" }}
+{{- end }}
+{{- range $setting := list "kafka_common" "kafka_consumer" "kafka_producer" }}
+{{- range $property, $_ := (index $c $setting | default dict) }}
+{{- if regexMatch "password|secret|passphrase|(^|\\.)key\\.pem$|^ssl_key$|^sasl\\.oauthbearer\\.config$" $property }}
+{{- fail (printf "config.%s.%s is a secret: the ConfigMap is no place for it; pass it with extraEnv from a Secret (name %s, valueFrom.secretKeyRef)" $setting $property (include "mdw.propertyEnv" (list $setting $property))) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- range $name := list "drain_timeout_s" "metrics_port" }}
