@@ -314,12 +314,17 @@ def pick(labels: dict[str, str], *names: str) -> dict[str, str]:
 Case = tuple[str, str, list[dict[str, str]], str, dict[str, str] | None, str]
 TP = {"topic": "images", "partition": "0"}
 CASES: list[Case] = [
-    # -- breaker: open from 2m; fires once open for 5m, not before; a half-open blip or 3 open minutes do not.
+    # -- breaker: not closed from 2m; fires once it has not closed for 5m, not before. A long outage cycles open →
+    # half-open (a probe fails) → open: every scrape that lands on a probe must not restart the 5 minutes. Open 3
+    # minutes then closed does not fire, nor does another release's breaker.
     ("MultidentifyWorkerBreakerOpen", "open 6m", [series("mdw_breaker_state", TARGET, "0 0 2x20")], "8m",
      pick(TARGET, "namespace", "job", "pod"), "2"),
     ("MultidentifyWorkerBreakerOpen", "open 4m", [series("mdw_breaker_state", TARGET, "0 0 2x20")], "6m", None, ""),
-    ("MultidentifyWorkerBreakerOpen", "open 3m, then half-open probes; another release's breaker",
-     [series("mdw_breaker_state", TARGET, "0x5 2 2 2 1x20"), series("mdw_breaker_state", ELSEWHERE, "2x30")],
+    ("MultidentifyWorkerBreakerOpen", "an outage: open, probing, open … for 20m",
+     [series("mdw_breaker_state", TARGET, "0 0 2 1 2 2 1 2 1 2 2 1 2 1 2 2 1 2 1 2 2 1 2")], "20m",
+     pick(TARGET, "namespace", "job", "pod"), "2"),
+    ("MultidentifyWorkerBreakerOpen", "open 3m, then closed; another release's breaker",
+     [series("mdw_breaker_state", TARGET, "0x5 2 2 2 0x20"), series("mdw_breaker_state", ELSEWHERE, "2x30")],
      "25m", None, ""),
     # -- dead letters: half the outputs for 20m (1/s); few on a quiet topic, or 1% of a busy one, do not.
     ("MultidentifyWorkerDeadLetterRateHigh", "50% at 1/s",
