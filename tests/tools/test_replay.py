@@ -30,7 +30,7 @@ from worker.dev.harness.outputs import OutputReader
 from worker.dev.harness.reader import read_topic
 from worker.dev.harness.topics import Topics
 from worker.tools import _kafka, replay
-from worker.tools.replay_plan import H_REPLAYED_FROM, SKIP_MAX_REPLAYS, Selection
+from worker.tools.replay_plan import H_REPLAYED_FROM, SKIP_MAX_REPLAYS, SKIP_NOT_INPUT_TOPIC, Selection
 
 pytestmark = pytest.mark.broker
 
@@ -50,6 +50,7 @@ DeadLetter = tuple[bytes, bytes, list[tuple[str, bytes | None]]]
 
 
 def dead_letter(
+    topic: str,
     code: str,
     value: bytes | None,
     *,
@@ -60,9 +61,9 @@ def dead_letter(
     max_original_bytes: int = records.MAX_ORIGINAL_BYTES,
     api: Api | None = None,
 ) -> DeadLetter:
-    """(key, value, headers) of a dead-letter record, built by the worker's own functions (by a worker calling
-    ``api``)."""
-    source = records.Source("images-src", 1, offset, 1_700_000_000_000, key, headers)
+    """(key, value, headers) of a dead-letter record of an event read from ``topic``, built by the worker's own
+    functions (by a worker calling ``api``)."""
+    source = records.Source(topic, 1, offset, 1_700_000_000_000, key, headers)
     error = records.ErrorInfo(code, CLASSES[code], f"failed with {code}", 200, 1, 1_700_000_000_000, 1_700_000_000_000)
     value_out = records.build_dead_letter(
         value,
@@ -92,10 +93,11 @@ def produce(
     assert not failures
 
 
-def run_replay(bootstrap: str, dlq: str, target: str, *flags: str) -> tuple[int, str]:
+def run_replay(bootstrap: str, dlq: str, inputs: str, *flags: str) -> tuple[int, str]:
+    """``replay`` with ``inputs`` as the worker's input_topic (one topic or a comma-separated list)."""
     parser = argparse.ArgumentParser()
     replay.add_arguments(parser)
-    argv = ["--bootstrap-servers", bootstrap, "--dlq-topic", dlq, "--input-topic", target, "--timeout", "30"]
+    argv = ["--bootstrap-servers", bootstrap, "--dlq-topic", dlq, "--input-topic", inputs, "--timeout", "30"]
     argv += flags  # a later --timeout wins
     out = io.StringIO()
     code = replay.run(parser.parse_args(argv), out)
@@ -123,9 +125,11 @@ def test_replay_by_code_republishes_only_that_code_byte_for_byte(
         1: (b"\x00\xffbinary-key", b"\xff\xfe\x00 not UTF-8 \x80", (("traceparent", TRACEPARENT),)),
         2: (None, b'{"image_url":"http://127.0.0.1:1/c.jpg"}', ()),
     }
-    items = [dead_letter(limited, v, key=k, headers=h, offset=o, api=which) for o, (k, v, h) in originals.items()]
-    items += [dead_letter(unreachable, b"{}", offset=10 + i, api=which) for i in range(2)]
-    items += [dead_letter("invalid_json", b"{", offset=20, api=which)]
+    items = [
+        dead_letter(target, limited, v, key=k, headers=h, offset=o, api=which) for o, (k, v, h) in originals.items()
+    ]
+    items += [dead_letter(target, unreachable, b"{}", offset=10 + i, api=which) for i in range(2)]
+    items += [dead_letter(target, "invalid_json", b"{", offset=20, api=which)]
     produce(kafka_bootstrap, dlq, items)
 
     code, out = run_replay(kafka_bootstrap, dlq, target, "--code", limited, "--rate", "500")
@@ -154,9 +158,9 @@ def test_replay_by_code_republishes_only_that_code_byte_for_byte(
 def test_dry_run_counts_per_code_and_changes_nothing(kafka_bootstrap: str, topics: tuple[str, str], api: str) -> None:
     dlq, target = topics
     limited, unreachable, which = LIMITED[api], UNREACHABLE[api], Api(api)
-    items = [dead_letter(limited, b"{}", offset=i, api=which) for i in range(3)]
-    items += [dead_letter(unreachable, b"{}", offset=10 + i, api=which) for i in range(2)]
-    items += [dead_letter("invalid_json", b"{", offset=20, api=which)]
+    items = [dead_letter(target, limited, b"{}", offset=i, api=which) for i in range(3)]
+    items += [dead_letter(target, unreachable, b"{}", offset=10 + i, api=which) for i in range(2)]
+    items += [dead_letter(target, "invalid_json", b"{", offset=20, api=which)]
     produce(kafka_bootstrap, dlq, items)
 
     code, out = run_replay(kafka_bootstrap, dlq, target, "--code", limited, "--code", unreachable, "--dry-run")
@@ -181,7 +185,7 @@ def test_dry_run_counts_per_code_and_changes_nothing(kafka_bootstrap: str, topic
 
 def test_an_interrupted_replay_resumes_instead_of_repeating(kafka_bootstrap: str, topics: tuple[str, str]) -> None:
     dlq, target = topics
-    produce(kafka_bootstrap, dlq, [dead_letter("15", f'{{"n":{i}}}'.encode(), offset=i) for i in range(10)])
+    produce(kafka_bootstrap, dlq, [dead_letter(target, "15", f'{{"n":{i}}}'.encode(), offset=i) for i in range(10)])
 
     code, out = run_replay(kafka_bootstrap, dlq, target, "--limit", "4")
     assert code == 0 and "stopped at --limit" in out
@@ -218,7 +222,7 @@ def test_a_failed_replay_commits_only_what_was_delivered(
     kafka_bootstrap: str, topics: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     dlq, target = topics
-    produce(kafka_bootstrap, dlq, [dead_letter("15", f'{{"n":{i}}}'.encode(), offset=i) for i in range(8)])
+    produce(kafka_bootstrap, dlq, [dead_letter(target, "15", f'{{"n":{i}}}'.encode(), offset=i) for i in range(8)])
     real = replay._new_producer
     monkeypatch.setattr(replay, "_new_producer", lambda conf: _FailingProducer(real(conf), fail_at=4))
 
@@ -239,9 +243,9 @@ def test_records_past_max_replays_and_unreadable_ones_are_skipped_with_a_reason(
     dlq, target = topics
     replayed_before = (("traceparent", TRACEPARENT), ("mdw.replay.count", b"2"), ("mdw.replayed.from", b"x/0/1"))
     items = [
-        dead_letter("15", b'{"a":1}', offset=1, replay_count=3),
-        dead_letter("15", b'{"a":2}', key=b"k2", offset=2, replay_count=2, headers=replayed_before),
-        dead_letter("15", b"x" * 100, offset=3, max_original_bytes=10),
+        dead_letter(target, "15", b'{"a":1}', offset=1, replay_count=3),
+        dead_letter(target, "15", b'{"a":2}', key=b"k2", offset=2, replay_count=2, headers=replayed_before),
+        dead_letter(target, "15", b"x" * 100, offset=3, max_original_bytes=10),
         (b"15", b"not an envelope", []),
     ]
     produce(kafka_bootstrap, dlq, items)
@@ -265,9 +269,9 @@ def test_a_dead_letter_without_its_key_is_skipped_unless_the_operator_allows_a_n
     dlq, target = topics
     big_key = b"camera-" + b"k" * records.MAX_ORIGINAL_KEY_BYTES
     items = [
-        dead_letter("15", b'{"n":0}', key=b"cam-0", offset=0),
-        dead_letter("15", b'{"n":1}', key=big_key, offset=1),
-        dead_letter("15", b"x" * 100, key=big_key, offset=2, max_original_bytes=10),  # nor its value
+        dead_letter(target, "15", b'{"n":0}', key=b"cam-0", offset=0),
+        dead_letter(target, "15", b'{"n":1}', key=big_key, offset=1),
+        dead_letter(target, "15", b"x" * 100, key=big_key, offset=2, max_original_bytes=10),  # nor its value
     ]
     produce(kafka_bootstrap, dlq, items, partition=1)
 
@@ -297,13 +301,13 @@ def test_dead_letters_arriving_during_the_replay_wait_for_the_next_run(
     kafka_bootstrap: str, topics: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     dlq, target = topics
-    produce(kafka_bootstrap, dlq, [dead_letter("15", b"{}", offset=i) for i in range(30)], partition=2)
+    produce(kafka_bootstrap, dlq, [dead_letter(target, "15", b"{}", offset=i) for i in range(30)], partition=2)
     real = _kafka.end_offsets
     marks: dict[int, tuple[int, int]] = {}
 
     def end_offsets_then_more_arrive(*args: Any, **kwargs: Any) -> dict[int, tuple[int, int]]:
         marks.update(real(*args, **kwargs))
-        produce(kafka_bootstrap, dlq, [dead_letter("15", b"{}", offset=100 + i) for i in range(7)], partition=2)
+        produce(kafka_bootstrap, dlq, [dead_letter(target, "15", b"{}", offset=100 + i) for i in range(7)], partition=2)
         return marks
 
     monkeypatch.setattr(_kafka, "end_offsets", end_offsets_then_more_arrive)
@@ -322,7 +326,7 @@ def test_time_window_selects_by_dead_letter_timestamp(kafka_bootstrap: str, topi
     dlq, target = topics
     now = int(time.time() * 1000)
     stamps = [now - 7_200_000] * 2 + [now - 3_600_000] * 3 + [now - 300_000] * 2
-    items = [dead_letter("15", f'{{"n":{i}}}'.encode(), offset=i) for i in range(len(stamps))]
+    items = [dead_letter(target, "15", f'{{"n":{i}}}'.encode(), offset=i) for i in range(len(stamps))]
     produce(kafka_bootstrap, dlq, items, timestamps=stamps)
     since = datetime.fromtimestamp((now - 5_400_000) / 1000, UTC).isoformat().replace("+00:00", "Z")
 
@@ -334,8 +338,8 @@ def test_time_window_selects_by_dead_letter_timestamp(kafka_bootstrap: str, topi
 
 def test_offset_range_selects_inclusive_offsets_of_one_partition(kafka_bootstrap: str, topics: tuple[str, str]) -> None:
     dlq, target = topics
-    produce(kafka_bootstrap, dlq, [dead_letter("15", b"{}", offset=i) for i in range(8)], partition=1)
-    produce(kafka_bootstrap, dlq, [dead_letter("15", b"{}", offset=i) for i in range(8)], partition=3)
+    produce(kafka_bootstrap, dlq, [dead_letter(target, "15", b"{}", offset=i) for i in range(8)], partition=1)
+    produce(kafka_bootstrap, dlq, [dead_letter(target, "15", b"{}", offset=i) for i in range(8)], partition=3)
 
     code, out = run_replay(
         kafka_bootstrap, dlq, target, "--partition", "1", "--from-offset", "2", "--to-offset", "4", "--to", target
@@ -347,7 +351,7 @@ def test_offset_range_selects_inclusive_offsets_of_one_partition(kafka_bootstrap
 
 def test_a_throttled_replay_that_times_out_saves_its_progress(kafka_bootstrap: str, topics: tuple[str, str]) -> None:
     dlq, target = topics
-    produce(kafka_bootstrap, dlq, [dead_letter("15", f'{{"n":{i}}}'.encode(), offset=i) for i in range(30)])
+    produce(kafka_bootstrap, dlq, [dead_letter(target, "15", f'{{"n":{i}}}'.encode(), offset=i) for i in range(30)])
 
     code, out = run_replay(kafka_bootstrap, dlq, target, "--rate", "5", "--timeout", "2")
 
@@ -402,8 +406,9 @@ def test_json_output_is_one_document_with_what_the_run_did(kafka_bootstrap: str,
     """`replay --json` as the chart's Job runs it: stdout is exactly one JSON document whose counts, ranges and
     exit code match what reached the target topic."""
     dlq, target = topics
-    items = [dead_letter("15", f'{{"n":{i}}}'.encode(), offset=i) for i in range(3)]
-    items += [dead_letter("-1308", b"{}", offset=10), dead_letter("15", b"{}", offset=11, replay_count=3)]
+    items = [dead_letter(target, "15", f'{{"n":{i}}}'.encode(), offset=i) for i in range(3)]
+    items += [dead_letter(target, "-1308", b"{}", offset=10)]
+    items += [dead_letter(target, "15", b"{}", offset=11, replay_count=3)]
     produce(kafka_bootstrap, dlq, items, partition=2)
     argv = [sys.executable, "-m", "worker", "replay", "--json", "--dry-run", "--timeout", "30"]
     argv += ["--bootstrap-servers", kafka_bootstrap, "--dlq-topic", dlq, "--input-topic", target]
@@ -418,7 +423,7 @@ def test_json_output_is_one_document_with_what_the_run_did(kafka_bootstrap: str,
     assert ranges == {0: (0, 0, 0), 1: (0, 0, 0), 2: (0, 5, 5), 3: (0, 0, 0)}
     assert doc["read"] == 5
     assert doc["selected"] == {"total": 5, "by_code": {"-1308": 1, "15": 4}}
-    assert doc["replayed"] == {"total": 4, "by_code": {"-1308": 1, "15": 3}}  # would replay
+    assert doc["replayed"] == {"total": 4, "by_code": {"-1308": 1, "15": 3}, "by_topic": {target: 4}}  # would replay
     assert doc["skipped"]["by_reason"] == {SKIP_MAX_REPLAYS: 1}
     assert doc["skipped"]["examples"] == {SKIP_MAX_REPLAYS: [f"{dlq}/2/4"]}
     assert doc["codes"] == {"-1308": meaning("-1308"), "15": meaning("15")}
@@ -429,7 +434,7 @@ def test_json_output_is_one_document_with_what_the_run_did(kafka_bootstrap: str,
     doc = orjson.loads(out)
     assert code == doc["exit_code"] == 0 and doc["status"] == "complete" and not doc["dry_run"]
     assert doc["group"] == replay.default_group(dlq, Selection(codes=frozenset({"15"})))
-    assert doc["replayed"] == {"total": 3, "by_code": {"15": 3}}
+    assert doc["replayed"] == {"total": 3, "by_code": {"15": 3}, "by_topic": {target: 3}}
     assert len(read_topic(kafka_bootstrap, target)) == 3
     # Resumed: the saved progress is the start of the next run, which finds nothing new.
     code, out = run_replay(kafka_bootstrap, dlq, target, "--json", "--code", "15")
@@ -445,9 +450,111 @@ def test_json_output_says_why_a_run_could_not_start(kafka_bootstrap: str, topics
     doc = orjson.loads(out)
     assert code == doc["exit_code"] == 2 and doc["status"] == "invalid" and not doc["ok"]
     assert "--partition" in doc["errors"][0]
-    code, out = run_replay(kafka_bootstrap, dlq, dlq, "--json")
+    code, out = run_replay(kafka_bootstrap, dlq, target, "--json", "--to", dlq)
     doc = orjson.loads(out)
     assert code == 2 and doc["status"] == "invalid" and doc["dlq_topic"] == dlq and "DLQ itself" in doc["errors"][0]
+    code, out = run_replay(kafka_bootstrap, dlq, f"{target},{dlq}", "--json")
+    doc = orjson.loads(out)
+    assert code == 2 and doc["input_topics"] == [target, dlq] and "DLQ itself is an input topic" in doc["errors"][0]
     code, out = run_replay(kafka_bootstrap, dlq, target, "--json", "--partition", "9")
     doc = orjson.loads(out)
     assert code == doc["exit_code"] == 1 and doc["status"] == "error" and "no partition 9" in doc["errors"][0]
+
+
+# --- several input topics: each dead letter goes back to the topic it came from ------------------------------
+
+CE_HEADERS = (("ce_specversion", b"1.0"), ("ce_id", b"c-1"), ("ce_source", b"/cam"), ("ce_type", b"image.created"))
+
+
+@pytest.fixture
+def several(make_topic: Callable[..., str], kafka_bootstrap: str) -> tuple[str, str, str, str]:
+    """(dlq, images, camera, old): dead letters from the two input topics and from ``old``, a topic the worker
+    no longer reads (it still exists, so a record sent there by mistake would show)."""
+    dlq, images, camera, old = (make_topic(n, partitions=2) for n in ("dlq", "images", "camera", "old"))
+    items = [dead_letter(images, "15", f'{{"i":{i}}}'.encode(), key=b"k-img", offset=i) for i in range(2)]
+    items += [dead_letter(camera, "-1308", f'{{"c":{i}}}'.encode(), headers=CE_HEADERS, offset=i) for i in range(2)]
+    items += [dead_letter(old, "15", b'{"old":0}', offset=7)]
+    produce(kafka_bootstrap, dlq, items, partition=1)
+    return dlq, images, camera, old
+
+
+def values(bootstrap: str, topic: str) -> list[bytes | None]:
+    return sorted(m.value() or b"" for m in read_topic(bootstrap, topic))
+
+
+def test_each_dead_letter_goes_back_to_its_own_input_topic(
+    kafka_bootstrap: str, several: tuple[str, str, str, str]
+) -> None:
+    """Each input topic has its own format: a CloudEvent dead letter from camera goes back to camera (headers
+    included), never to images; one from a topic no longer configured is skipped with its reason and coordinates."""
+    dlq, images, camera, old = several
+
+    code, out = run_replay(kafka_bootstrap, dlq, f"{images},{camera}", "--json")
+
+    doc = orjson.loads(out)
+    assert code == doc["exit_code"] == 0, out
+    assert values(kafka_bootstrap, images) == [b'{"i":0}', b'{"i":1}']
+    assert values(kafka_bootstrap, camera) == [b'{"c":0}', b'{"c":1}']
+    assert read_topic(kafka_bootstrap, old) == []
+    for msg in read_topic(kafka_bootstrap, camera):
+        assert (msg.headers() or [])[: len(CE_HEADERS)] == list(CE_HEADERS)
+    assert doc["target_topic"] is None and doc["input_topics"] == [images, camera]
+    assert doc["replayed"] == {"total": 4, "by_code": {"-1308": 2, "15": 2}, "by_topic": {camera: 2, images: 2}}
+    assert doc["skipped"]["by_reason"] == {SKIP_NOT_INPUT_TOPIC: 1}
+    assert doc["skipped"]["examples"] == {SKIP_NOT_INPUT_TOPIC: [f"{dlq}/1/4"]}
+    assert doc["skipped"]["not_input_topics"] == {old: 1}
+
+    # The text summary says the same, and how to replay the stray one; a dry run shows where each would go.
+    code, out = run_replay(kafka_bootstrap, dlq, f"{images},{camera}", "--dry-run", "--restart")
+    assert code == 0, out
+    assert f"→ {images}: 2" in out and f"→ {camera}: 2" in out, out
+    assert f"{SKIP_NOT_INPUT_TOPIC}: 1 (at {dlq}/1/4)" in out and old in out and "--to" in out, out
+
+
+def test_from_topic_selects_and_to_overrides_the_topic(
+    kafka_bootstrap: str, several: tuple[str, str, str, str]
+) -> None:
+    dlq, images, camera, old = several
+    inputs = f"{images},{camera}"
+
+    code, out = run_replay(kafka_bootstrap, dlq, inputs, "--from-topic", camera)
+    assert code == 0 and "selected: 2" in out and "replayed: 2" in out, out
+    assert values(kafka_bootstrap, camera) == [b'{"c":0}', b'{"c":1}']
+    assert read_topic(kafka_bootstrap, images) == []
+
+    # Dead letters of a topic no longer read: without --to all would be skipped (and the selection's progress would
+    # pass them), so the run refuses to start; --to sends them to a topic of the operator's choice.
+    code, out = run_replay(kafka_bootstrap, dlq, inputs, "--from-topic", old, "--json")
+    doc = orjson.loads(out)
+    assert code == doc["exit_code"] == 2 and "--to" in doc["errors"][0] and old in doc["errors"][0]
+    code, out = run_replay(kafka_bootstrap, dlq, inputs, "--from-topic", old, "--to", images, "--json")
+    doc = orjson.loads(out)
+    assert code == 0, out
+    assert (doc["target_topic"], doc["replayed"]["by_topic"]) == (images, {images: 1})
+    (msg,) = read_topic(kafka_bootstrap, images)
+    assert msg.value() == b'{"old":0}' and origins([msg]) == [f"{dlq}/1/4"]
+
+    # --to without a selection still sends every dead letter to that one topic, as before.
+    code, out = run_replay(kafka_bootstrap, dlq, inputs, "--to", images, "--group", "all-to-images")
+    assert code == 0 and "replayed: 5" in out, out
+    assert len(read_topic(kafka_bootstrap, images)) == 6
+    assert read_topic(kafka_bootstrap, old) == []
+
+
+def test_with_one_input_topic_a_dead_letter_from_another_topic_is_skipped_unless_to_names_one(
+    kafka_bootstrap: str, topics: tuple[str, str], make_topic: Callable[..., str]
+) -> None:
+    """The same rule with one input topic: replay never changes a record's topic unless --to says so (before, a
+    dead letter from a renamed or removed topic went to input_topic, in whatever format that topic reads)."""
+    dlq, target = topics
+    renamed = make_topic("renamed", partitions=1)
+    produce(kafka_bootstrap, dlq, [dead_letter(target, "15", b'{"n":0}'), dead_letter(renamed, "15", b'{"n":1}')])
+
+    code, out = run_replay(kafka_bootstrap, dlq, target)
+    assert code == 0 and "replayed: 1" in out and f"{SKIP_NOT_INPUT_TOPIC}: 1" in out, out
+    assert values(kafka_bootstrap, target) == [b'{"n":0}']
+
+    code, out = run_replay(kafka_bootstrap, dlq, target, "--from-topic", renamed, "--to", target)
+    assert code == 0 and "replayed: 1" in out, out
+    assert values(kafka_bootstrap, target) == [b'{"n":0}', b'{"n":1}']
+    assert read_topic(kafka_bootstrap, renamed) == []

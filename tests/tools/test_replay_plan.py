@@ -11,23 +11,29 @@ from worker.api.errors import meaning
 from worker.core import records
 from worker.tools.replay_plan import (
     H_REPLAYED_FROM,
+    OTHER_TOPICS,
     SKIP_BAD_ENVELOPE,
     SKIP_KEY_OMITTED,
     SKIP_MAX_REPLAYS,
+    SKIP_NOT_INPUT_TOPIC,
+    SKIP_TOPICS,
     SKIP_VALUE_OMITTED,
     PartitionPlan,
     Progress,
     Republish,
+    Route,
     Selection,
     Skip,
     Summary,
     decide,
     failure_document,
+    original_topic,
     parse_time,
     plan_partition,
 )
 
 TRACEPARENT = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+HOME = Route(("images",))  # the worker reads "images", the topic the test dead letters came from
 
 
 def _dead_letter(
@@ -37,8 +43,9 @@ def _dead_letter(
     headers: tuple[tuple[str, bytes | None], ...] = (("traceparent", TRACEPARENT),),
     replay_count: int = 0,
     max_original_bytes: int = records.MAX_ORIGINAL_BYTES,
+    topic: str = "images",
 ) -> tuple[bytes, list[tuple[str, bytes | None]]]:
-    source = records.Source("images", 2, 41, 1_700_000_000_000, key, headers)
+    source = records.Source(topic, 2, 41, 1_700_000_000_000, key, headers)
     error = records.ErrorInfo("15", "transient", "rate limited", 200, 5, 1_700_000_000_000, 1_700_000_001_000)
     envelope = records.build_dead_letter(
         value,
@@ -135,7 +142,7 @@ def test_decide_republishes_original_key_value_and_headers_byte_for_byte() -> No
     value = b"\xff\xfe\x00not utf-8\x80"
     headers = (("traceparent", TRACEPARENT), ("dup", b"1"), ("dup", b"2"), ("nullhdr", None))
     envelope, dlq_headers = _dead_letter(value, key=b"\x00\xffkey", headers=headers)
-    out = decide(envelope, dlq_headers, origin="face-dlq/3/17", max_replays=3)
+    out = decide(envelope, dlq_headers, origin="face-dlq/3/17", max_replays=3, route=HOME)
     assert isinstance(out, Republish)
     assert out.key == b"\x00\xffkey"
     assert out.value == value
@@ -146,14 +153,14 @@ def test_decide_republishes_original_key_value_and_headers_byte_for_byte() -> No
 def test_decide_replaces_earlier_replay_headers_and_counts_on() -> None:
     headers = (("traceparent", TRACEPARENT), ("mdw.replay.count", b"1"), ("mdw.replayed.from", b"face-dlq/0/3"))
     envelope, dlq_headers = _dead_letter(b"{}", headers=headers, replay_count=1)
-    out = decide(envelope, dlq_headers, origin="face-dlq/1/9", max_replays=3)
+    out = decide(envelope, dlq_headers, origin="face-dlq/1/9", max_replays=3, route=HOME)
     assert isinstance(out, Republish)
     assert out.headers == [("traceparent", TRACEPARENT), ("mdw.replay.count", b"2"), (H_REPLAYED_FROM, b"face-dlq/1/9")]
 
 
 def test_decide_keeps_a_missing_key_and_a_tombstone_value() -> None:
     envelope, dlq_headers = _dead_letter(None, key=None, headers=())
-    out = decide(envelope, dlq_headers, origin="d/0/0", max_replays=3)
+    out = decide(envelope, dlq_headers, origin="d/0/0", max_replays=3, route=HOME)
     assert isinstance(out, Republish)
     assert (out.key, out.value) == (None, None)
 
@@ -163,7 +170,7 @@ def test_decide_refuses_records_at_the_replay_limit(header_count: int, envelope_
     envelope, dlq_headers = _dead_letter(b"{}", replay_count=envelope_count)
     dlq_headers = [(n, v) for n, v in dlq_headers if n != records.H_REPLAY_COUNT]
     dlq_headers.append((records.H_REPLAY_COUNT, str(header_count).encode()))
-    out = decide(envelope, dlq_headers, origin="d/0/0", max_replays=3)
+    out = decide(envelope, dlq_headers, origin="d/0/0", max_replays=3, route=HOME)
     if skipped:
         assert isinstance(out, Skip) and out.reason == SKIP_MAX_REPLAYS
     else:
@@ -172,7 +179,7 @@ def test_decide_refuses_records_at_the_replay_limit(header_count: int, envelope_
 
 def test_decide_skips_an_omitted_value() -> None:
     envelope, dlq_headers = _dead_letter(b"x" * 100, max_original_bytes=10)
-    out = decide(envelope, dlq_headers, origin="d/0/0", max_replays=3)
+    out = decide(envelope, dlq_headers, origin="d/0/0", max_replays=3, route=HOME)
     assert isinstance(out, Skip) and out.reason == SKIP_VALUE_OMITTED and "100 bytes" in out.detail
 
 
@@ -182,19 +189,19 @@ def test_decide_skips_an_omitted_key_unless_allowed() -> None:
     big_key = b"k" * (records.MAX_ORIGINAL_KEY_BYTES + 1)
     envelope, dlq_headers = _dead_letter(b"{}", key=big_key)
     assert orjson.loads(envelope)["original"]["key_omitted"] is True
-    out = decide(envelope, dlq_headers, origin="d/0/0", max_replays=3)
+    out = decide(envelope, dlq_headers, origin="d/0/0", max_replays=3, route=HOME)
     assert isinstance(out, Skip) and out.reason == SKIP_KEY_OMITTED and "--allow-missing-key" in out.detail
-    allowed = decide(envelope, dlq_headers, origin="d/0/0", max_replays=3, allow_missing_key=True)
+    allowed = decide(envelope, dlq_headers, origin="d/0/0", max_replays=3, route=HOME, allow_missing_key=True)
     assert isinstance(allowed, Republish) and (allowed.key, allowed.value) == (None, b"{}")
     # A record that never had a key is not "missing" one: it is republished as it was, without the flag.
     keyless, keyless_headers = _dead_letter(b"{}", key=None)
-    assert isinstance(decide(keyless, keyless_headers, origin="d/0/0", max_replays=3), Republish)
+    assert isinstance(decide(keyless, keyless_headers, origin="d/0/0", max_replays=3, route=HOME), Republish)
 
 
 def test_an_omitted_value_is_never_replayed_even_with_allow_missing_key() -> None:
     big_key = b"k" * (records.MAX_ORIGINAL_KEY_BYTES + 1)
     envelope, dlq_headers = _dead_letter(b"x" * 100, key=big_key, max_original_bytes=10)
-    out = decide(envelope, dlq_headers, origin="d/0/0", max_replays=3, allow_missing_key=True)
+    out = decide(envelope, dlq_headers, origin="d/0/0", max_replays=3, route=HOME, allow_missing_key=True)
     assert isinstance(out, Skip) and out.reason == SKIP_VALUE_OMITTED
 
 
@@ -225,15 +232,78 @@ def _mutated(change: dict[str, object]) -> bytes:
     ],
 )
 def test_decide_skips_envelopes_it_cannot_read(value: bytes | None) -> None:
-    out = decide(value, [], origin="d/0/0", max_replays=3)
+    out = decide(value, [], origin="d/0/0", max_replays=3, route=HOME)
     assert isinstance(out, Skip) and out.reason == SKIP_BAD_ENVELOPE
 
 
 def test_a_valid_mutation_helper_still_replays() -> None:
     """Guards the parametrized test above: the helper alone does not break the envelope."""
     value = _mutated({"original.value_base64": base64.b64encode(b"abc").decode()})
-    out = decide(value, [], origin="d/0/0", max_replays=3)
+    out = decide(value, [], origin="d/0/0", max_replays=3, route=HOME)
     assert isinstance(out, Republish) and out.value == b"abc"
+
+
+# --- routing: back to the topic it came from ------------------------------------------------------------------
+
+
+def test_a_dead_letter_goes_back_to_its_own_input_topic() -> None:
+    route = Route(("images", "camera.events"))
+    for topic in ("images", "camera.events"):
+        envelope, dlq_headers = _dead_letter(b"{}", topic=topic)
+        out = decide(envelope, dlq_headers, origin="d/0/0", max_replays=3, route=route)
+        assert isinstance(out, Republish) and out.topic == topic
+
+
+def test_a_dead_letter_from_a_topic_no_longer_read_is_skipped_unless_to_names_a_topic() -> None:
+    envelope, dlq_headers = _dead_letter(b"{}", topic="old-images")
+    out = decide(envelope, dlq_headers, origin="d/0/0", max_replays=3, route=Route(("images", "camera.events")))
+    assert isinstance(out, Skip) and out.reason == SKIP_NOT_INPUT_TOPIC and out.original_topic == "old-images"
+    assert "'old-images'" in out.detail and "images, camera.events" in out.detail and "--to" in out.detail
+    # One input topic: the same rule (the record's topic changes only when --to says so).
+    alone = decide(envelope, dlq_headers, origin="d/0/0", max_replays=3, route=Route(("images",)))
+    assert isinstance(alone, Skip) and alone.reason == SKIP_NOT_INPUT_TOPIC
+    to = decide(envelope, dlq_headers, origin="d/0/0", max_replays=3, route=Route(("images",), to="images"))
+    assert isinstance(to, Republish) and to.topic == "images" and to.value == b"{}"
+    # --to sends every dead letter there, those of input topics too.
+    home, home_headers = _dead_letter(b"{}", topic="camera.events")
+    out = decide(home, home_headers, origin="d/0/0", max_replays=3, route=Route(("images", "camera.events"), "x"))
+    assert isinstance(out, Republish) and out.topic == "x"
+
+
+def test_a_reason_that_to_cannot_fix_comes_first() -> None:
+    envelope, dlq_headers = _dead_letter(b"x" * 100, topic="old-images", max_original_bytes=10)
+    out = decide(envelope, dlq_headers, origin="d/0/0", max_replays=3, route=HOME)
+    assert isinstance(out, Skip) and out.reason == SKIP_VALUE_OMITTED
+
+
+def test_the_original_topic_is_the_envelopes_then_the_header() -> None:
+    envelope, dlq_headers = _dead_letter(b"{}", topic="camera.events")
+    assert original_topic(envelope, dlq_headers) == "camera.events"
+    assert original_topic(envelope, []) == "camera.events"
+    assert original_topic(b"not json", dlq_headers) == "camera.events"
+    assert original_topic(b"not json", []) is None
+    doc = orjson.loads(envelope)
+    del doc["original"]["topic"]
+    bare = orjson.dumps(doc)
+    assert original_topic(bare, dlq_headers) == "camera.events"
+    route = Route(("camera.events",))
+    out = decide(bare, dlq_headers, origin="d/0/0", max_replays=3, route=route)
+    assert isinstance(out, Republish) and out.topic == "camera.events"
+    # Neither says where it came from: only --to can place it.
+    unknown = decide(bare, [], origin="d/0/0", max_replays=3, route=route)
+    assert isinstance(unknown, Skip) and unknown.reason == SKIP_BAD_ENVELOPE and "--to" in unknown.detail
+    assert isinstance(decide(bare, [], origin="d/0/0", max_replays=3, route=Route((), to="x")), Republish)
+
+
+def test_selection_by_original_topic() -> None:
+    sel = Selection(from_topic="camera.events")
+    assert sel.matches(b"15", None, "camera.events")
+    assert not sel.matches(b"15", None, "images")
+    assert not sel.matches(b"15", None, None)
+    assert Selection().matches(b"15", None, None)
+    assert sel.label() == "from=camera.events"
+    assert Selection(codes=frozenset({"15"}), from_topic="a").label() == "code=15-from=a"
+    assert Selection(from_topic="a b").problems() == ["--from-topic: topic names use letters, digits, '.', '_' and '-'"]
 
 
 # --- progress -----------------------------------------------------------------------------------------------
@@ -293,6 +363,43 @@ def test_summary_names_where_skipped_records_are_and_how_to_replay_a_missing_key
     assert not summary.ok
 
 
+def test_summary_counts_per_target_topic_and_names_the_topics_no_longer_read() -> None:
+    summary = Summary("face-dlq", None, "g", dry_run=False, input_topics=("images", "camera.events"))
+    summary.delivered("15", "images")
+    summary.delivered("15", "camera.events")
+    summary.delivered("-1308", "camera.events")
+    summary.skip(SKIP_NOT_INPUT_TOPIC, "face-dlq/0/7", original_topic="old-images")
+    summary.skip(SKIP_NOT_INPUT_TOPIC, "face-dlq/0/8", original_topic="old-images")
+    summary.skip(SKIP_NOT_INPUT_TOPIC, "face-dlq/1/2", original_topic="legacy")
+    text = "\n".join(summary.render(meaning))
+    assert "face-dlq → each dead letter's own topic (images, camera.events)" in text
+    assert "→ camera.events: 2" in text and "→ images: 1" in text
+    assert f"{SKIP_NOT_INPUT_TOPIC}: 3 (at face-dlq/0/7, face-dlq/0/8, face-dlq/1/2)" in text
+    assert "old-images: 2" in text and "legacy: 1" in text and "--from-topic" in text and "--to" in text
+    doc = summary.document(meaning)
+    assert doc["target_topic"] is None and doc["input_topics"] == ["images", "camera.events"]
+    assert doc["replayed"] == {
+        "total": 3,
+        "by_code": {"-1308": 1, "15": 2},
+        "by_topic": {"camera.events": 2, "images": 1},
+    }
+    assert doc["skipped"]["not_input_topics"] == {"legacy": 1, "old-images": 2}
+    to = Summary("face-dlq", "images", "g", dry_run=False, input_topics=("images", "camera.events"))
+    assert to.render(meaning)[0].startswith("replay face-dlq → images (")
+    # One input topic: every replayed record goes there, as target_topic has always said.
+    one = Summary("face-dlq", None, "g", dry_run=False, input_topics=("images",))
+    assert one.document(meaning)["target_topic"] == "images"
+
+
+def test_the_topics_no_longer_read_are_a_bounded_list() -> None:
+    summary = Summary("d", None, "g", dry_run=False)
+    for i in range(SKIP_TOPICS + 5):
+        summary.skip(SKIP_NOT_INPUT_TOPIC, f"d/0/{i}", original_topic=f"t{i}")
+    stray = summary.document(meaning)["skipped"]["not_input_topics"]
+    assert len(stray) == SKIP_TOPICS + 1 and stray[OTHER_TOPICS] == 5
+    assert sum(stray.values()) == SKIP_TOPICS + 5
+
+
 def test_summary_document_carries_counts_ranges_and_the_exit_status() -> None:
     """The --json document: every count the text summary shows, keyed for scripts, and what the exit code means."""
     summary = Summary(
@@ -300,7 +407,8 @@ def test_summary_document_carries_counts_ranges_and_the_exit_status() -> None:
     )
     summary.read = 5
     summary.selected.update({"15": 3, "-1308": 1})
-    summary.replayed.update({"15": 2})
+    summary.delivered("15", "images")
+    summary.delivered("15", "images")
     summary.skip(SKIP_MAX_REPLAYS, "face-dlq/0/5")
     summary.skip(SKIP_VALUE_OMITTED, "face-dlq/0/6")
     summary.samples.append("face-dlq/0/4  -  code=15  event_id=e-1  replay (count → 1, value 2 B)")
@@ -310,17 +418,19 @@ def test_summary_document_carries_counts_ranges_and_the_exit_status() -> None:
     assert orjson.loads(orjson.dumps(doc)) == doc  # plain JSON types only
     assert (doc["status"], doc["ok"], doc["exit_code"], doc["dry_run"]) == ("complete", True, 0, True)
     assert (doc["dlq_topic"], doc["target_topic"], doc["group"]) == ("face-dlq", "images", "g")
+    assert doc["input_topics"] == []
     assert doc["partitions"] == [
         {"partition": 0, "start_offset": 4, "end_offset": 9, "last_offset": 8, "records": 5, "resumed_from": 4},
         {"partition": 1, "start_offset": 7, "end_offset": 7, "last_offset": None, "records": 0, "resumed_from": None},
     ]
     assert doc["read"] == 5
     assert doc["selected"] == {"total": 4, "by_code": {"-1308": 1, "15": 3}}
-    assert doc["replayed"] == {"total": 2, "by_code": {"15": 2}}
+    assert doc["replayed"] == {"total": 2, "by_code": {"15": 2}, "by_topic": {"images": 2}}
     assert doc["skipped"] == {
         "total": 2,
         "by_reason": {SKIP_MAX_REPLAYS: 1, SKIP_VALUE_OMITTED: 1},
         "examples": {SKIP_MAX_REPLAYS: ["face-dlq/0/5"], SKIP_VALUE_OMITTED: ["face-dlq/0/6"]},
+        "not_input_topics": {},
     }
     assert doc["codes"] == {"-1308": meaning("-1308"), "15": meaning("15")}
     assert doc["samples"] == summary.samples and doc["errors"] == []
@@ -344,3 +454,4 @@ def test_a_run_that_cannot_start_still_answers_with_a_document() -> None:
     assert doc["errors"] == ["--from-offset/--to-offset need --partition"]
     # the same keys as a run's document, so a script reads both alike
     assert set(doc) == set(Summary("d", "t", "g", dry_run=False).document(meaning))
+    assert doc["input_topics"] is None  # not known: the settings were not read

@@ -1,5 +1,5 @@
 """The tools and the other input formats: ``produce --cloudevents`` / ``--as-is`` build records the worker's
-parsers accept, and ``replay`` refuses to guess a target among several input topics."""
+parsers accept, and ``replay`` refuses a selection it would only skip."""
 
 from __future__ import annotations
 
@@ -59,14 +59,16 @@ def test_produce_as_is_needs_a_file(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 2 and "--as-is needs --file" in capsys.readouterr().err
 
 
-def test_replay_with_several_input_topics_needs_a_target(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("inputs", ["a,b", "a"])
+def test_replay_from_a_topic_that_is_no_input_needs_a_target(inputs: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --to each dead letter goes back to its own input topic; those of a topic the worker does not read
+    would all be skipped, so selecting only them is refused before anything is read (exit 2)."""
     parser = argparse.ArgumentParser()
     replay.add_arguments(parser)
-    args = parser.parse_args(["--bootstrap-servers", "127.0.0.1:1", "--input-topic", "a,b", "--timeout", "1"])
-    assert replay.run(args, io.StringIO()) == 2
-    assert "input_topic (MDW_INPUT_TOPIC) lists several topics (a,b); name the target with --to" in (
-        capsys.readouterr().err
-    )
+    argv = ["--bootstrap-servers", "127.0.0.1:1", "--input-topic", inputs, "--timeout", "1", "--from-topic", "c"]
+    assert replay.run(parser.parse_args(argv), io.StringIO()) == 2
+    err = capsys.readouterr().err
+    assert f"--from-topic c is not an input topic (input_topic = {inputs}); name where they go with --to" in err
 
 
 def test_produce_with_several_input_topics_needs_a_topic(capsys: pytest.CaptureFixture[str]) -> None:

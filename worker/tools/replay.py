@@ -1,4 +1,9 @@
-"""``multidentify-worker replay``: re-publish dead letters to the input topic (docs/design.md#replay).
+"""``multidentify-worker replay``: re-publish dead letters to the input topic each came from (docs/design.md#replay).
+
+Each input topic has its own format (``input_formats``), so without ``--to`` a dead letter goes back to the topic
+its event was read from when the worker still reads it, and is skipped and counted otherwise
+(:class:`replay_plan.Route`); ``--to`` sends every selected dead letter to one topic, ``--from-topic`` selects the
+dead letters of one topic.
 
 Sequence of one run:
 
@@ -8,7 +13,7 @@ Sequence of one run:
 2. Read the saved progress of the replay's own consumer group (``--group``; ignored with ``--restart``) and
    plan each partition's range (:func:`replay_plan.plan_partition`).
 3. Read the ranges with ``assign()`` (no group join). Each selected record is re-published with its original
-   key, value and headers (:func:`replay_plan.decide`), throttled by ``--rate``.
+   key, value and headers to its target topic (:func:`replay_plan.decide`), throttled by ``--rate``.
 4. Commit, about every second and at the end, the position past the records whose output the broker has
    acknowledged (idempotent producer, acks=all). An interrupted run resumes there: records acknowledged but
    not yet committed (at most ~1 s of them) are replayed again; none is lost.
@@ -37,15 +42,18 @@ from worker.config import ConfigError, Settings
 from worker.core.ratelimit import AimdRateLimiter
 from worker.tools import _kafka
 from worker.tools.replay_plan import (
+    Headers,
     PartitionPlan,
     Progress,
     Republish,
+    Route,
     Selection,
     Skip,
     Summary,
     code_of,
     decide,
     failure_document,
+    original_topic,
     parse_time,
     plan_partition,
     sample_line,
@@ -58,7 +66,8 @@ BATCH = 200
 
 @dataclass(frozen=True)
 class ReplayOptions:
-    """One replay run. ``target_topic`` None = the input topic; ``group`` None = :func:`default_group`;
+    """One replay run. ``target_topic`` None = each dead letter back to its own input topic (``--to``);
+    ``group`` None = :func:`default_group`;
     ``rate`` 0 = unlimited; ``limit`` = stop after that many republished records (None = no limit);
     ``allow_missing_key`` = republish dead letters whose original key was not kept with a null key."""
 
@@ -100,7 +109,7 @@ def replay(settings: Settings, options: ReplayOptions) -> Summary:
     deadline = time.monotonic() + options.timeout_s
     dlq = settings.dlq_topic
     group = options.group or default_group(dlq, options.selection)
-    summary = Summary(dlq, options.target_topic or settings.input_topic, group, options.dry_run)
+    summary = Summary(dlq, options.target_topic, group, options.dry_run, input_topics=settings.input_topics)
     conf = _kafka.consumer_config(settings, group)
     consumer = _new_consumer(conf)
     # Created first: the idempotent producer gets its producer id while the ranges are planned.
@@ -176,7 +185,7 @@ class _Run:
         self.progress = Progress()
         self.limiter = AimdRateLimiter(options.rate) if options.rate > 0 else None
         self.produced = 0
-        self.target = summary.target_topic
+        self.route = Route(summary.input_topics, options.target_topic)
 
     def loop(self) -> None:
         last_commit = time.monotonic()
@@ -230,24 +239,37 @@ class _Run:
         ts_type, ts = msg.timestamp()
         timestamp = ts if ts_type != 0 and ts >= 0 else None
         origin = f"{self.summary.dlq_topic}/{p}/{offset}"
+        selection = self.options.selection
+        raw = msg.value()
+        value = raw.encode() if isinstance(raw, str) else raw
+        headers = _kafka.message_headers(msg)
+        topic = original_topic(value, headers) if selection.from_topic is not None else None
         go_on = True
-        if self.options.selection.matches(key_bytes, timestamp):
-            go_on = self._replay(msg, p, offset, code_of(key_bytes), origin, timestamp)
+        if selection.matches(key_bytes, timestamp, topic):
+            go_on = self._replay(value, headers, p, offset, code_of(key_bytes), origin, timestamp)
         else:
             self.progress.read(p, offset)
         if offset + 1 >= plan.end:
             self.open.discard(p)
         return go_on
 
-    def _replay(self, msg: Message, p: int, offset: int, code: str, origin: str, timestamp: int | None) -> bool:
+    def _replay(
+        self,
+        value: bytes | None,
+        headers: Headers,
+        p: int,
+        offset: int,
+        code: str,
+        origin: str,
+        timestamp: int | None,
+    ) -> bool:
         summary = self.summary
-        raw = msg.value()
-        value = raw.encode() if isinstance(raw, str) else raw
         outcome = decide(
             value,
-            _kafka.message_headers(msg),
+            headers,
             origin=origin,
             max_replays=self.options.max_replays,
+            route=self.route,
             allow_missing_key=self.options.allow_missing_key,
         )
         if isinstance(outcome, Republish) and self.producer is not None and not self._throttle():
@@ -257,11 +279,11 @@ class _Run:
         if summary.dry_run and len(summary.samples) < self.options.samples:
             summary.samples.append(sample_line(origin, code, timestamp, outcome))
         if isinstance(outcome, Skip):
-            summary.skip(outcome.reason, origin)
+            summary.skip(outcome.reason, origin, outcome.original_topic)
             self.progress.read(p, offset)
             return True
         if self.producer is None:
-            summary.replayed[code] += 1
+            summary.delivered(code, outcome.topic)
             self.progress.read(p, offset)
         elif not self._produce(outcome, p, offset, code):
             return False
@@ -278,10 +300,10 @@ class _Run:
         def on_delivery(err: KafkaError | None, _msg: Message) -> None:
             if err is None:
                 progress.delivered(p, offset)
-                summary.replayed[code] += 1
+                summary.delivered(code, record.topic)
             else:
                 progress.failed(p, offset)
-                self._error(f"{summary.dlq_topic}/{p}/{offset}: delivery to {self.target} failed: {err}")
+                self._error(f"{summary.dlq_topic}/{p}/{offset}: delivery to {record.topic} failed: {err}")
 
         headers: list[tuple[str, str | bytes | None]] = list(record.headers)
         progress.sent(p, offset)
@@ -289,7 +311,7 @@ class _Run:
         while True:
             try:
                 self.producer.produce(
-                    self.target, value=record.value, key=record.key, headers=headers, on_delivery=on_delivery
+                    record.topic, value=record.value, key=record.key, headers=headers, on_delivery=on_delivery
                 )
                 return True
             except BufferError:
@@ -300,7 +322,7 @@ class _Run:
             except (KafkaException, TypeError, ValueError) as exc:
                 error = exc
             progress.failed(p, offset)
-            self._error(f"{summary.dlq_topic}/{p}/{offset}: cannot produce to {self.target}: {error}")
+            self._error(f"{summary.dlq_topic}/{p}/{offset}: cannot produce to {record.topic}: {error}")
             return False
 
     def _throttle(self) -> bool:
@@ -334,10 +356,12 @@ class _Run:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
-        "Re-publish dead letters to the input topic with their original key, value and headers "
-        "(mdw.replay.count + 1). Reads only up to the DLQ's end offsets at start; progress is saved in its own "
-        "consumer group, so an interrupted replay resumes instead of repeating. Dead letters without their original "
-        "value, or without their original key (unless --allow-missing-key), are skipped and counted per reason."
+        "Re-publish dead letters with their original key, value and headers (mdw.replay.count + 1), each to the "
+        "input topic it was read from (input_topic; each topic has its own format), or all to --to. Reads only up "
+        "to the DLQ's end offsets at start; progress is saved in its own consumer group, so an interrupted replay "
+        "resumes instead of repeating. Dead letters without their original value, without their original key "
+        "(unless --allow-missing-key) or from a topic the worker no longer reads (unless --to) are skipped and "
+        "counted per reason."
     )
     sel = parser.add_argument_group("selection (all given criteria must hold)")
     sel.add_argument(
@@ -354,6 +378,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sel.add_argument("--partition", type=int, metavar="P", help="only this DLQ partition")
     sel.add_argument("--from-offset", type=int, metavar="A", help="first DLQ offset (inclusive; needs --partition)")
     sel.add_argument("--to-offset", type=int, metavar="B", help="last DLQ offset (inclusive; needs --partition)")
+    sel.add_argument(
+        "--from-topic",
+        metavar="TOPIC",
+        help="only dead letters of events read from TOPIC (their original.topic); one the worker no longer reads "
+        "needs --to",
+    )
     run_ = parser.add_argument_group("run")
     run_.add_argument(
         "--dry-run", action="store_true", help="count per code and print samples; produce nothing, commit nothing"
@@ -365,7 +395,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "status and exit_code) instead of text, also when the run cannot start",
     )
     run_.add_argument("--samples", type=int, default=5, metavar="N", help="sample lines in a dry run (default 5)")
-    run_.add_argument("--to", dest="target_topic", metavar="TOPIC", help="publish here instead of the input topic")
+    run_.add_argument(
+        "--to",
+        dest="target_topic",
+        metavar="TOPIC",
+        help="publish every selected dead letter here (default: each back to the input topic it came from; those "
+        "from a topic the worker no longer reads are skipped)",
+    )
     run_.add_argument(
         "--group",
         metavar="GROUP",
@@ -403,6 +439,7 @@ def options_from_args(args: argparse.Namespace) -> ReplayOptions:
         partition=args.partition,
         from_offset=args.from_offset,
         to_offset=args.to_offset,
+        from_topic=args.from_topic,
     )
     problems = selection.problems()
     if args.max_replays < 1:
@@ -432,7 +469,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     as_json = bool(getattr(args, "json", False))
 
-    def fail(status: str, code: int, message: str, **where: str | None) -> int:
+    def fail(status: str, code: int, message: str, **where: Any) -> int:
         print(f"replay: {message}", file=sys.stderr)
         if as_json:
             _print_json(failure_document(status, code, message, dry_run=bool(args.dry_run), **where), out)
@@ -443,18 +480,26 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         settings = _kafka.load_settings(args)
     except (ValueError, ConfigError) as exc:
         return fail("invalid", 2, str(exc))
-    if options.target_topic is None and len(settings.input_topics) > 1:
-        # Each input topic has its own format (input_formats): a dead letter must go back to the right one.
-        return fail(
-            "invalid",
-            2,
-            f"input_topic (MDW_INPUT_TOPIC) lists several topics ({settings.input_topic}); name the target with --to",
-        )
-    target = options.target_topic or settings.input_topic
+    target, source = options.target_topic, options.selection.from_topic
     group = options.group or default_group(settings.dlq_topic, options.selection)
-    where = {"dlq_topic": settings.dlq_topic, "target_topic": target, "group": group}
+    where: dict[str, Any] = {
+        "dlq_topic": settings.dlq_topic,
+        "target_topic": Route(settings.input_topics, target).single,
+        "input_topics": settings.input_topics,
+        "group": group,
+    }
     if target == settings.dlq_topic:
         return fail("invalid", 2, "the target topic is the DLQ itself", **where)
+    if target is None and settings.dlq_topic in settings.input_topics:
+        message = f"the DLQ itself is an input topic (input_topic = {settings.input_topic}); name the target with --to"
+        return fail("invalid", 2, message, **where)
+    if target is None and source is not None and source not in settings.input_topics:
+        # Every one would be skipped, and this selection's saved progress would then pass them for good.
+        message = (
+            f"--from-topic {source} is not an input topic (input_topic = {settings.input_topic}); "
+            "name where they go with --to"
+        )
+        return fail("invalid", 2, message, **where)
     try:
         summary = replay(settings, options)
     except _kafka.ToolError as exc:

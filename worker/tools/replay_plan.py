@@ -1,17 +1,22 @@
 """What `replay` reads and what it does with each dead letter (no I/O).
 
 - :class:`Selection`: which dead letters count (codes = record keys, a time window on the record timestamp,
-  one partition and an inclusive offset range); all given criteria must hold.
+  one partition and an inclusive offset range, the topic the event was read from); all given criteria must hold.
+- :class:`Route`: where a dead letter goes. Each input topic has its own format (``input_formats``), so a dead
+  letter goes back to the topic it was read from (``original.topic``) when the worker still reads that topic, and
+  is skipped otherwise; ``--to`` sends every selected dead letter to one topic instead. Replay never changes a
+  record's topic unless ``--to`` says so, with one input topic as with several.
 - :func:`plan_partition`: the offset range to read in one DLQ partition, bounded by the end offset taken at
   start (so the replay never reads dead letters written while it runs) and by saved progress.
-- :func:`decide`: a dead letter → the record to re-publish (original key, value and headers, byte-for-byte,
-  plus ``mdw.replay.count`` = previous + 1 and ``mdw.replayed.from``), or a reason to skip it. A dead letter that
-  lacks its original value can never be replayed; one that lacks its original key (over 64 KiB, not kept) only
-  with ``allow_missing_key``, because a null key changes the partition and the key's order.
+- :func:`decide`: a dead letter → the record to re-publish and its topic (original key, value and headers,
+  byte-for-byte, plus ``mdw.replay.count`` = previous + 1 and ``mdw.replayed.from``), or a reason to skip it.
+  A dead letter that lacks its original value can never be replayed; one that lacks its original key (over
+  64 KiB, not kept) only with ``allow_missing_key``, because a null key changes the partition and the key's order.
 - :class:`Progress`: the offset to commit per partition: past every record read, except that a republished
   record counts only once the broker acknowledged it (so a crash repeats, never loses).
-- :class:`Summary`: counts for the operator, as text (:meth:`Summary.render`) or as one JSON document for scripts
-  and Jobs (:meth:`Summary.document`; :func:`failure_document` when the run could not start). The document's
+- :class:`Summary`: counts for the operator (per code, per target topic, per skip reason), as text
+  (:meth:`Summary.render`) or as one JSON document for scripts and Jobs (:meth:`Summary.document`;
+  :func:`failure_document` when the run could not start). The document's
   ``exit_code`` is the command's: 0 done or stopped at the limit, 1 errors, timeout or interrupted (progress saved),
   2 invalid arguments or settings.
 """
@@ -21,6 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -39,10 +45,14 @@ SKIP_MAX_REPLAYS = "max replays"
 SKIP_VALUE_OMITTED = "value omitted"
 SKIP_KEY_OMITTED = "key omitted"
 SKIP_BAD_ENVELOPE = "unparseable envelope"
+SKIP_NOT_INPUT_TOPIC = "not an input topic"  # read from a topic the worker no longer reads, and no --to
 
 NO_KEY = "(no key)"
 
 SKIP_EXAMPLES = 5  # coordinates listed per skip reason in the summary
+SKIP_TOPICS = 20  # original topics named under SKIP_NOT_INPUT_TOPIC; the others are counted as OTHER_TOPICS
+OTHER_TOPICS = "(other topics)"
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 SKIP_HINTS = {
     SKIP_KEY_OMITTED: (
         "their original key (over 64 KiB) was not kept; republishing with a null key changes their partition and "
@@ -51,6 +61,11 @@ SKIP_HINTS = {
     SKIP_VALUE_OMITTED: (
         "their original value was too large to embed, so the DLQ cannot replay them; each dead letter names the "
         "input topic, partition and offset where the value stays while that topic retains it"
+    ),
+    SKIP_NOT_INPUT_TOPIC: (
+        "the worker no longer reads the topic they came from, and each input topic has its own format, so replay "
+        "puts a record back only on its own topic. To send them elsewhere: --from-topic TOPIC --to TARGET (their own "
+        "selection, so their own progress)"
     ),
 }
 
@@ -82,7 +97,8 @@ class Selection:
     """Which dead letters to replay. Empty criteria select everything.
 
     ``since_ms`` is inclusive and ``until_ms`` exclusive (record timestamps, i.e. when a record was
-    dead-lettered); ``from_offset``/``to_offset`` are both inclusive and need ``partition``.
+    dead-lettered); ``from_offset``/``to_offset`` are both inclusive and need ``partition``; ``from_topic`` is the
+    input topic the event was read from (:func:`original_topic`).
     """
 
     codes: frozenset[str] = frozenset()
@@ -91,6 +107,7 @@ class Selection:
     partition: int | None = None
     from_offset: int | None = None
     to_offset: int | None = None
+    from_topic: str | None = None
 
     def problems(self) -> list[str]:
         """What is inconsistent about this selection (empty when it is usable)."""
@@ -105,6 +122,8 @@ class Selection:
             out.append("--from-offset must not exceed --to-offset")
         if self.since_ms is not None and self.until_ms is not None and self.since_ms >= self.until_ms:
             out.append("--since must be before --until")
+        if self.from_topic is not None and not _TOPIC_NAME.match(self.from_topic):
+            out.append("--from-topic: topic names use letters, digits, '.', '_' and '-'")
         return out
 
     def label(self) -> str:
@@ -121,14 +140,19 @@ class Selection:
             since = "" if self.since_ms is None else self.since_ms
             until = "" if self.until_ms is None else self.until_ms
             parts.append(f"t={since}..{until}")
+        if self.from_topic is not None:
+            parts.append(f"from={self.from_topic}")
         label = "-".join(parts)
         if len(label) > 100 or not all(ch.isascii() and ch.isprintable() and not ch.isspace() for ch in label):
             label = "sel-" + hashlib.sha1(label.encode(), usedforsecurity=False).hexdigest()[:12]
         return label
 
-    def matches(self, key: bytes | None, timestamp_ms: int | None) -> bool:
-        """Whether a record inside the planned range is selected (codes and time window)."""
+    def matches(self, key: bytes | None, timestamp_ms: int | None, topic: str | None = None) -> bool:
+        """Whether a record inside the planned range is selected (codes, time window and, with ``from_topic``, its
+        original ``topic``: None when it is unknown, which ``from_topic`` never selects)."""
         if self.codes and (key is None or code_of(key) not in self.codes):
+            return False
+        if self.from_topic is not None and topic != self.from_topic:
             return False
         if self.since_ms is not None or self.until_ms is not None:
             if timestamp_ms is None:
@@ -186,14 +210,35 @@ def plan_partition(
 
 
 @dataclass(frozen=True, slots=True)
+class Route:
+    """Where dead letters go: ``to`` when given (``--to``), else back to the topic each was read from when it is
+    one of ``input_topics`` (the worker's, in order)."""
+
+    input_topics: tuple[str, ...]
+    to: str | None = None
+
+    @property
+    def single(self) -> str | None:
+        """The one topic every replayed record goes to (``to``, or the only input topic), else None."""
+        return self.to or (self.input_topics[0] if len(self.input_topics) == 1 else None)
+
+    def target(self, original_topic: str | None) -> str | None:
+        """The topic to produce to, or None when the dead letter must be skipped."""
+        if self.to is not None:
+            return self.to
+        return original_topic if original_topic in self.input_topics else None
+
+
+@dataclass(frozen=True, slots=True)
 class Republish:
-    """The record to produce: the original key, value and headers with the replay lineage appended."""
+    """The record to produce to ``topic``: the original key, value and headers with the replay lineage appended."""
 
     key: bytes | None
     value: bytes | None
     headers: Headers
     replay_count: int
     event_id: str | None
+    topic: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +246,30 @@ class Skip:
     reason: str  # one of SKIP_*
     detail: str
     event_id: str | None = None
+    original_topic: str | None = None  # with SKIP_NOT_INPUT_TOPIC: the topic it came from
+
+
+def _header_topic(dlq_headers: Sequence[tuple[str, bytes | None]]) -> str | None:
+    for name, value in dlq_headers:
+        if name == records.H_ORIGINAL_TOPIC and value:
+            return value.decode("utf-8", errors="replace")
+    return None
+
+
+def _envelope_topic(original: Any) -> str | None:
+    topic = original.get("topic") if isinstance(original, dict) else None
+    return topic if isinstance(topic, str) and topic else None
+
+
+def original_topic(value: bytes | None, dlq_headers: Sequence[tuple[str, bytes | None]]) -> str | None:
+    """The topic a dead letter's event was read from: the envelope's ``original.topic``, else the DLQ record's
+    ``mdw.original.topic`` header (the worker writes both), else None. The same precedence as :func:`decide`."""
+    try:
+        envelope = orjson.loads(value) if value is not None else None
+    except orjson.JSONDecodeError:
+        envelope = None
+    found = _envelope_topic(envelope.get("original")) if isinstance(envelope, dict) else None
+    return found or _header_topic(dlq_headers)
 
 
 def _b64(value: Any, what: str) -> bytes | None:
@@ -231,9 +300,15 @@ def decide(
     *,
     origin: str,
     max_replays: int,
+    route: Route,
     allow_missing_key: bool = False,
 ) -> Republish | Skip:
     """What to do with one dead letter (``value`` = the envelope, ``origin`` = "<dlq topic>/<partition>/<offset>").
+
+    The target is ``route``'s (:class:`Route`) for the topic the event was read from (:func:`original_topic`).
+    A dead letter whose topic the worker no longer reads is skipped (``SKIP_NOT_INPUT_TOPIC``) unless ``route.to``
+    names a topic; that check comes last, so the reason given is one that ``--to`` would fix. A dead letter that
+    names no topic at all (neither envelope nor header) is unreadable unless ``route.to`` places it.
 
     The previous replay count is the highest of the DLQ record's ``mdw.replay.count`` header, the envelope's
     ``replay_count`` and the original headers' count (the loop guard errs on the side of refusing); a record
@@ -259,6 +334,9 @@ def decide(
         original_value = None if omitted else _b64(original.get("value_base64"), "original.value_base64")
         key = _b64(original.get("key_base64"), "original.key_base64")
         headers = _original_headers(original.get("headers", []))
+        topic = _envelope_topic(original) or _header_topic(dlq_headers)
+        if topic is None and route.to is None:
+            raise ValueError("no original.topic (nor mdw.original.topic header): --to TOPIC names where it goes")
     except (orjson.JSONDecodeError, ValueError) as exc:
         return Skip(SKIP_BAD_ENVELOPE, str(exc))
     envelope_count = envelope.get("replay_count")
@@ -278,9 +356,14 @@ def decide(
             "(--allow-missing-key republishes it so)"
         )
         return Skip(SKIP_KEY_OMITTED, detail, event_id)
+    target = route.target(topic)
+    if target is None:
+        inputs = ", ".join(route.input_topics)
+        detail = f"it was read from {topic!r}, which is not an input topic ({inputs}); --to TOPIC republishes it there"
+        return Skip(SKIP_NOT_INPUT_TOPIC, detail, event_id, topic)
     kept = [(name, v) for name, v in headers if not name.lower().startswith(records.HEADER_PREFIX)]
     kept += [(records.H_REPLAY_COUNT, str(previous + 1).encode()), (H_REPLAYED_FROM, origin.encode())]
-    return Republish(key, original_value, kept, previous + 1, event_id)
+    return Republish(key, original_value, kept, previous + 1, event_id, target)
 
 
 class Progress:
@@ -323,28 +406,42 @@ class Progress:
 
 @dataclass
 class Summary:
-    """What a replay did (or, in a dry run, would do)."""
+    """What a replay did (or, in a dry run, would do). ``target_topic`` is ``--to`` (None: each dead letter back to
+    its own topic among ``input_topics``)."""
 
     dlq_topic: str
-    target_topic: str
+    target_topic: str | None
     group: str
     dry_run: bool
     plans: list[PartitionPlan] = field(default_factory=list)
+    input_topics: tuple[str, ...] = ()
     read: int = 0
     selected: Counter[str] = field(default_factory=Counter)
-    replayed: Counter[str] = field(default_factory=Counter)  # delivered (dry run: would be replayed)
+    replayed: Counter[str] = field(default_factory=Counter)  # by code: delivered (dry run: would be replayed)
+    replayed_to: Counter[str] = field(default_factory=Counter)  # the same, by target topic
     skipped: Counter[str] = field(default_factory=Counter)
     skipped_at: dict[str, list[str]] = field(default_factory=dict)  # reason → the first SKIP_EXAMPLES origins
+    stray: Counter[str] = field(default_factory=Counter)  # SKIP_NOT_INPUT_TOPIC by original topic (bounded)
     errors: list[str] = field(default_factory=list)
     samples: list[str] = field(default_factory=list)
     stopped: str = "complete"  # complete | limit | timeout | interrupted | error
 
-    def skip(self, reason: str, origin: str) -> None:
-        """Count a skipped dead letter; its coordinates are kept for the first few of each reason."""
+    def delivered(self, code: str, topic: str) -> None:
+        """Count a replayed dead letter (acknowledged, or in a dry run one that would be replayed)."""
+        self.replayed[code] += 1
+        self.replayed_to[topic] += 1
+
+    def skip(self, reason: str, origin: str, original_topic: str | None = None) -> None:
+        """Count a skipped dead letter; its coordinates are kept for the first few of each reason, and the topic a
+        dead letter of a topic no longer read came from for the first SKIP_TOPICS topics."""
         self.skipped[reason] += 1
         at = self.skipped_at.setdefault(reason, [])
         if len(at) < SKIP_EXAMPLES:
             at.append(origin)
+        if reason == SKIP_NOT_INPUT_TOPIC:
+            topic = original_topic or "?"
+            known = topic in self.stray or len(self.stray) < SKIP_TOPICS
+            self.stray[topic if known else OTHER_TOPICS] += 1
 
     @property
     def ok(self) -> bool:
@@ -359,7 +456,9 @@ class Summary:
         """The summary as one JSON-ready document (``replay --json``); ``meaning`` explains a code.
 
         ``status`` is how the run ended (complete, limit, timeout, interrupted, error); ``replayed`` counts records
-        the broker acknowledged (a dry run: the ones it would republish). Codes and reasons are sorted.
+        the broker acknowledged (a dry run: the ones it would republish), by code and by target topic;
+        ``target_topic`` is the one topic replayed records go to (``--to``, or the only input topic; null when
+        several input topics each get their own back). Codes, topics and reasons are sorted.
         """
         codes = sorted({*self.selected, *self.replayed})
         return {
@@ -368,7 +467,8 @@ class Summary:
             "exit_code": self.exit_code,
             "dry_run": self.dry_run,
             "dlq_topic": self.dlq_topic,
-            "target_topic": self.target_topic,
+            "target_topic": Route(self.input_topics, self.target_topic).single,
+            "input_topics": list(self.input_topics),
             "group": self.group,
             "partitions": [
                 {
@@ -383,10 +483,11 @@ class Summary:
             ],
             "read": self.read,
             "selected": _counts(self.selected),
-            "replayed": _counts(self.replayed),
+            "replayed": {**_counts(self.replayed), "by_topic": dict(sorted(self.replayed_to.items()))},
             "skipped": {
                 **_counts(self.skipped, "by_reason"),
                 "examples": {reason: list(self.skipped_at.get(reason, [])) for reason in sorted(self.skipped)},
+                "not_input_topics": dict(sorted(self.stray.items())),
             },
             "codes": {code: meaning(code) for code in codes},
             "samples": list(self.samples),
@@ -396,7 +497,8 @@ class Summary:
     def render(self, meaning: Callable[[str], str]) -> list[str]:
         """Lines for the operator; ``meaning`` explains a code."""
         mode = "  [dry run: nothing produced, nothing committed]" if self.dry_run else ""
-        lines = [f"replay {self.dlq_topic} → {self.target_topic} (progress group {self.group}){mode}"]
+        target = self.target_topic or f"each dead letter's own topic ({', '.join(self.input_topics)})"
+        lines = [f"replay {self.dlq_topic} → {target} (progress group {self.group}){mode}"]
         for plan in self.plans:
             saved = f" (resumed at saved progress {plan.saved}; --restart reads earlier ones)" if plan.saved else ""
             span = "nothing to read" if plan.empty else f"offsets {plan.start}..{plan.end - 1}"
@@ -406,11 +508,14 @@ class Summary:
         lines += _per_key(self.selected, meaning)
         lines.append(f"{'would replay' if self.dry_run else 'replayed'}: {sum(self.replayed.values())}")
         lines += _per_key(self.replayed, meaning)
+        lines += [f"  → {topic}: {n}" for topic, n in sorted(self.replayed_to.items())]
         lines.append(f"skipped: {sum(self.skipped.values())}")
         for reason, n in sorted(self.skipped.items()):
             at = self.skipped_at.get(reason, [])
             more = ", …" if n > len(at) else ""
             lines.append(f"  {reason}: {n}" + (f" (at {', '.join(at)}{more})" if at else ""))
+            if reason == SKIP_NOT_INPUT_TOPIC and self.stray:
+                lines.append("    read from: " + ", ".join(f"{t}: {c}" for t, c in self.stray.most_common()))
             if reason in SKIP_HINTS:
                 lines.append(f"    {SKIP_HINTS[reason]}")
         if self.samples:
@@ -438,13 +543,15 @@ def failure_document(
     dry_run: bool,
     dlq_topic: str | None = None,
     target_topic: str | None = None,
+    input_topics: Sequence[str] | None = None,
     group: str | None = None,
 ) -> dict[str, Any]:
     """The ``--json`` document of a run that could not start (``status`` "invalid" with exit code 2 for bad
     arguments or settings, "error" with 1 when the DLQ cannot be read): the keys of :meth:`Summary.document`, with
-    nothing counted and the topics and group when they are known."""
-    empty = Summary("", "", "", dry_run).document(lambda code: code)
-    where = {"dlq_topic": dlq_topic, "target_topic": target_topic, "group": group}
+    nothing counted and the topics and group when they are known (``input_topics`` null when not)."""
+    empty = Summary("", None, "", dry_run).document(lambda code: code)
+    inputs = None if input_topics is None else list(input_topics)
+    where = {"dlq_topic": dlq_topic, "target_topic": target_topic, "input_topics": inputs, "group": group}
     return {**empty, **where, "status": status, "ok": False, "exit_code": exit_code, "errors": [message]}
 
 
@@ -459,7 +566,7 @@ def sample_line(origin: str, code: str, timestamp_ms: int | None, outcome: Repub
     event = outcome.event_id or "-"
     if isinstance(outcome, Republish):
         size = "null" if outcome.value is None else f"{len(outcome.value)} B"
-        verdict = f"replay (count → {outcome.replay_count}, value {size})"
+        verdict = f"replay to {outcome.topic} (count → {outcome.replay_count}, value {size})"
     else:
         verdict = f"skip: {outcome.reason} ({outcome.detail})"
     return f"{origin}  {when}  code={code}  event_id={event}  {verdict}"
