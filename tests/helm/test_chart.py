@@ -557,13 +557,27 @@ def test_keda_scales_on_every_input_topic_when_the_worker_reads_several() -> Non
     assert trigger(merge(several, {"keda": {"kafka": {"topic": "images"}}}))["topic"] == "images"
 
 
-def test_a_replay_job_names_its_target_when_the_worker_reads_several_topics() -> None:
-    # Each input topic has its own format: replay cannot guess where a dead letter goes back to (it exits 2).
-    several = {"config": {"input_topic": "images,camera.events"}, "replay": {"enabled": True, "codes": ["-1308"]}}
-    with pytest.raises(helm_python.HelmRenderError, match=re.escape("replay.targetTopic")):
-        render(merge(REQUIRED, several))
-    docs = render(merge(REQUIRED, several, {"replay": {"targetTopic": "images"}}))
-    assert any(d["kind"] == "Job" for d in docs)
+def test_a_replay_job_sends_each_dead_letter_back_to_its_own_topic_when_the_worker_reads_several() -> None:
+    """Replay routes each dead letter back to the input topic it came from, so several input topics need no
+    target; fromTopic selects one topic's dead letters, and one the worker no longer reads needs targetTopic (the
+    replay would exit 2)."""
+
+    def args(values: dict[str, Any]) -> list[str]:
+        (c,) = only(render(merge(REQUIRED, several, values)), "Job")["spec"]["template"]["spec"]["containers"]
+        return list(c["args"])
+
+    several = {
+        "config": {"input_topic": "images, camera.events", "input_formats": "camera.events=cloudevents"},
+        "replay": {"enabled": True, "codes": ["-1308"]},
+    }
+    assert "--to" not in args({}) and "--from-topic" not in args({})
+    picked = args({"replay": {"fromTopic": "camera.events"}})
+    assert picked[picked.index("--from-topic") + 1] == "camera.events" and "--to" not in picked
+    stray = {"replay": {"fromTopic": "old-images"}}
+    with pytest.raises(helm_python.HelmRenderError, match=re.escape("replay.fromTopic old-images is not one of")):
+        render(merge(REQUIRED, several, stray))
+    moved = args(merge(stray, {"replay": {"targetTopic": "images"}}))
+    assert moved[moved.index("--from-topic") + 1] == "old-images" and moved[moved.index("--to") + 1] == "images"
 
 
 def test_credentials_are_files_from_the_existing_secret(rendered: dict[str, list[dict[str, Any]]]) -> None:

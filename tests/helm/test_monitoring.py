@@ -70,6 +70,7 @@ REPLAY_OPTIONS: dict[str, Any] = {
         "partition": 3,
         "fromOffset": 100,
         "toOffset": 250,
+        "fromTopic": "camera.events",
         "targetTopic": "images-replayed",
         "group": "replay-ops",
         "restart": True,
@@ -529,7 +530,7 @@ def test_replay_job_arguments_parse_to_the_options_the_values_ask_for(
     sel = options.selection
     assert sel.codes == frozenset(str(c) for c in r["codes"])
     assert sel.since_ms == 1_795_996_800_000 and sel.until_ms == int(r["until"])
-    assert (sel.partition, sel.from_offset, sel.to_offset) == (3, 100, 250)
+    assert (sel.partition, sel.from_offset, sel.to_offset, sel.from_topic) == (3, 100, 250, "camera.events")
     assert not options.dry_run and options.restart and options.allow_missing_key
     assert (options.target_topic, options.group) == ("images-replayed", "replay-ops")
     assert (options.max_replays, options.rate, options.limit, options.timeout_s) == (5, 2.5, 1000, 900)
@@ -596,6 +597,7 @@ BAD_VALUES: dict[str, dict[str, Any]] = {
     "negative rate": {"replay": {"rate": -1}},
     "zero limit": {"replay": {"limit": 0}},
     "bad target topic": {"replay": {"targetTopic": "a topic"}},
+    "bad from topic": {"replay": {"fromTopic": "a,b"}},
     "bad since": {"replay": {"since": "yesterday"}},
 }
 

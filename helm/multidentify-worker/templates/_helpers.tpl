@@ -287,6 +287,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if not (kindIs "invalid" $r.partition) }}{{ $args = concat $args (list "--partition" (include "mdw.settingValue" $r.partition)) }}{{ end }}
 {{- if not (kindIs "invalid" $r.fromOffset) }}{{ $args = concat $args (list "--from-offset" (include "mdw.settingValue" $r.fromOffset)) }}{{ end }}
 {{- if not (kindIs "invalid" $r.toOffset) }}{{ $args = concat $args (list "--to-offset" (include "mdw.settingValue" $r.toOffset)) }}{{ end }}
+{{- with $r.fromTopic }}{{ $args = concat $args (list "--from-topic" .) }}{{ end }}
 {{- if $r.dryRun }}{{ $args = concat $args (list "--dry-run" "--samples" (include "mdw.settingValue" $r.samples)) }}{{ end }}
 {{- with $r.targetTopic }}{{ $args = concat $args (list "--to" .) }}{{ end }}
 {{- with $r.group }}{{ $args = concat $args (list "--group" .) }}{{ end }}
