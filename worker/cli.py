@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev.set_defaults(func=_cmd_devstack)
 
     for name, module, text in (
-        ("replay", "replay", "re-publish selected dead letters to the input topic (by code, time or offsets)"),
+        ("replay", "replay", "re-publish dead letters to the input topic each came from (by code, time, offsets)"),
         ("produce", "produce", "publish image events from a JSON-lines file, stdin or a folder of images"),
         ("tail", "tail", "follow the results or the dead-letter topic, one readable line per record"),
         ("gallery", "gallery.command", "list, show, enrol and delete the persons identified (v1 or IAI)"),
