@@ -535,3 +535,143 @@ def test_s3_parser_is_pure_and_direct() -> None:
     assert direct == parse("s3", value)
     assert cloudevent.parse(structured(), src("ce")) == parse("ce", structured())
     assert parse("plain", orjson.dumps(EVENT)).image_url == EVENT["image_url"]  # the event format, unchanged
+
+
+# -- bounded output: what an input copies into its result stays far below the broker's message limit ---------------
+
+FULL = cloudevent.MAX_ATTRIBUTE_BYTES
+RESULT_BUDGET = 1_000_000  # the broker's default message limit; a larger result would be refused
+
+
+def _result_bytes(event: Event, topic: str) -> int:
+    from worker.api.models import Api, IdentifyResult
+
+    return len(
+        build_result(
+            event,
+            IdentifyResult(api=Api.V1, faces=(), request_id="r", http_status=200),
+            source=src(topic),
+            attempts=1,
+            api_latency_ms=1.0,
+            worker_version="t",
+            processed_at_ms=1,
+            image_mode="url",
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        # One attribute over its limit (a control character would grow it sixfold in JSON; a plain one does not).
+        (*binary_headers(), ("ce_note", b"x" * (cloudevent.MAX_ATTRIBUTE_BYTES + 1))),
+        binary_headers(subject="s" * (cloudevent.MAX_ATTRIBUTE_BYTES + 1)),
+        # Each within its limit, together over the total.
+        (
+            *binary_headers(),
+            *((f"ce_x{i}", b"x" * FULL) for i in range(cloudevent.MAX_ATTRIBUTES_BYTES // FULL)),
+        ),
+        # Many small extensions: the names count too.
+        (*binary_headers(), *((f"ce_{'n' * 56}{i:08d}", b"") for i in range(600))),
+    ],
+    ids=["extension", "subject", "total", "many-names"],
+)
+def test_binary_attributes_are_bounded(headers: tuple[tuple[str, bytes | None], ...]) -> None:
+    with pytest.raises(InvalidEvent) as info:
+        parse("ce", orjson.dumps(EVENT), headers)
+    assert info.value.code == "invalid_cloudevent"
+    assert "bytes" in info.value.message and "limit" in info.value.message
+
+
+def test_the_attribute_limits_hold_in_structured_mode_too() -> None:
+    assert code_of("ce", structured(note="x" * (cloudevent.MAX_ATTRIBUTE_BYTES + 1))) == "invalid_cloudevent"
+    many = {f"x{i}": "x" * 4000 for i in range(cloudevent.MAX_ATTRIBUTES_BYTES // 4000 + 1)}
+    assert code_of("ce", structured(**many)) == "invalid_cloudevent"
+    assert parse("ce", structured(note="x" * cloudevent.MAX_ATTRIBUTE_BYTES))  # at the limit: accepted
+
+
+@pytest.mark.parametrize("char", ["\x00", "\x01", "\n", "\x1f", "\x7f", "\x80", "\x9f"])
+@pytest.mark.parametrize("attribute", ["id", "source", "subject", "note"])
+def test_control_characters_in_attributes_are_refused(attribute: str, char: str) -> None:
+    """The CloudEvents String type excludes U+0000–U+001F and U+007F–U+009F, in either mode."""
+    bad = f"a{char}b"
+    binary = (*binary_headers(**{attribute: None}), (f"ce_{attribute}", bad.encode()))
+    assert code_of("ce", orjson.dumps(EVENT), binary) == "invalid_cloudevent"
+    assert code_of("ce", structured(**{attribute: bad})) == "invalid_cloudevent"
+
+
+def test_a_binary_event_s_result_stays_within_the_message_limit() -> None:
+    """The review's poison pill: 200 KB of control characters in headers made 1.2 MB of result metadata.
+    Whatever is accepted now — the largest value plus every attribute at its limit — fits with room to spare."""
+    pad = "\u00e9" * ((200 * 1024) // 2)  # two UTF-8 bytes each
+    value = orjson.dumps({**EVENT, "metadata": {"pad": pad}})
+    headers: list[tuple[str, bytes | None]] = list(binary_headers())
+    budget = cloudevent.MAX_ATTRIBUTES_BYTES - sum(len(n) - 3 + len(v or b"") for n, v in headers)
+    i = 0
+    while budget > 0:  # attributes of '"' (escaped as two bytes in JSON), up to the total
+        name = f"ce_q{i}"
+        size = min(cloudevent.MAX_ATTRIBUTE_BYTES, budget - (len(name) - 3))
+        if size <= 0:
+            break
+        headers.append((name, b'"' * size))
+        budget -= len(name) - 3 + size
+        i += 1
+    event = parse("ce", value, tuple(headers))
+    assert _result_bytes(event, "ce") < RESULT_BUDGET // 2
+
+
+def test_the_review_s_poison_pill_is_refused() -> None:
+    headers = (*binary_headers(), *((f"ce_x{i}", b"\x01" * 2000) for i in range(100)))
+    assert code_of("ce", orjson.dumps(EVENT), headers) == "invalid_cloudevent"
+
+
+REGION_INPUTS = formats.Inputs(
+    {
+        "s3": formats.TopicInput("s3", "https://cdn.example/{region}/{bucket}/{key}", LIMIT),
+        "cos": formats.TopicInput("cos", "https://cdn.example/{region}/{bucket}/{key}", LIMIT),
+    }
+)
+
+
+def _s3_region(region: str) -> bytes:
+    doc = sample("s3-aws-put.json")
+    doc["Records"][0]["awsRegion"] = region
+    return orjson.dumps(doc)
+
+
+def _cos_region(region: str) -> bytes:
+    doc = sample("cos-put.json")
+    doc["Records"][0]["cos"]["cosBucket"]["region"] = region
+    return orjson.dumps(doc)
+
+
+@pytest.mark.parametrize(
+    ("topic", "value"),
+    [
+        # {region} is percent-encoded: 250,000 spaces would be 750 KB of image URL, plus the metadata's copy.
+        ("s3", _s3_region(" " * 250_000)),
+        ("cos", _cos_region(" " * 250_000)),
+    ],
+)
+def test_an_image_url_built_from_a_notification_is_bounded_like_an_event_s(topic: str, value: bytes) -> None:
+    """schemas/event.schema.json caps image_url at 2048 characters; a built URL is held to the same cap."""
+    with pytest.raises(InvalidEvent) as info:
+        REGION_INPUTS.parse(value, src(topic))
+    assert info.value.code == "invalid_url" and "2048" in info.value.message
+
+
+def test_cos_url_is_bounded_too() -> None:
+    long = "http://faces-1250000000.cos.ap-guangzhou.myqcloud.com/" + "a" * 2100 + ".jpg"
+    assert code_of("cos", _cos(lambda r: r["cos"]["cosObject"].update(url=long))) == "invalid_url"
+
+
+@FUZZ
+@given(st.sampled_from(sorted(SAMPLES)), st.data())
+def test_results_of_corrupted_notifications_stay_small(topic: str, data: st.DataObject) -> None:
+    """Whatever a notification or CloudEvent of at most 256 KiB makes, its result is far below 1 MB."""
+    doc = data.draw(corrupted(st.sampled_from(SAMPLES[topic]).map(copy.deepcopy)))
+    try:
+        event = parse(topic, orjson.dumps(doc))
+    except InvalidEvent:
+        return
+    assert _result_bytes(event, topic) < RESULT_BUDGET // 2
