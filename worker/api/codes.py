@@ -10,7 +10,8 @@ A dead letter is keyed by one of these (``mdw.error.code``, the record key, the 
              unlisted ones: see :func:`lookup`)
     client   ``timeout``, ``connection``, ``bad_response``,   ApiError.local (worker.api.client, .models);
              ``http_<status>``, ``invalid_request``,        ``internal_error`` by worker.runtime.dispatch
-             ``internal_error``                            (a bug in the worker, never the event's fault)
+             ``internal_error``, ``result_too_large``       (a bug in the worker, never the event's fault);
+                                                           ``result_too_large`` by worker.runtime.outputs
     fetch    ``fetch_*``, ``fetch_http_<status>``           ApiError.fetch (worker.fetch, fetch mode)
     event    ``empty_value`` … ``invalid_event``,           InvalidEvent (worker.core.records.parse_event and
              the formats' codes (``not_a_cloudevent`` …)     the other formats, worker.core.formats)
@@ -426,6 +427,12 @@ _KEYS: tuple[KeyInfo, ...] = (
     KeyInfo("bad_response", "the API answered with a body that is not a valid envelope", T, Origin.CLIENT),
     KeyInfo("invalid_request", "the request was refused locally before sending", P, Origin.CLIENT),
     KeyInfo("internal_error", "the worker failed on this event (a bug): see the message", P, Origin.CLIENT),
+    KeyInfo(
+        "result_too_large",
+        "the result record was refused as too large for the results topic (its max.message.bytes)",
+        P,
+        Origin.CLIENT,
+    ),
     KeyInfo(
         "fetch_refused",
         "the image URL or its address is not allowed (scheme, userinfo or a private address)",

@@ -65,6 +65,8 @@ UNSUPPORTED_VERSION = "unsupported_version"
 INVALID_URL = "invalid_url"
 INVALID_EVENT = "invalid_event"
 INVALID_CODES = codes.INVALID_CODES  # the registry's event keys (their meanings live there too)
+# The dead-letter key of an event whose result the broker refused for its size (worker.runtime.outputs).
+RESULT_TOO_LARGE = "result_too_large"
 
 # Error classes of a dead letter: the API's transient/permanent, plus "invalid" for refused events.
 # Config errors never reach the DLQ (the worker stops), so they are not accepted here.
