@@ -83,6 +83,7 @@ def test_the_invalid_event_codes_are_the_registry_s_event_keys() -> None:
             objects.NOT_AN_IMAGE,
             objects.OBJECT_TOO_LARGE,
             objects.SEVERAL_RECORDS,
+            objects.UNSAFE_OBJECT_KEY,
         }
     )
 

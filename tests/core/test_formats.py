@@ -5,8 +5,10 @@ the CloudEvents SDK's own Kafka binding writes records the parser must read."""
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import orjson
 import pytest
@@ -251,8 +253,9 @@ def test_minio_sample() -> None:
         ("a+b%2Bc.jpg", "a%20b%2Bc.jpg"),  # form encoding: + is a space, %2B a plus
         ("x%3F%23%25.png", "x%3F%23%25.png"),  # ? # % stay in the path
         ("%E4%BA%BA%E8%84%B8.jpg", "%E4%BA%BA%E8%84%B8.jpg"),
-        ("..%2F..%2Fother%2F.%2Fx.jpg", "%2E%2E/%2E%2E/other/%2E/x.jpg"),  # dot-segments cannot leave the bucket
-        ("a%2F%2Fb.jpg", "a//b.jpg"),
+        ("...%2F.x%2Fx..jpg", ".../.x/x..jpg"),  # dots that are not a whole segment are just characters
+        ("%252E%252E%2Fx.jpg", "%252E%252E/x.jpg"),  # a literal %2E%2E is escaped again: no dot-segment
+        ("a%5C..%5Cb.jpg", "a%5C..%5Cb.jpg"),  # a backslash is escaped (WHATWG reads a raw one as /)
     ],
 )
 def test_keys_are_escaped_for_the_url_path(key: str, path: str) -> None:
@@ -267,6 +270,12 @@ def _s3(**object_fields: Any) -> bytes:
     obj.update(object_fields)
     for name in [k for k, v in object_fields.items() if v is None]:
         del obj[name]
+    return orjson.dumps(doc)
+
+
+def _s3_bucket(name: str) -> bytes:
+    doc = sample("minio-put.json")
+    doc["Records"][0]["s3"]["bucket"]["name"] = name
     return orjson.dumps(doc)
 
 
@@ -295,6 +304,14 @@ def _s3_event(name: str) -> bytes:
         (orjson.dumps({"Records": []}), "invalid_notification"),
         (_s3(key=""), "invalid_notification"),
         (_s3(size=-1), "invalid_notification"),
+        # Keys whose URL a browser, proxy or CDN would resolve elsewhere (%2E%2E is read as ..).
+        (_s3(key="..%2Fother-bucket%2Fx.jpg"), "unsafe_object_key"),
+        (_s3(key="a%2F..%2F..%2Fx.jpg"), "unsafe_object_key"),
+        (_s3(key="a%2F.%2Fx.jpg"), "unsafe_object_key"),
+        (_s3(key=".%2Fx.jpg"), "unsafe_object_key"),
+        (_s3(key="a%2F%2Fb.jpg"), "unsafe_object_key"),  # an empty segment: merge_slashes would drop it
+        (_s3(key="%2Fa.jpg"), "unsafe_object_key"),  # a leading / is an empty segment too
+        (_s3_bucket(".."), "invalid_notification"),  # not a bucket name S3 or MinIO allows
         (b"", "empty_value"),
         (b"{", "invalid_json"),
     ],
@@ -306,13 +323,95 @@ def test_s3_refusals(value: bytes, code: str) -> None:
 @FUZZ
 @given(st.text(min_size=1, max_size=60).filter(lambda k: not k.endswith("/")))
 def test_any_key_round_trips_through_the_notification_and_the_url(key: str) -> None:
-    """MinIO form-encodes the key; the URL path, percent-decoded, is the bucket and that same key."""
-    from urllib.parse import quote_plus, unquote, urlsplit
+    """MinIO form-encodes the key; the URL path, percent-decoded, is the bucket and that same key (or the key is
+    refused, when a segment is '.', '..' or empty)."""
+    from urllib.parse import quote_plus, unquote
 
-    event = parse("s3", _s3(key=quote_plus(key), contentType="image/jpeg"))
+    value = _s3(key=quote_plus(key), contentType="image/jpeg")
+    if any(segment in ("", ".", "..") for segment in key.split("/")):
+        assert code_of("s3", value) == "unsafe_object_key"
+        return
+    event = parse("s3", value)
     parts = urlsplit(event.image_url)
     assert (parts.hostname, parts.query, parts.fragment) == ("minio.example", "", "")
     assert unquote(parts.path) == "/faces/" + key
+
+
+def _remove_dot_segments(path: str) -> str:
+    """RFC 3986 section 5.2.4, as written (the reference, not the code under test)."""
+    out: list[str] = []
+    while path:
+        if path.startswith("../"):
+            path = path[3:]
+        elif path.startswith(("./", "/./")):
+            path = path[2:]
+        elif path == "/.":
+            path = "/"
+        elif path.startswith("/../"):
+            path = path[3:]
+            if out:
+                out.pop()
+        elif path == "/..":
+            path = "/"
+            if out:
+                out.pop()
+        elif path in (".", ".."):
+            path = ""
+        else:
+            start = 1 if path.startswith("/") else 0
+            end = path.find("/", start)
+            end = len(path) if end < 0 else end
+            out.append(path[:end])
+            path = path[end:]
+    return "".join(out)
+
+
+def _resolved_path(url: str) -> str:
+    """The path a WHATWG parser requests: %2E is a dot in a dot-segment (any case), then dot-segments go."""
+    segments = urlsplit(url).path.split("/")
+    dots = [re.sub("%2e", ".", seg, flags=re.IGNORECASE) for seg in segments]
+    return _remove_dot_segments("/".join(d if d in (".", "..") else s for s, d in zip(segments, dots, strict=True)))
+
+
+KEY_TEMPLATES = {
+    "https://minio.example:9000/{bucket}/{key}": "/faces/",
+    "https://cdn.example/img/{region}/{bucket}/{key}": "/img/eu/faces/",
+    "https://{bucket}.s3.example/{key}": "/",
+}
+
+
+@FUZZ
+@given(
+    st.sampled_from(sorted(KEY_TEMPLATES)),
+    st.lists(
+        st.sampled_from([".", "..", "", "a", "x.jpg", "%2E", "%2e%2E", ".%2e", "\\..", "...", " .. "]),
+        min_size=1,
+        max_size=6,
+    ),
+)
+def test_no_accepted_key_leaves_the_template_s_prefix(template: str, segments: list[str]) -> None:
+    """Whatever key S3 stores, a URL the worker builds never resolves (RFC 3986 remove_dot_segments, after the
+    percent-decoding of dots that WHATWG parsers do) outside the path the template gives the bucket."""
+    key = "/".join(segments) + ".jpg"
+    doc = sample("minio-put.json")
+    record = doc["Records"][0]
+    record["awsRegion"] = "eu"
+    record["s3"]["object"]["key"] = quote(key, safe="")
+    inputs = formats.Inputs({"s3": formats.TopicInput("s3", template, LIMIT)})
+    try:
+        event = inputs.parse(orjson.dumps(doc), src("s3"))
+    except InvalidEvent as refused:
+        assert refused.code in codes.INVALID_CODES
+        return
+    prefix = KEY_TEMPLATES[template]
+    assert _resolved_path(event.image_url).startswith(prefix), (key, event.image_url)
+    assert _resolved_path(event.image_url) == urlsplit(event.image_url).path  # nothing left to resolve
+
+
+def test_the_review_s_key_cannot_reach_another_bucket() -> None:
+    """https://cdn.example/b/%2E%2E/other/x.jpg resolves to https://cdn.example/other/x.jpg in a browser."""
+    assert _resolved_path("https://cdn.example/b/%2E%2E/other/x.jpg") == "/other/x.jpg"  # the oracle sees it
+    assert code_of("s3", _s3(key="..%2Fother%2Fx.jpg")) == "unsafe_object_key"
 
 
 def test_image_checks_accept_what_may_be_an_image() -> None:
@@ -364,6 +463,8 @@ def _cos(mutate: Any) -> bytes:
         (_cos(lambda r: r["cos"]["cosObject"].update(key="/1250000000/faces/dir/")), "not_an_image"),
         (_cos(lambda r: r["cos"]["cosObject"].update(key="/1250000000/faces/")), "invalid_notification"),
         (_cos(lambda r: r.pop("event")), "invalid_notification"),
+        (_cos(lambda r: r["cos"]["cosObject"].update(key="/1250000000/faces/../x.jpg")), "unsafe_object_key"),
+        (_cos(lambda r: r["cos"]["cosObject"].update(key="/1250000000/faces/a//x.jpg")), "unsafe_object_key"),
         (orjson.dumps({"Records": sample("cos-put.json")["Records"] * 3}), "several_records"),
         ((DATA / "minio-put.json").read_bytes(), "invalid_notification"),  # an S3 notification on a cos topic
     ],

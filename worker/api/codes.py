@@ -478,6 +478,12 @@ _KEYS: tuple[KeyInfo, ...] = (
     KeyInfo("not_object_created", "the notification is about another event than an object created", P, Origin.EVENT),
     KeyInfo("not_an_image", "the object is not an image (content type, extension, empty or a folder)", P, Origin.EVENT),
     KeyInfo("object_too_large", "the object is larger than the face API accepts", P, Origin.EVENT),
+    KeyInfo(
+        "unsafe_object_key",
+        "the object key has a '.', '..' or empty segment: its URL could resolve to another object or bucket",
+        P,
+        Origin.EVENT,
+    ),
     KeyInfo("several_records", "the notification holds more than one record (one output per input)", P, Origin.EVENT),
 )
 
