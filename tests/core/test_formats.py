@@ -761,6 +761,20 @@ def test_an_image_url_built_from_a_notification_is_bounded_like_an_event_s(topic
     assert info.value.code == "invalid_url" and "2048" in info.value.message
 
 
+def test_an_s3_result_copies_no_more_than_the_notification_holds() -> None:
+    """metadata.s3 copies strings that JSON already spelled out in the input (a '"' is two bytes either way, raw
+    UTF-8 stays raw), and the URL is capped: a full-size notification makes a result of about its own size."""
+    doc = sample("s3-aws-put.json")
+    record = doc["Records"][0]
+    pad = '"\u00e9' * 5000  # four bytes a pair, in the input as in the result: \" and the raw é
+    obj = record["s3"]["object"]
+    obj.update(eTag=pad * 2, versionId=pad * 2, sequencer=pad * 2, contentType="image/jpeg;" + pad * 2)
+    record.update(eventTime=pad * 2, eventSource=pad * 2)
+    value = orjson.dumps(doc)
+    assert 200_000 < len(value) <= 256 * 1024
+    assert _result_bytes(parse("s3", value), "s3") < len(value) + 4096
+
+
 def test_cos_url_is_bounded_too() -> None:
     long = "http://faces-1250000000.cos.ap-guangzhou.myqcloud.com/" + "a" * 2100 + ".jpg"
     assert code_of("cos", _cos(lambda r: r["cos"]["cosObject"].update(url=long))) == "invalid_url"

@@ -148,6 +148,13 @@ class OutputWriter:
     def _result_too_large(self, task: Task, c: Completion, size: int, faces: int) -> None:
         """The broker (or the client) refused the result for its size: dead-letter the event instead (module doc)."""
         assert c.result is not None
+        log.warning(
+            "result of %d bytes refused as too large for %s; dead-lettered as %s",
+            size,
+            self._results_topic,
+            records.RESULT_TOO_LARGE,
+            extra=_where(task.source, task.event.event_id),
+        )
         now_ms = int(time.time() * 1000)
         error = records.ErrorInfo(
             records.RESULT_TOO_LARGE,
