@@ -17,7 +17,16 @@ from worker.fetch import FETCH_CODES, ImageFetcher
 
 # Every key the worker can dead-letter under, spelled out here (not read from the registry): a key added in
 # code but not here, or dropped from the registry, fails below.
-LOCAL = ["timeout", "connection", "bad_response", "invalid_request", "internal_error", "http_404", "http_503"]
+LOCAL = [
+    "timeout",
+    "connection",
+    "bad_response",
+    "invalid_request",
+    "internal_error",
+    "result_too_large",
+    "http_404",
+    "http_503",
+]
 FETCH = [
     "fetch_refused",
     "fetch_timeout",
@@ -74,6 +83,7 @@ def test_the_invalid_event_codes_are_the_registry_s_event_keys() -> None:
             objects.NOT_AN_IMAGE,
             objects.OBJECT_TOO_LARGE,
             objects.SEVERAL_RECORDS,
+            objects.UNSAFE_OBJECT_KEY,
         }
     )
 

@@ -5,8 +5,10 @@ the CloudEvents SDK's own Kafka binding writes records the parser must read."""
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import orjson
 import pytest
@@ -251,8 +253,9 @@ def test_minio_sample() -> None:
         ("a+b%2Bc.jpg", "a%20b%2Bc.jpg"),  # form encoding: + is a space, %2B a plus
         ("x%3F%23%25.png", "x%3F%23%25.png"),  # ? # % stay in the path
         ("%E4%BA%BA%E8%84%B8.jpg", "%E4%BA%BA%E8%84%B8.jpg"),
-        ("..%2F..%2Fother%2F.%2Fx.jpg", "%2E%2E/%2E%2E/other/%2E/x.jpg"),  # dot-segments cannot leave the bucket
-        ("a%2F%2Fb.jpg", "a//b.jpg"),
+        ("...%2F.x%2Fx..jpg", ".../.x/x..jpg"),  # dots that are not a whole segment are just characters
+        ("%252E%252E%2Fx.jpg", "%252E%252E/x.jpg"),  # a literal %2E%2E is escaped again: no dot-segment
+        ("a%5C..%5Cb.jpg", "a%5C..%5Cb.jpg"),  # a backslash is escaped (WHATWG reads a raw one as /)
     ],
 )
 def test_keys_are_escaped_for_the_url_path(key: str, path: str) -> None:
@@ -267,6 +270,12 @@ def _s3(**object_fields: Any) -> bytes:
     obj.update(object_fields)
     for name in [k for k, v in object_fields.items() if v is None]:
         del obj[name]
+    return orjson.dumps(doc)
+
+
+def _s3_bucket(name: str) -> bytes:
+    doc = sample("minio-put.json")
+    doc["Records"][0]["s3"]["bucket"]["name"] = name
     return orjson.dumps(doc)
 
 
@@ -295,6 +304,14 @@ def _s3_event(name: str) -> bytes:
         (orjson.dumps({"Records": []}), "invalid_notification"),
         (_s3(key=""), "invalid_notification"),
         (_s3(size=-1), "invalid_notification"),
+        # Keys whose URL a browser, proxy or CDN would resolve elsewhere (%2E%2E is read as ..).
+        (_s3(key="..%2Fother-bucket%2Fx.jpg"), "unsafe_object_key"),
+        (_s3(key="a%2F..%2F..%2Fx.jpg"), "unsafe_object_key"),
+        (_s3(key="a%2F.%2Fx.jpg"), "unsafe_object_key"),
+        (_s3(key=".%2Fx.jpg"), "unsafe_object_key"),
+        (_s3(key="a%2F%2Fb.jpg"), "unsafe_object_key"),  # an empty segment: merge_slashes would drop it
+        (_s3(key="%2Fa.jpg"), "unsafe_object_key"),  # a leading / is an empty segment too
+        (_s3_bucket(".."), "invalid_notification"),  # not a bucket name S3 or MinIO allows
         (b"", "empty_value"),
         (b"{", "invalid_json"),
     ],
@@ -306,13 +323,95 @@ def test_s3_refusals(value: bytes, code: str) -> None:
 @FUZZ
 @given(st.text(min_size=1, max_size=60).filter(lambda k: not k.endswith("/")))
 def test_any_key_round_trips_through_the_notification_and_the_url(key: str) -> None:
-    """MinIO form-encodes the key; the URL path, percent-decoded, is the bucket and that same key."""
-    from urllib.parse import quote_plus, unquote, urlsplit
+    """MinIO form-encodes the key; the URL path, percent-decoded, is the bucket and that same key (or the key is
+    refused, when a segment is '.', '..' or empty)."""
+    from urllib.parse import quote_plus, unquote
 
-    event = parse("s3", _s3(key=quote_plus(key), contentType="image/jpeg"))
+    value = _s3(key=quote_plus(key), contentType="image/jpeg")
+    if any(segment in ("", ".", "..") for segment in key.split("/")):
+        assert code_of("s3", value) == "unsafe_object_key"
+        return
+    event = parse("s3", value)
     parts = urlsplit(event.image_url)
     assert (parts.hostname, parts.query, parts.fragment) == ("minio.example", "", "")
     assert unquote(parts.path) == "/faces/" + key
+
+
+def _remove_dot_segments(path: str) -> str:
+    """RFC 3986 section 5.2.4, as written (the reference, not the code under test)."""
+    out: list[str] = []
+    while path:
+        if path.startswith("../"):
+            path = path[3:]
+        elif path.startswith(("./", "/./")):
+            path = path[2:]
+        elif path == "/.":
+            path = "/"
+        elif path.startswith("/../"):
+            path = path[3:]
+            if out:
+                out.pop()
+        elif path == "/..":
+            path = "/"
+            if out:
+                out.pop()
+        elif path in (".", ".."):
+            path = ""
+        else:
+            start = 1 if path.startswith("/") else 0
+            end = path.find("/", start)
+            end = len(path) if end < 0 else end
+            out.append(path[:end])
+            path = path[end:]
+    return "".join(out)
+
+
+def _resolved_path(url: str) -> str:
+    """The path a WHATWG parser requests: %2E is a dot in a dot-segment (any case), then dot-segments go."""
+    segments = urlsplit(url).path.split("/")
+    dots = [re.sub("%2e", ".", seg, flags=re.IGNORECASE) for seg in segments]
+    return _remove_dot_segments("/".join(d if d in (".", "..") else s for s, d in zip(segments, dots, strict=True)))
+
+
+KEY_TEMPLATES = {
+    "https://minio.example:9000/{bucket}/{key}": "/faces/",
+    "https://cdn.example/img/{region}/{bucket}/{key}": "/img/eu/faces/",
+    "https://{bucket}.s3.example/{key}": "/",
+}
+
+
+@FUZZ
+@given(
+    st.sampled_from(sorted(KEY_TEMPLATES)),
+    st.lists(
+        st.sampled_from([".", "..", "", "a", "x.jpg", "%2E", "%2e%2E", ".%2e", "\\..", "...", " .. "]),
+        min_size=1,
+        max_size=6,
+    ),
+)
+def test_no_accepted_key_leaves_the_template_s_prefix(template: str, segments: list[str]) -> None:
+    """Whatever key S3 stores, a URL the worker builds never resolves (RFC 3986 remove_dot_segments, after the
+    percent-decoding of dots that WHATWG parsers do) outside the path the template gives the bucket."""
+    key = "/".join(segments) + ".jpg"
+    doc = sample("minio-put.json")
+    record = doc["Records"][0]
+    record["awsRegion"] = "eu"
+    record["s3"]["object"]["key"] = quote(key, safe="")
+    inputs = formats.Inputs({"s3": formats.TopicInput("s3", template, LIMIT)})
+    try:
+        event = inputs.parse(orjson.dumps(doc), src("s3"))
+    except InvalidEvent as refused:
+        assert refused.code in codes.INVALID_CODES
+        return
+    prefix = KEY_TEMPLATES[template]
+    assert _resolved_path(event.image_url).startswith(prefix), (key, event.image_url)
+    assert _resolved_path(event.image_url) == urlsplit(event.image_url).path  # nothing left to resolve
+
+
+def test_the_review_s_key_cannot_reach_another_bucket() -> None:
+    """https://cdn.example/b/%2E%2E/other/x.jpg resolves to https://cdn.example/other/x.jpg in a browser."""
+    assert _resolved_path("https://cdn.example/b/%2E%2E/other/x.jpg") == "/other/x.jpg"  # the oracle sees it
+    assert code_of("s3", _s3(key="..%2Fother%2Fx.jpg")) == "unsafe_object_key"
 
 
 def test_image_checks_accept_what_may_be_an_image() -> None:
@@ -364,6 +463,8 @@ def _cos(mutate: Any) -> bytes:
         (_cos(lambda r: r["cos"]["cosObject"].update(key="/1250000000/faces/dir/")), "not_an_image"),
         (_cos(lambda r: r["cos"]["cosObject"].update(key="/1250000000/faces/")), "invalid_notification"),
         (_cos(lambda r: r.pop("event")), "invalid_notification"),
+        (_cos(lambda r: r["cos"]["cosObject"].update(key="/1250000000/faces/../x.jpg")), "unsafe_object_key"),
+        (_cos(lambda r: r["cos"]["cosObject"].update(key="/1250000000/faces/a//x.jpg")), "unsafe_object_key"),
         (orjson.dumps({"Records": sample("cos-put.json")["Records"] * 3}), "several_records"),
         ((DATA / "minio-put.json").read_bytes(), "invalid_notification"),  # an S3 notification on a cos topic
     ],
@@ -535,3 +636,157 @@ def test_s3_parser_is_pure_and_direct() -> None:
     assert direct == parse("s3", value)
     assert cloudevent.parse(structured(), src("ce")) == parse("ce", structured())
     assert parse("plain", orjson.dumps(EVENT)).image_url == EVENT["image_url"]  # the event format, unchanged
+
+
+# -- bounded output: what an input copies into its result stays far below the broker's message limit ---------------
+
+FULL = cloudevent.MAX_ATTRIBUTE_BYTES
+RESULT_BUDGET = 1_000_000  # the broker's default message limit; a larger result would be refused
+
+
+def _result_bytes(event: Event, topic: str) -> int:
+    from worker.api.models import Api, IdentifyResult
+
+    return len(
+        build_result(
+            event,
+            IdentifyResult(api=Api.V1, faces=(), request_id="r", http_status=200),
+            source=src(topic),
+            attempts=1,
+            api_latency_ms=1.0,
+            worker_version="t",
+            processed_at_ms=1,
+            image_mode="url",
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        # One attribute over its limit (a control character would grow it sixfold in JSON; a plain one does not).
+        (*binary_headers(), ("ce_note", b"x" * (cloudevent.MAX_ATTRIBUTE_BYTES + 1))),
+        binary_headers(subject="s" * (cloudevent.MAX_ATTRIBUTE_BYTES + 1)),
+        # Each within its limit, together over the total.
+        (
+            *binary_headers(),
+            *((f"ce_x{i}", b"x" * FULL) for i in range(cloudevent.MAX_ATTRIBUTES_BYTES // FULL)),
+        ),
+        # Many small extensions: the names count too.
+        (*binary_headers(), *((f"ce_{'n' * 56}{i:08d}", b"") for i in range(600))),
+    ],
+    ids=["extension", "subject", "total", "many-names"],
+)
+def test_binary_attributes_are_bounded(headers: tuple[tuple[str, bytes | None], ...]) -> None:
+    with pytest.raises(InvalidEvent) as info:
+        parse("ce", orjson.dumps(EVENT), headers)
+    assert info.value.code == "invalid_cloudevent"
+    assert "bytes" in info.value.message and "limit" in info.value.message
+
+
+def test_the_attribute_limits_hold_in_structured_mode_too() -> None:
+    assert code_of("ce", structured(note="x" * (cloudevent.MAX_ATTRIBUTE_BYTES + 1))) == "invalid_cloudevent"
+    many = {f"x{i}": "x" * 4000 for i in range(cloudevent.MAX_ATTRIBUTES_BYTES // 4000 + 1)}
+    assert code_of("ce", structured(**many)) == "invalid_cloudevent"
+    assert parse("ce", structured(note="x" * cloudevent.MAX_ATTRIBUTE_BYTES))  # at the limit: accepted
+
+
+@pytest.mark.parametrize("char", ["\x00", "\x01", "\n", "\x1f", "\x7f", "\x80", "\x9f"])
+@pytest.mark.parametrize("attribute", ["id", "source", "subject", "note"])
+def test_control_characters_in_attributes_are_refused(attribute: str, char: str) -> None:
+    """The CloudEvents String type excludes U+0000–U+001F and U+007F–U+009F, in either mode."""
+    bad = f"a{char}b"
+    binary = (*binary_headers(**{attribute: None}), (f"ce_{attribute}", bad.encode()))
+    assert code_of("ce", orjson.dumps(EVENT), binary) == "invalid_cloudevent"
+    assert code_of("ce", structured(**{attribute: bad})) == "invalid_cloudevent"
+
+
+def test_a_binary_event_s_result_stays_within_the_message_limit() -> None:
+    """The review's poison pill: 200 KB of control characters in headers made 1.2 MB of result metadata.
+    Whatever is accepted now — the largest value plus every attribute at its limit — fits with room to spare."""
+    pad = "\u00e9" * ((200 * 1024) // 2)  # two UTF-8 bytes each
+    value = orjson.dumps({**EVENT, "metadata": {"pad": pad}})
+    headers: list[tuple[str, bytes | None]] = list(binary_headers())
+    budget = cloudevent.MAX_ATTRIBUTES_BYTES - sum(len(n) - 3 + len(v or b"") for n, v in headers)
+    i = 0
+    while budget > 0:  # attributes of '"' (escaped as two bytes in JSON), up to the total
+        name = f"ce_q{i}"
+        size = min(cloudevent.MAX_ATTRIBUTE_BYTES, budget - (len(name) - 3))
+        if size <= 0:
+            break
+        headers.append((name, b'"' * size))
+        budget -= len(name) - 3 + size
+        i += 1
+    event = parse("ce", value, tuple(headers))
+    assert _result_bytes(event, "ce") < RESULT_BUDGET // 2
+
+
+def test_the_review_s_poison_pill_is_refused() -> None:
+    headers = (*binary_headers(), *((f"ce_x{i}", b"\x01" * 2000) for i in range(100)))
+    assert code_of("ce", orjson.dumps(EVENT), headers) == "invalid_cloudevent"
+
+
+REGION_INPUTS = formats.Inputs(
+    {
+        "s3": formats.TopicInput("s3", "https://cdn.example/{region}/{bucket}/{key}", LIMIT),
+        "cos": formats.TopicInput("cos", "https://cdn.example/{region}/{bucket}/{key}", LIMIT),
+    }
+)
+
+
+def _s3_region(region: str) -> bytes:
+    doc = sample("s3-aws-put.json")
+    doc["Records"][0]["awsRegion"] = region
+    return orjson.dumps(doc)
+
+
+def _cos_region(region: str) -> bytes:
+    doc = sample("cos-put.json")
+    doc["Records"][0]["cos"]["cosBucket"]["region"] = region
+    return orjson.dumps(doc)
+
+
+@pytest.mark.parametrize(
+    ("topic", "value"),
+    [
+        # {region} is percent-encoded: 250,000 spaces would be 750 KB of image URL, plus the metadata's copy.
+        ("s3", _s3_region(" " * 250_000)),
+        ("cos", _cos_region(" " * 250_000)),
+    ],
+)
+def test_an_image_url_built_from_a_notification_is_bounded_like_an_event_s(topic: str, value: bytes) -> None:
+    """schemas/event.schema.json caps image_url at 2048 characters; a built URL is held to the same cap."""
+    with pytest.raises(InvalidEvent) as info:
+        REGION_INPUTS.parse(value, src(topic))
+    assert info.value.code == "invalid_url" and "2048" in info.value.message
+
+
+def test_an_s3_result_copies_no_more_than_the_notification_holds() -> None:
+    """metadata.s3 copies strings that JSON already spelled out in the input (a '"' is two bytes either way, raw
+    UTF-8 stays raw), and the URL is capped: a full-size notification makes a result of about its own size."""
+    doc = sample("s3-aws-put.json")
+    record = doc["Records"][0]
+    pad = '"\u00e9' * 5000  # four bytes a pair, in the input as in the result: \" and the raw é
+    obj = record["s3"]["object"]
+    obj.update(eTag=pad * 2, versionId=pad * 2, sequencer=pad * 2, contentType="image/jpeg;" + pad * 2)
+    record.update(eventTime=pad * 2, eventSource=pad * 2)
+    value = orjson.dumps(doc)
+    assert 200_000 < len(value) <= 256 * 1024
+    assert _result_bytes(parse("s3", value), "s3") < len(value) + 4096
+
+
+def test_cos_url_is_bounded_too() -> None:
+    long = "http://faces-1250000000.cos.ap-guangzhou.myqcloud.com/" + "a" * 2100 + ".jpg"
+    assert code_of("cos", _cos(lambda r: r["cos"]["cosObject"].update(url=long))) == "invalid_url"
+
+
+@FUZZ
+@given(st.sampled_from(sorted(SAMPLES)), st.data())
+def test_results_of_corrupted_notifications_stay_small(topic: str, data: st.DataObject) -> None:
+    """Whatever a notification or CloudEvent of at most 256 KiB makes, its result is far below 1 MB."""
+    doc = data.draw(corrupted(st.sampled_from(SAMPLES[topic]).map(copy.deepcopy)))
+    try:
+        event = parse(topic, orjson.dumps(doc))
+    except InvalidEvent:
+        return
+    assert _result_bytes(event, topic) < RESULT_BUDGET // 2

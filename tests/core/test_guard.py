@@ -44,3 +44,22 @@ def test_invalid_settings_are_refused() -> None:
         DeadLetterGuard(window=10, min_events=11)
     with pytest.raises(ValueError):
         DeadLetterGuard(max_ratio=1.5)
+
+
+def test_a_result_recounted_as_a_dead_letter_counts_once() -> None:
+    """A result the broker refused for its size became a dead letter: the event counts once, as dead-lettered."""
+    guard = DeadLetterGuard(window=10, max_ratio=1.0, min_events=10)
+    for _ in range(9):
+        guard.record(True)
+    guard.record(False)  # the result, produced
+    assert not guard.tripped and guard.size() == 10
+    assert guard.recount_as_dead_letter()  # ... refused: the window is now 10 dead letters of 10 events
+    assert guard.tripped and guard.ratio == 1.0 and guard.size() == 10
+
+
+def test_a_recount_whose_result_slid_out_is_recorded_as_a_dead_letter() -> None:
+    guard = DeadLetterGuard(window=4, max_ratio=1.0, min_events=4)
+    for _ in range(4):
+        guard.record(True)
+    guard.reset()
+    assert not guard.recount_as_dead_letter() and guard.size() == 1 and guard.ratio == 1.0

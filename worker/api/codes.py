@@ -10,7 +10,8 @@ A dead letter is keyed by one of these (``mdw.error.code``, the record key, the 
              unlisted ones: see :func:`lookup`)
     client   ``timeout``, ``connection``, ``bad_response``,   ApiError.local (worker.api.client, .models);
              ``http_<status>``, ``invalid_request``,        ``internal_error`` by worker.runtime.dispatch
-             ``internal_error``                            (a bug in the worker, never the event's fault)
+             ``internal_error``, ``result_too_large``       (a bug in the worker, never the event's fault);
+                                                           ``result_too_large`` by worker.runtime.outputs
     fetch    ``fetch_*``, ``fetch_http_<status>``           ApiError.fetch (worker.fetch, fetch mode)
     event    ``empty_value`` … ``invalid_event``,           InvalidEvent (worker.core.records.parse_event and
              the formats' codes (``not_a_cloudevent`` …)     the other formats, worker.core.formats)
@@ -427,6 +428,12 @@ _KEYS: tuple[KeyInfo, ...] = (
     KeyInfo("invalid_request", "the request was refused locally before sending", P, Origin.CLIENT),
     KeyInfo("internal_error", "the worker failed on this event (a bug): see the message", P, Origin.CLIENT),
     KeyInfo(
+        "result_too_large",
+        "the result record was refused as too large for the results topic (its max.message.bytes)",
+        P,
+        Origin.CLIENT,
+    ),
+    KeyInfo(
         "fetch_refused",
         "the image URL or its address is not allowed (scheme, userinfo or a private address)",
         P,
@@ -471,6 +478,12 @@ _KEYS: tuple[KeyInfo, ...] = (
     KeyInfo("not_object_created", "the notification is about another event than an object created", P, Origin.EVENT),
     KeyInfo("not_an_image", "the object is not an image (content type, extension, empty or a folder)", P, Origin.EVENT),
     KeyInfo("object_too_large", "the object is larger than the face API accepts", P, Origin.EVENT),
+    KeyInfo(
+        "unsafe_object_key",
+        "the object key has a '.', '..' or empty segment: its URL could resolve to another object or bucket",
+        P,
+        Origin.EVENT,
+    ),
     KeyInfo("several_records", "the notification holds more than one record (one output per input)", P, Origin.EVENT),
 )
 

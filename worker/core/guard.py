@@ -68,6 +68,21 @@ class DeadLetterGuard:
             self._dead -= 1
         self._recent.append(dead_lettered)
         self._dead += dead_lettered
+        return self._judge()
+
+    def recount_as_dead_letter(self) -> bool:
+        """An event recorded as a result went to the dead-letter topic after all (the broker refused the result
+        for its size): count it once, as dead-lettered. Returns True when this tripped the guard."""
+        if self._holding_until is not None:
+            return False
+        for i in range(len(self._recent) - 1, -1, -1):  # the newest result stands for it (only the count matters)
+            if not self._recent[i]:
+                self._recent[i] = True
+                self._dead += 1
+                return self._judge()
+        return self.record(True)  # its result already slid out of the window (or a trial started since)
+
+    def _judge(self) -> bool:
         if len(self._recent) < self._judge_at:
             return False
         if self._dead >= self._max_ratio * len(self._recent):

@@ -46,6 +46,7 @@ ImageMode = Literal["url", "image"]
 SCHEMA_VERSION = 1
 MAX_EVENT_BYTES = 256 * 1024  # keeps results with pass-through metadata well under the 1 MB message limit
 MAX_METADATA_DEPTH = 16
+MAX_URL_CHARS = 2048  # image_url's maxLength in schemas/event.schema.json; URLs built from notifications too
 MAX_MESSAGE_CHARS = 500  # error messages in envelopes and logs
 MAX_ORIGINAL_BYTES = 512 * 1024  # base64 grows it to ~683 KiB: the envelope still fits a 1 MB message
 # The original key and headers are copied twice (envelope and record headers); beyond these budgets they are
@@ -64,6 +65,8 @@ UNSUPPORTED_VERSION = "unsupported_version"
 INVALID_URL = "invalid_url"
 INVALID_EVENT = "invalid_event"
 INVALID_CODES = codes.INVALID_CODES  # the registry's event keys (their meanings live there too)
+# The dead-letter key of an event whose result the broker refused for its size (worker.runtime.outputs).
+RESULT_TOO_LARGE = "result_too_large"
 
 # Error classes of a dead letter: the API's transient/permanent, plus "invalid" for refused events.
 # Config errors never reach the DLQ (the worker stops), so they are not accepted here.
@@ -221,6 +224,10 @@ def event_from_object(doc: Any, source: Source, *, what: str = "the event") -> E
 
 def check_url(url: str) -> None:
     """Refuse (``invalid_url``) an image URL the worker may not use: see the module docstring."""
+    if len(url) > MAX_URL_CHARS:
+        # The schema caps an event's own URL; one built from a notification (a percent-encoded key or region
+        # grows threefold) or taken from it is held to the same cap, so a result stays far below 1 MB.
+        raise InvalidEvent(INVALID_URL, f"image_url is {len(url)} characters; the limit is {MAX_URL_CHARS}")
     if _CONTROL.search(url):
         raise InvalidEvent(INVALID_URL, "image_url contains control characters")
     try:

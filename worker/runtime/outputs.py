@@ -2,7 +2,12 @@
 marked done only when the broker acknowledged that record (rule 1 of the commit contract).
 
 A dead letter the client or the broker refuses for its size is sent again without the original (value, key
-and headers dropped; the error and the input coordinates kept). Any other failed delivery stops the worker:
+and headers dropped; the error and the input coordinates kept). A result refused for its size becomes a dead
+letter ``result_too_large`` (with the original, or without it when that is refused too): stopping instead would
+leave the offset uncommitted, and every restart would make the same result and stop again. Its offset is done
+when that dead letter is acknowledged, and the guard counts the event once, as dead-lettered (a results topic
+that refuses every result is a misconfiguration the guard holds the worker for). Any other failed delivery stops
+the worker:
 librdkafka already retried for ``message.timeout.ms``, so the output is not safe and the input must not be
 committed; the event is processed again after the restart.
 
@@ -23,7 +28,7 @@ from typing import Any, Literal
 
 from confluent_kafka import KafkaError, KafkaException
 
-from worker.api.codes import Api
+from worker.api.codes import Api, ErrorClass
 from worker.core import records
 from worker.core.guard import DeadLetterGuard
 from worker.core.offsets import OffsetTracker
@@ -135,8 +140,41 @@ class OutputWriter:
                 task.epoch,
                 task.source.offset,
                 lambda: self._result_acked(faces),
+                on_too_large=lambda: self._result_too_large(task, c, len(value), faces),
                 trace=task.trace,
             )
+        )
+
+    def _result_too_large(self, task: Task, c: Completion, size: int, faces: int) -> None:
+        """The broker (or the client) refused the result for its size: dead-letter the event instead (module doc)."""
+        assert c.result is not None
+        log.warning(
+            "result of %d bytes refused as too large for %s; dead-lettered as %s",
+            size,
+            self._results_topic,
+            records.RESULT_TOO_LARGE,
+            extra=_where(task.source, task.event.event_id),
+        )
+        now_ms = int(time.time() * 1000)
+        error = records.ErrorInfo(
+            records.RESULT_TOO_LARGE,
+            ErrorClass.PERMANENT.value,
+            f"the result ({size} bytes, {faces} faces) was refused as too large for {self._results_topic}",
+            c.result.http_status,
+            c.attempts,
+            now_ms,
+            now_ms,
+        )
+        self.dead_letter(
+            task.tp,
+            task.epoch,
+            task.source,
+            task.raw,
+            task.event.event_id,
+            error,
+            task.replay_count,
+            trace=task.trace,
+            recount=True,
         )
 
     def _result_acked(self, faces: int) -> None:
@@ -171,7 +209,9 @@ class OutputWriter:
         replay_count: int,
         *,
         trace: EventTrace = NO_TRACE,
+        recount: bool = False,
     ) -> None:
+        """``recount``: the guard already counted the event as a result (its result was refused for its size)."""
         code = error.code
         log.info("dead letter %s: %s", code, error.message, extra=_where(source, event_id, code, error.attempts))
 
@@ -209,7 +249,8 @@ class OutputWriter:
                 trace=trace,
             )
 
-        if self._guard.record(True):  # judged now, not at the acknowledgement (module doc); once per event
+        # Judged now, not at the acknowledgement (module doc); once per event.
+        if self._guard.recount_as_dead_letter() if recount else self._guard.record(True):
             self._guard_tripped(code)
         self._produce(build(True))
 

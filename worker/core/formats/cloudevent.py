@@ -10,8 +10,8 @@
 The data is a multidentify-worker event (``schemas/event.schema.json``: ``image_url``, ``group_ids``,
 ``session_id``, ``metadata`` …), JSON. The attributes map onto it:
 
-* ``event_id``: the data's own, else the CloudEvent ``id`` (when it is 1–128 characters without control
-  characters; else derived from the record's coordinates as for a plain event).
+* ``event_id``: the data's own, else the CloudEvent ``id`` (when it is at most 128 characters; else derived
+  from the record's coordinates as for a plain event).
 * ``metadata``: the data's metadata plus ``metadata.cloudevent`` = ``id``, ``source``, ``type``,
   ``specversion`` and, when present, ``subject``, ``time``, ``dataschema``, ``datacontenttype`` and the other
   extension attributes (``extensions``). The worker writes that member; a ``cloudevent`` member the data's
@@ -21,7 +21,9 @@ The data is a multidentify-worker event (``schemas/event.schema.json``: ``image_
 
 Refusals, each its own dead-letter code: ``not_a_cloudevent`` (neither mode), ``unsupported_specversion``
 (anything but ``"1.0"``), ``invalid_cloudevent`` (attributes against ``schemas/cloudevent.schema.json``:
-missing ``id``/``source``/``type``, a bad ``time``, a header that is not UTF-8 or appears twice …),
+missing ``id``/``source``/``type``, a bad ``time``, a header that is not UTF-8 or appears twice, a control
+character (U+0000–U+001F, U+007F–U+009F: not in the CloudEvents String type), an attribute value over
+``MAX_ATTRIBUTE_BYTES`` or names and values over ``MAX_ATTRIBUTES_BYTES`` in all …),
 ``unsupported_content_type`` (data that is not JSON: another ``datacontenttype``, ``data_base64``, a batch, an
 envelope format other than JSON), ``cloudevent_without_data``; then the event codes for the data itself
 (``invalid_event``, ``invalid_url``, ``unsupported_version``, and the value's ``empty_value`` …
@@ -59,7 +61,13 @@ STRUCTURED = "application/cloudevents+json"
 # The attributes the spec defines; any other is an extension (reported under metadata.cloudevent.extensions).
 CONTEXT_ATTRIBUTES = ("id", "source", "type", "specversion", "subject", "time", "dataschema", "datacontenttype")
 TRACE_ATTRIBUTES = ("traceparent", "tracestate")
-_EVENT_ID = re.compile(r"[^\x00-\x1f\x7f]{1,128}")
+# Attributes are copied into the result's metadata, on top of a value of up to max_bytes: bounded, so that a
+# result stays far below the broker's message limit (a result the broker refuses would stall the partition).
+MAX_ATTRIBUTE_BYTES = 4 * 1024  # one attribute's value, UTF-8
+MAX_ATTRIBUTES_BYTES = 32 * 1024  # every attribute's name and value together
+# The CloudEvents String type excludes these (and JSON would write each as six bytes, \u0001).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_EVENT_ID = re.compile(r"[^\x00-\x1f\x7f-\x9f]{1,128}")
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-[ -~]*)?")
 
 
@@ -145,6 +153,7 @@ def _check_attributes(attributes: dict[str, Any]) -> None:
             UNSUPPORTED_SPECVERSION, f"specversion {version[:20]!r} is not supported (this worker reads 1.0)"
         )
     envelope = {k: v for k, v in attributes.items() if k != "data"}
+    _check_sizes(envelope)
     error = next(schemas.validator("cloudevent").iter_errors(envelope), None)
     if error is not None:
         raise InvalidEvent(INVALID_CLOUDEVENT, _describe(error, envelope))
@@ -154,6 +163,32 @@ def _check_attributes(attributes: dict[str, Any]) -> None:
             datetime.fromisoformat(time.replace("z", "Z").replace("t", "T"))
         except ValueError:
             raise InvalidEvent(INVALID_CLOUDEVENT, f"time {time[:40]!r} is not a valid RFC 3339 timestamp") from None
+
+
+def _check_sizes(envelope: dict[str, Any]) -> None:
+    """Each attribute value within ``MAX_ATTRIBUTE_BYTES``, all of them (names too) within
+    ``MAX_ATTRIBUTES_BYTES``, and no control character in a string (``invalid_cloudevent``)."""
+    total = 0
+    for name, value in envelope.items():
+        if name == "data_base64":
+            continue  # never copied: refused as unsupported_content_type after the schema
+        size = len(value.encode("utf-8", "surrogatepass")) if isinstance(value, str) else len(str(value))
+        if size > MAX_ATTRIBUTE_BYTES:
+            raise InvalidEvent(
+                INVALID_CLOUDEVENT, f"the attribute {name[:64]!r} is {size} bytes; the limit is {MAX_ATTRIBUTE_BYTES}"
+            )
+        total += len(name) + size
+        if total > MAX_ATTRIBUTES_BYTES:
+            raise InvalidEvent(
+                INVALID_CLOUDEVENT,
+                f"the attributes' names and values together exceed the limit of {MAX_ATTRIBUTES_BYTES} bytes",
+            )
+        if isinstance(value, str) and (bad := _CONTROL.search(value)):
+            raise InvalidEvent(
+                INVALID_CLOUDEVENT,
+                f"the attribute {name[:64]!r} contains the control character U+{ord(bad.group()):04X} "
+                "(the CloudEvents String type excludes U+0000-U+001F and U+007F-U+009F)",
+            )
 
 
 def _describe(error: Any, envelope: dict[str, Any]) -> str:

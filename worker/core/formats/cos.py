@@ -55,6 +55,7 @@ def parse(
     content_type = next((v for k, v in meta.items() if k.lower() == "content-type"), None)
     size = cos_object.get("size")
     objects.check_image(key, content_type, size, max_object_bytes)
+    objects.check_key(key)  # also without a template: COS's own URL of such a key resolves elsewhere too
     if template is not None:
         image_url = objects.fill(template, bucket=bucket, key=key, region=region)
     elif cos_object.get("url"):

@@ -2,9 +2,14 @@
 
 An object-created notification names a bucket and a key; the image URL is built from a configured template
 (setting ``image_url_template``) with the placeholders ``{bucket}``, ``{key}`` and ``{region}``. ``{key}`` is
-percent-encoded as a URL path (RFC 3986: every byte except unreserved characters and ``/``; a ``.`` or ``..``
-segment too, so no key leaves its bucket), ``{bucket}`` and ``{region}`` as one path segment, so a key such as
-``cam 1/ä+b.jpg`` becomes ``cam%201/%C3%A4%2Bb.jpg``.
+percent-encoded as a URL path (RFC 3986: every byte except unreserved characters and ``/``), ``{bucket}`` and
+``{region}`` as one path segment, so a key such as ``cam 1/ä+b.jpg`` becomes ``cam%201/%C3%A4%2Bb.jpg``.
+
+A key with a ``.`` or ``..`` segment, or an empty one (``a//b``, a leading ``/``), is refused
+(``unsafe_object_key``): escaping cannot make it safe, because WHATWG URL parsers (browsers, many proxies and
+CDNs) read ``%2E%2E`` as ``..`` and ``https://cdn/b/%2E%2E/other/x.jpg`` as ``https://cdn/other/x.jpg``, and
+servers that merge slashes read ``a//b`` as ``a/b``, another object. So no accepted key's URL resolves outside
+the path the template gives its bucket. S3 stores such keys (any UTF-8 up to 1,024 bytes); MinIO refuses them.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ OBJECT_TOO_LARGE = "object_too_large"
 SEVERAL_RECORDS = "several_records"
 INVALID_NOTIFICATION = "invalid_notification"
 S3_TEST_EVENT = "s3_test_event"
+UNSAFE_OBJECT_KEY = "unsafe_object_key"
 
 PLACEHOLDERS = ("bucket", "key", "region")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
@@ -56,19 +62,37 @@ def template_problem(template: str) -> str | None:
 
 def fill(template: str, *, bucket: str, key: str, region: str) -> str:
     """The template with its placeholders replaced by the percent-encoded values (one pass: a value is never
-    read as a placeholder)."""
+    read as a placeholder). :class:`InvalidEvent` for a key :func:`check_key` refuses, or a bucket or region that
+    is a dot-segment (``invalid_notification``: neither S3 nor COS allows such a name)."""
+    check_key(key)
+    for name, value in (("bucket", bucket), ("region", region)):
+        if value in (".", ".."):
+            raise InvalidEvent(
+                INVALID_NOTIFICATION, f"the {name} {value!r} is not a name (a URL reads it as a path step)"
+            )
     values = {
-        "bucket": _segment(bucket),
-        "key": "/".join(_segment(part) for part in key.split("/")),
-        "region": _segment(region),
+        "bucket": quote(bucket, safe=""),
+        "key": "/".join(quote(part, safe="") for part in key.split("/")),
+        "region": quote(region, safe=""),
     }
     return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
 
 
-def _segment(text: str) -> str:
-    """One path segment, percent-encoded; ``.`` and ``..`` too, or a URL normaliser would treat them as dot-segments
-    and a key such as ``../other-bucket/x.jpg`` would point outside its bucket."""
-    return "%2E" * len(text) if text in (".", "..") else quote(text, safe="")
+def check_key(key: str) -> None:
+    """Refuse (``unsafe_object_key``) a key whose URL could resolve to another object (module docstring)."""
+    for segment in key.split("/"):
+        if segment in (".", ".."):
+            raise InvalidEvent(
+                UNSAFE_OBJECT_KEY,
+                f"the object key {_short(key)!r} has a {segment!r} segment: a URL parser would resolve it to "
+                "another path, possibly outside the bucket",
+            )
+        if not segment:
+            raise InvalidEvent(
+                UNSAFE_OBJECT_KEY,
+                f"the object key {_short(key)!r} has an empty segment (a leading '/' or '//'): servers that merge "
+                "slashes would serve another object",
+            )
 
 
 def check_image(key: str, content_type: str | None, size: int | None, max_bytes: int | None) -> None:

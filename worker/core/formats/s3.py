@@ -53,6 +53,7 @@ def parse(
     size = obj.get("size")
     content_type = obj.get("contentType")
     objects.check_image(key, content_type, size, max_object_bytes)
+    objects.check_key(key)
     image_url = objects.fill(template, bucket=bucket, key=key, region=region)
     check_url(image_url)
     about: dict[str, Any] = {"event_name": name, "bucket": bucket, "key": key}
