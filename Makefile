@@ -9,8 +9,7 @@ CHECKOV_VENV := .venv-checkov
 CHECKOV := $(CHECKOV_VENV)/bin/checkov
 PYTEST_ARGS ?=
 # promtool checks and unit-tests the chart's alert rules (tests/helm/test_monitoring.py).
-PROMTOOL ?= /usr/bin/promtool
-APT := DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get
+PROMTOOL ?= $(BIN)/promtool
 
 .PHONY: install test lint typecheck unit demo bench clean
 
@@ -29,12 +28,16 @@ $(CHECKOV):
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet 'checkov>=3.2'
 
-# promtool from Debian's prometheus package, installed once when missing (policy-rc.d in containers keeps the
-# package's server from starting; only promtool is used). apt-get update only when the install fails without it.
-$(PROMTOOL):
-	@command -v apt-get >/dev/null || { echo "no promtool at $(PROMTOOL) and no apt-get: install Prometheus' promtool and pass PROMTOOL=<path>" >&2; exit 1; }
-	$(APT) install -y --no-install-recommends prometheus || { $(APT) update -q && $(APT) install -y --no-install-recommends prometheus; }
-	@test -x $(PROMTOOL) || { echo "prometheus installed, but no promtool at $(PROMTOOL)" >&2; exit 1; }
+# promtool from Debian's prometheus package, unpacked into the venv: `apt-get download` needs no root and installs
+# nothing, so no Prometheus server is set up or started. apt-get update only when the package lists lack it.
+$(BIN)/promtool: | $(BIN)/python
+	@command -v apt-get >/dev/null || { echo "no apt-get: install Prometheus' promtool and pass PROMTOOL=<path>" >&2; exit 1; }
+	rm -rf $(VENV)/prometheus-deb && mkdir -p $(VENV)/prometheus-deb
+	cd $(VENV)/prometheus-deb && { apt-get download -q prometheus 2>/dev/null || { apt-get update -q && apt-get download -q prometheus; }; }
+	dpkg-deb -x $(VENV)/prometheus-deb/prometheus_*.deb $(VENV)/prometheus-deb/root
+	install -m 0755 $(VENV)/prometheus-deb/root/usr/bin/promtool $@
+	rm -rf $(VENV)/prometheus-deb
+	$@ --version >/dev/null
 
 install: $(STAMP) $(CHECKOV) $(PROMTOOL)
 

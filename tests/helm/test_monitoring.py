@@ -10,7 +10,7 @@
 - The new manifests are valid Kubernetes 1.30 (strict), pass checkov with only the repository's waivers, and the
   replay Job's arguments parse, through the worker's own CLI parser, to the options the values asked for.
 
-promtool comes from Debian's ``prometheus`` package (PROMTOOL, else on PATH; ``make test`` installs it).
+promtool comes from Debian's ``prometheus`` package (PROMTOOL, else on PATH; ``make test`` unpacks it into .venv/bin).
 """
 
 from __future__ import annotations
@@ -266,7 +266,7 @@ def _promtool() -> str:
     configured = os.environ.get("PROMTOOL")
     path = configured or shutil.which("promtool")
     if path is None or not Path(path).is_file():
-        message = "promtool not found (set PROMTOOL); `make test` installs Debian's prometheus package"
+        message = "promtool not found (set PROMTOOL); `make test` unpacks it from Debian's prometheus into .venv/bin"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
