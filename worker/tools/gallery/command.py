@@ -8,7 +8,8 @@ Exit codes (:class:`GalleryExit`)::
 
     0  done: everything enrolled, skipped or deleted as asked
     1  something was refused: a photo (the summary lists each with its code), or a person that does not exist
-    2  invalid configuration, usage or source (the message names the setting, the file and line)
+    2  invalid configuration, usage or source (the message names the setting, the file and line), or another run
+       holds the ledger (``enrol``: one run per ledger, see :meth:`worker.tools.gallery.ledger.Writer.lock`)
     3  the API refused the configuration or credentials (the message names the setting to check)
     4  calls failed on transient errors (rate limit, timeouts) after the retry policy: run it again later
 

@@ -16,7 +16,17 @@ Contract:
   :class:`Aborted` carries the error once the running calls are done;
 - with ``single_face`` (IAI only: DetectFace), a photo with more than one face is refused ``several_faces``
   before it is sent (both APIs would enrol its largest face, maybe the wrong person);
-- every added face is written to the ledger at once (an interrupted run keeps its records).
+- a person to create whose create is answered "the person exists" while the person is in the group (created
+  meanwhile) gets the photo added instead;
+- every write is preceded by a ``pending`` ledger record (the person's face ids before it) and followed by the face
+  it added, or ``not_added``: a run killed in between leaves the pending record for the next run's plan;
+- a write whose outcome is unknown (:func:`~worker.tools.gallery.backends.outcome_unknown`: a timeout, a connection
+  lost) is never sent again in the run: the person is re-read, and the one face they gained since is the photo's
+  (``enrolled``); otherwise the photo is ``failed`` (a rerun re-reads first) and the person's later photos are not
+  sent (``held``: another write would leave the next run unable to tell which new face is whose);
+- v1's ``-1312`` (near-identical face) for a photo whose earlier write had an unknown outcome means that write took
+  effect: ``skipped`` (``already enrolled (near-identical face)``; adopted when the new face can be told), not
+  refused; for any other photo it stays a refusal.
 """
 
 from __future__ import annotations
