@@ -56,10 +56,6 @@ class State:
     faces: dict[Photo, str] = field(default_factory=dict)
     pending: dict[Photo, tuple[str, ...]] = field(default_factory=dict)
 
-    def claimed(self, person_id: str) -> set[str]:
-        """The face ids the ledger gives to photos of ``person_id``."""
-        return {face for (person, _), face in self.faces.items() if person == person_id}
-
 
 def default_path(source: Path) -> Path:
     """Next to what was enrolled: ``SOURCE/.gallery-ledger.jsonl`` for a folder, ``<manifest>.ledger.jsonl``."""

@@ -136,6 +136,7 @@ def plan_enrolment(
     source names; ``ledger``: (person id, key) → the face id a photo became; ``pending``: (person id, key) → the
     person's face ids before a write of that photo whose outcome is unknown."""
     pending = pending or {}
+    claimed: dict[str, set[str]] | None = None  # person id → the faces the ledger gives their photos
     persons: dict[str, _Person] = {}
     left_out = 0
     for photo in photos:
@@ -159,8 +160,11 @@ def plan_enrolment(
             continue
         before = pending.get((entry.person_id, photo.key))
         if before is not None:
-            claimed = {f for (pid, _), f in ledger.items() if pid == entry.person_id}
-            found = unclaimed_faces(existing.get(entry.person_id, ()), before, claimed)
+            if claimed is None:  # once, and only when something is pending: the ledger may be large
+                claimed = {}
+                for (pid, _), face in ledger.items():
+                    claimed.setdefault(pid, set()).add(face)
+            found = unclaimed_faces(existing.get(entry.person_id, ()), before, claimed.get(entry.person_id, ()))
             if len(found) == 1:
                 person.skipped.append(Skip(photo, RECOVERED, found[0]))
                 continue
