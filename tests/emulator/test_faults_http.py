@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from tests.support.emulator import APPID, dev_auth
-from worker.emulator import EmulatorHandle, start_in_thread
+from worker.emulator import EmulatorHandle, start_in_thread, synth
 
 BODY = orjson.dumps({"appid": APPID, "group_id": "nobody-here", "url": "http://127.0.0.1:9/x.jpg"})
 # Without faults this request answers -1306 (unknown group) at once: a cheap, stable baseline.
@@ -92,6 +92,34 @@ def test_slow_body_arrives_complete_after_the_headers(emu: EmulatorHandle, sessi
         body = response.content
     assert orjson.loads(body)["code"] == -1306
     assert emu.stats()["faults"]["slow"] == 1
+
+
+def test_a_late_answer_comes_after_the_action_took_effect(emu: EmulatorHandle, session: requests.Session) -> None:
+    """``late_answer_rate``: the action is carried out, then its answer held: a client whose read timeout is shorter
+    sees a timeout although the write happened; ``actions`` spares the reads that check on it."""
+    emu.reset(gallery=True)
+    emu.admin({"late_answer_rate": 1.0, "late_answer_ms": 3000, "actions": ["newperson"]})
+    image = synth.render_scene([("zed", (40, 40, 120, 120))], (200, 200))
+    fields = [("appid", APPID), ("person_id", "zed"), ("group_ids[0]", "late")]
+    started = time.monotonic()
+    with pytest.raises(requests.ReadTimeout):
+        session.post(
+            f"{emu.base_url}/face/newperson",
+            data=fields,
+            files=[("image", ("face.jpg", image, "image/jpeg"))],
+            headers={"Authorization": dev_auth()},
+            timeout=(5, 0.5),
+        )
+    assert time.monotonic() - started < 3  # the client gave up before the answer came
+    headers = {"Authorization": dev_auth(), "Content-Type": "application/json"}
+    info = session.post(
+        f"{emu.base_url}/face/getinfo", data=orjson.dumps({"appid": APPID, "person_id": "zed"}), headers=headers,
+        timeout=10,
+    ).json()  # fmt: skip
+    assert info["code"] == 0 and len(info["data"]["face_ids"]) == 1  # the person was created all the same
+    assert emu.stats()["faults"] == {"late": 1}
+    wait_until_idle(emu)
+    emu.reset(gallery=True)
 
 
 def test_qps_limit_answers_15(emu: EmulatorHandle, session: requests.Session) -> None:

@@ -174,6 +174,9 @@ def test_fault_config_round_trips_and_validates() -> None:
             "http_error_rates": {"503": 0.2},
             "qps_limit": 5,
             "seed": 1,
+            "late_answer_rate": 0.1,
+            "late_answer_ms": 500,
+            "actions": ["addface", "CreateFace"],
         }
     )
     assert FaultConfig.from_json(config.to_json()) == config
@@ -185,6 +188,9 @@ def test_fault_config_round_trips_and_validates() -> None:
         {"nonsense": 1},
         {"latency": {"kind": "weird"}},
         {"qps_limit": 0},
+        {"late_answer_rate": 0.5, "drop_rate": 0.6},
+        {"late_answer_ms": -1},
+        {"actions": "addface"},
     ):
         with pytest.raises(ValueError):
             FaultConfig.from_json(bad)
@@ -236,3 +242,12 @@ def test_management_calls_are_not_faulted_unless_asked() -> None:
     assert injector.applies_to(management=True)
     injector.configure(FaultConfig())
     assert not injector.applies_to(management=False)
+
+
+def test_actions_narrow_the_faults_to_the_named_actions() -> None:
+    injector = FaultInjector(FaultConfig.from_json({"late_answer_rate": 1.0, "actions": ["addface", "CreateFace"]}))
+    assert injector.applies_to(management=True, action="addface")
+    assert injector.applies_to(management=True, action="CreateFace")
+    assert not injector.applies_to(management=True, action="getinfo")  # a read checking on the write is spared
+    assert not injector.applies_to(management=False, action="multidentify")
+    assert injector.plan().action == "late"

@@ -11,10 +11,15 @@ JSON shape (every key optional; ``POST /__admin/faults`` takes it, ``GET`` retur
      "drop_rate": 0.0,                                # close the connection without an answer
      "malformed_json_rate": 0.0,                      # HTTP 200 with a truncated JSON body
      "slow_body_rate": 0.0, "slow_body_ms": 2000,     # send headers, then trickle the body over slow_body_ms
+     "late_answer_rate": 0.0, "late_answer_ms": 2000, # carry the request out, then hold the whole answer (headers
+                                                      # too) for late_answer_ms: a client with a shorter read
+                                                      # timeout sees a timeout for a call that took effect
      "qps_limit": null, "qps_burst": null,            # token bucket; above it answer code 15 at once
      "seed": null,                                    # seeds the RNG (reproducible sequence of decisions)
-     "apply_to_management": false}                    # also fault /face/newperson etc. (IAI: all but the
+     "apply_to_management": false,                    # also fault /face/newperson etc. (IAI: all but the
                                                       # SearchFaces/SearchPersons actions)
+     "actions": null}                                 # or a list: fault these actions only, whatever
+                                                      # apply_to_management says (v1 "addface", IAI "CreateFace")
 
 One model serves both APIs: codes are v1's, and IAI (``POST /``) answers each in its own words
 (``worker.emulator.iai_wire.V1_TO_IAI``: 15 → ``RequestLimitExceeded``, 213 → ``InternalError``, …; the QPS
@@ -112,10 +117,13 @@ class FaultConfig:
     malformed_json_rate: float = 0.0
     slow_body_rate: float = 0.0
     slow_body_ms: float = 2000.0
+    late_answer_rate: float = 0.0
+    late_answer_ms: float = 2000.0
     qps_limit: float | None = None
     qps_burst: float | None = None
     seed: int | None = None
     apply_to_management: bool = False
+    actions: frozenset[str] | None = None
 
     @property
     def total_rate(self) -> float:
@@ -125,6 +133,7 @@ class FaultConfig:
             + self.drop_rate
             + self.malformed_json_rate
             + self.slow_body_rate
+            + self.late_answer_rate
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -136,10 +145,13 @@ class FaultConfig:
             "malformed_json_rate": self.malformed_json_rate,
             "slow_body_rate": self.slow_body_rate,
             "slow_body_ms": self.slow_body_ms,
+            "late_answer_rate": self.late_answer_rate,
+            "late_answer_ms": self.late_answer_ms,
             "qps_limit": self.qps_limit,
             "qps_burst": self.qps_burst,
             "seed": self.seed,
             "apply_to_management": self.apply_to_management,
+            "actions": None if self.actions is None else sorted(self.actions),
         }
 
     @classmethod
@@ -169,6 +181,9 @@ class FaultConfig:
         qps_limit = data.get("qps_limit")
         qps_burst = data.get("qps_burst")
         seed = data.get("seed")
+        actions = data.get("actions")
+        if actions is not None and (not isinstance(actions, list) or not all(isinstance(a, str) for a in actions)):
+            raise ValueError("actions must be a list of action names (or null)")
         config = cls(
             latency=latency,
             error_rates=error_rates,
@@ -177,10 +192,13 @@ class FaultConfig:
             malformed_json_rate=_rate("malformed_json_rate", data.get("malformed_json_rate", 0.0)),
             slow_body_rate=_rate("slow_body_rate", data.get("slow_body_rate", 0.0)),
             slow_body_ms=float(data.get("slow_body_ms", 2000.0)),
+            late_answer_rate=_rate("late_answer_rate", data.get("late_answer_rate", 0.0)),
+            late_answer_ms=float(data.get("late_answer_ms", 2000.0)),
             qps_limit=None if qps_limit is None else float(qps_limit),
             qps_burst=None if qps_burst is None else float(qps_burst),
             seed=None if seed is None else int(seed),
             apply_to_management=bool(data.get("apply_to_management", False)),
+            actions=None if actions is None else frozenset(actions),
         )
         if config.total_rate > 1.0 + 1e-9:
             raise ValueError(f"fault rates add up to {config.total_rate:.3f} > 1")
@@ -188,12 +206,14 @@ class FaultConfig:
             raise ValueError("qps_limit must be positive (or null for no limit)")
         if config.slow_body_ms < 0:
             raise ValueError("slow_body_ms must not be negative")
+        if config.late_answer_ms < 0:
+            raise ValueError("late_answer_ms must not be negative")
         return config
 
 
 @dataclass(frozen=True)
 class FaultPlan:
-    """What to do to one request. ``action``: none | qps | drop | http | code | malformed | slow."""
+    """What to do to one request. ``action``: none | qps | drop | http | code | malformed | slow | late."""
 
     action: str = "none"
     latency_s: float = 0.0
@@ -244,6 +264,7 @@ class FaultInjector:
             + [("http", r, s, 0) for s, r in sorted(config.http_error_rates.items())]
             + [("code", r, 0, c) for c, r in sorted(config.error_rates.items())]
             + [("malformed", config.malformed_json_rate, 0, 0), ("slow", config.slow_body_rate, 0, 0)]
+            + [("late", config.late_answer_rate, 0, 0)]
         ):
             if rate > 0:
                 edge += rate
@@ -251,8 +272,14 @@ class FaultInjector:
         self._slices = slices
         self._active = bool(slices) or config.latency.kind != "none" or self._bucket is not None
 
-    def applies_to(self, management: bool) -> bool:
-        return self._active and (not management or self.config.apply_to_management)
+    def applies_to(self, management: bool, action: str | None = None) -> bool:
+        """Whether a request of ``action`` (a management one or a search) is faulted: ``actions``, when set, names
+        the faulted actions (so a test can fault the writes and not the reads that check on them)."""
+        if not self._active:
+            return False
+        if self.config.actions is not None:
+            return action in self.config.actions
+        return not management or self.config.apply_to_management
 
     def plan(self) -> FaultPlan:
         if not self._active:

@@ -9,7 +9,7 @@ HTTP 200 with a JSON body (:mod:`worker.emulator.iai_wire`) unless a fault says 
 2. faults (SearchFaces/SearchPersons; the others too with ``apply_to_management``): v1's plan with its
    outcome in IAI's words: the QPS limit → ``RequestLimitExceeded``; an injected code n → ``iai_code(n)``
    (213 → ``InternalError``, -1200 → ``FailedOperation.ServerError``, 3 → ``ResourceUnavailable.InArrears`` …);
-   latency, dropped connection, HTTP error status, malformed JSON and slow body as for v1;
+   latency, dropped connection, HTTP error status, malformed JSON, slow body and late answer as for v1;
 3. the body: over 10 MB → ``RequestSizeLimitExceeded``; not complete within ``body_timeout_s`` or broken →
    ``InvalidParameter`` (connection closed); then TC3 (:mod:`worker.emulator.iai_auth`);
 4. the fields (``UnknownParameter``, ``MissingParameter``, ``InvalidParameter``), then the action.
@@ -123,7 +123,7 @@ class IaiApi:
             if routing is not None:
                 return self._respond(path, w.error_answer(routing, request_id), routing.code)
             faults = self._em.faults
-            plan = faults.plan() if faults.applies_to(action not in SEARCH_ACTIONS) else NO_FAULT
+            plan = faults.plan() if faults.applies_to(action not in SEARCH_ACTIONS, action) else NO_FAULT
             if plan is not NO_FAULT:
                 early = await self._apply_fault(request, path, plan, request_id)
                 if early is not None:
@@ -149,6 +149,8 @@ class IaiApi:
         if plan.action == "malformed":
             self._em.stats.faults["malformed"] += 1
             body = body[: max(1, len(body) // 2)]
+        if plan.action == "late":
+            await self._em.hold_answer()  # carried out; the answer comes late
         if plan.action == "slow":
             self._em.stats.faults["slow"] += 1
             self._em.stats.answered(path, outcome, 200)

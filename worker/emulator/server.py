@@ -17,7 +17,8 @@ Request path for ``POST /face/<action>`` (answers are always ``{"data", "code", 
 unless ``youtu_http_status`` maps 23→413 and 15→429):
 
 1. faults (multidentify/identify only, unless ``apply_to_management``): QPS limit → 15; latency; then at
-   most one of dropped connection, HTTP 5xx, business code, malformed JSON, slow body;
+   most one of dropped connection, HTTP 5xx, business code, malformed JSON, slow body, late answer (the
+   action is carried out, then its answer held: ``late_answer_ms``); ``actions`` narrows faults to named actions;
 2. body > max_body_bytes (also once its Content-Encoding is undone) → 23; signature → 4/5; body
    unreadable (a Content-Encoding other than gzip/deflate/identity or one the body does not match,
    broken chunked framing, not complete within ``body_timeout_s``, not the declared JSON/multipart)
@@ -299,7 +300,7 @@ class Emulator:
                 stats.answered(path, "3", 404)
                 return web.Response(status=404, body=envelope(3), content_type="application/json")
             management = action_name not in SEARCH_ACTIONS
-            plan = self.faults.plan() if self.faults.applies_to(management) else NO_FAULT
+            plan = self.faults.plan() if self.faults.applies_to(management, action_name) else NO_FAULT
             if plan is not NO_FAULT:
                 early = await self._apply_fault(request, path, plan)
                 if early is not None:
@@ -318,6 +319,8 @@ class Emulator:
             if plan.action == "malformed":
                 stats.faults["malformed"] += 1
                 body = body[: max(1, len(body) // 2)]
+            if plan.action == "late":
+                await self.hold_answer()
             stats.answered(path, str(code), status)
             if plan.action == "slow":
                 stats.faults["slow"] += 1
@@ -361,6 +364,11 @@ class Emulator:
             stats.answered(path, str(plan.code), status)
             return web.Response(status=status, body=envelope(plan.code), content_type="application/json")
         return None
+
+    async def hold_answer(self) -> None:
+        """The ``late`` fault: the request took effect; its whole answer waits ``late_answer_ms``."""
+        self.stats.faults["late"] += 1
+        await asyncio.sleep(self.faults.config.late_answer_ms / 1000.0)
 
     async def _trickle(self, request: web.Request, status: int, body: bytes, plan: FaultPlan) -> web.StreamResponse:
         response = web.StreamResponse(status=status, headers={"Content-Type": "application/json"})

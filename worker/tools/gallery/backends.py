@@ -2,10 +2,15 @@
 
 Contract:
 
-- every call goes through :meth:`Backend.call`: a transient failure (rate limit, server fault, timeout) is retried
+- every read goes through :meth:`Backend.call`: a transient failure (rate limit, server fault, timeout) is retried
   under the worker's own retry policy (``max_attempts``, ``retry_deadline_s``, ``backoff_*``: the same settings
   as ``run``), a rate limit waiting at least the backoff (the gallery has no rate limiter to pace it); anything
   else is raised at once as the :class:`ApiError` it is;
+- every write (create a group, a person, add a face: none is idempotent) goes through :meth:`Backend.write`, which
+  retries only a failure that proves the write did not take effect (:func:`not_applied`: the service's own error
+  answer, a rate limit, HTTP 429/503, no connection made). A failure after the request may have arrived (a
+  timeout, a connection lost mid-call, an answer that cannot be read, a gateway's 502/504) has an unknown outcome
+  (:func:`outcome_unknown`): it is raised at once, for the caller to re-read what the write would have changed;
 - a photo the service takes but refuses per image (v1 ``addface``'s ``ret_codes``, IAI ``CreateFace``'s
   ``RetCode``) raises an :class:`ApiError` with that code, like a refusal of the whole request;
 - one backend is shared by the enrolment threads (the clients are thread-safe, the backend holds no call state).
@@ -17,7 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from tenacity import RetryCallState, Retrying
+import requests
+import urllib3
+from tenacity import RetryCallState, Retrying, retry_base
 
 from worker.api import iai_wire
 from worker.api.client import MAX_BODY_BYTES, MultidentifyClient
@@ -53,6 +60,43 @@ PERSON_REFUSED = PERSON_EXISTS | frozenset(
 )
 #: Codes that mean "no such person".
 PERSON_MISSING = frozenset({"-1303", "InvalidParameterValue.PersonIdNotExist"})
+#: v1 addface: "a near-identical face of this person is enrolled already".
+NEAR_IDENTICAL = "-1312"
+#: IAI CreateGroup: the group id is taken (by us, after an unknown outcome, or by anyone: either way it is there).
+GROUP_EXISTS = "InvalidParameterValue.GroupIdAlreadyExist"
+#: HTTP statuses without a JSON answer that say the request was not processed (a gateway's 502/504 do not).
+_HTTP_NOT_PROCESSED = frozenset({429, 503})
+
+
+def not_applied(error: ApiError) -> bool:
+    """A transient failure of a write that proves the write did not take effect, so sending it again is safe: the
+    service answered an error itself (v1's code, IAI's ``Response.Error``: a rate limit, an internal error), HTTP
+    429/503, or the connection was never made (nothing was sent)."""
+    if not error.transient:
+        return False
+    if error.origin is Origin.SERVICE:
+        return True
+    if error.code.startswith("http_"):
+        return error.http_status in _HTTP_NOT_PROCESSED
+    if error.code in ("timeout", "connection"):
+        return _never_sent(error.__cause__)
+    return False  # bad_response: the service answered, and what it did cannot be read
+
+
+def outcome_unknown(error: ApiError) -> bool:
+    """A transient failure of a write that may have taken effect all the same (see :func:`not_applied`)."""
+    return error.transient and not not_applied(error)
+
+
+def _never_sent(cause: BaseException | None) -> bool:
+    """The client's exception says no connection was made: a connect timeout, a refused or unresolvable address."""
+    if isinstance(cause, requests.ConnectTimeout):
+        return True
+    if isinstance(cause, requests.ConnectionError):
+        reason = cause.args[0] if cause.args else None
+        reason = getattr(reason, "reason", reason)  # urllib3's MaxRetryError carries the cause
+        return isinstance(reason, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError)
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +130,7 @@ class Backend(Protocol):
     target_account: str
 
     def call(self, fn: Callable[[], R]) -> R: ...
+    def write(self, fn: Callable[[], R]) -> R: ...
     def describe(self, error: ApiError) -> str: ...
     def size_refusal(self, size: int) -> ApiError | None: ...
     def can_count_faces(self) -> bool: ...
@@ -109,7 +154,13 @@ class _Retrying:
         self._wait = tenacity_wait(policy)
 
     def call(self, fn: Callable[[], R]) -> R:
+        """A read: every transient failure is retried."""
         retrying = Retrying(stop=tenacity_stop(self._policy), wait=self._wait_for, retry=tenacity_retry(), reraise=True)
+        return retrying(fn)
+
+    def write(self, fn: Callable[[], R]) -> R:
+        """A write: retried only while each failure proves it did not take effect (:func:`not_applied`)."""
+        retrying = Retrying(stop=tenacity_stop(self._policy), wait=self._wait_for, retry=_RetryWrite(), reraise=True)
         return retrying(fn)
 
     def _wait_for(self, state: RetryCallState) -> float:
@@ -120,6 +171,17 @@ class _Retrying:
             # The worker's limiter paces its rate-limited retries; here nothing does, so back off as for a fault.
             delay = max(delay, self._policy.wait(state.attempt_number, None))
         return delay
+
+
+class _RetryWrite(retry_base):
+    """tenacity_retry's rule for a write: only what did not take effect, and one re-signed attempt."""
+
+    def __call__(self, state: RetryCallState) -> bool:
+        outcome = state.outcome
+        error = outcome.exception() if outcome is not None and outcome.failed else None
+        if not isinstance(error, ApiError):
+            return False
+        return not_applied(error) or (error.resign and state.attempt_number == 1)
 
 
 def face_refusal(code: int, api_meaning: str) -> ApiError:
@@ -187,7 +249,7 @@ class V1Backend(_Retrying):
         )
 
     def create_person(self, group_id: str, person_id: str, name: str | None, photo: PhotoData) -> str:
-        data = self.call(
+        data = self.write(
             lambda: self._client.newperson(
                 person_id, [group_id], image=photo.data, url=photo.url, person_name=name or None
             )
@@ -196,9 +258,9 @@ class V1Backend(_Retrying):
 
     def add_face(self, person_id: str, photo: PhotoData) -> str:
         if photo.url is not None:
-            data = self.call(lambda: self._client.addface(person_id, urls=[photo.url or ""]))
+            data = self.write(lambda: self._client.addface(person_id, urls=[photo.url or ""]))
         else:
-            data = self.call(lambda: self._client.addface(person_id, images=[photo.data or b""]))
+            data = self.write(lambda: self._client.addface(person_id, images=[photo.data or b""]))
         codes = data.get("ret_codes") or [0]
         code = codes[0] if isinstance(codes, list) and codes and isinstance(codes[0], int) else 0
         face_ids = _str_tuple(data.get("face_ids")) or ()
@@ -208,7 +270,7 @@ class V1Backend(_Retrying):
         return face_ids[0]
 
     def delete_person(self, person_id: str) -> None:
-        self.call(lambda: self._client.delperson(person_id))
+        _delete(self, lambda: self._client.delperson(person_id), person_id)
 
     def close(self) -> None:
         self._client.close()
@@ -248,7 +310,14 @@ class IaiBackend(_Retrying):
         return [GroupRow(g.group_id, g.group_name or None) for g in self.call(self._client.groups)]
 
     def create_group(self, group_id: str) -> None:
-        self.call(lambda: self._client.create_group(group_id, group_id))
+        try:
+            self.write(lambda: self._client.create_group(group_id, group_id))
+        except ApiError as err:
+            if err.code == GROUP_EXISTS:
+                return  # there, which is all the run needs
+            if outcome_unknown(err) and any(g.group_id == group_id for g in self.groups()):
+                return  # the unanswered create took effect
+            raise
 
     def person_ids(self, group_id: str) -> list[str]:
         return [p.person_id for p in self.call(lambda: self._client.persons(group_id))]
@@ -267,7 +336,7 @@ class IaiBackend(_Retrying):
         return PersonRow(person_id, info.person_name or None, info.face_ids, tuple(groups))
 
     def create_person(self, group_id: str, person_id: str, name: str | None, photo: PhotoData) -> str:
-        created = self.call(
+        created = self.write(
             lambda: self._client.create_person(group_id, person_id, name, url=photo.url, image=photo.data)
         )
         return created.face_id
@@ -275,10 +344,10 @@ class IaiBackend(_Retrying):
     def add_face(self, person_id: str, photo: PhotoData) -> str:
         if photo.url is not None:
             urls = [photo.url]
-            created = self.call(lambda: self._client.create_face(person_id, urls=urls))
+            created = self.write(lambda: self._client.create_face(person_id, urls=urls))
         else:
             images = [photo.data or b""]
-            created = self.call(lambda: self._client.create_face(person_id, images=images))
+            created = self.write(lambda: self._client.create_face(person_id, images=images))
         code = created.ret_codes[0] if created.ret_codes else 0
         if code != 0 or not created.suc_face_ids:
             code = code or -1101
@@ -286,10 +355,26 @@ class IaiBackend(_Retrying):
         return created.suc_face_ids[0]
 
     def delete_person(self, person_id: str) -> None:
-        self.call(lambda: self._client.delete_person(person_id))
+        _delete(self, lambda: self._client.delete_person(person_id), person_id)
 
     def close(self) -> None:
         self._client.close()
+
+
+def _delete(backend: V1Backend | IaiBackend, fn: Callable[[], object], person_id: str) -> None:
+    """A delete whose outcome is unknown is checked, not sent again (a second one would answer "no such person")."""
+    try:
+        backend.write(fn)
+    except ApiError as err:
+        if not outcome_unknown(err):
+            raise
+        try:
+            backend.person(person_id)
+        except ApiError as check:
+            if check.code in PERSON_MISSING:
+                return  # gone: the unanswered delete took effect
+            raise err from None
+        raise
 
 
 def _opt_str(value: object) -> str | None:

@@ -8,7 +8,8 @@ Exit codes (:class:`GalleryExit`)::
 
     0  done: everything enrolled, skipped or deleted as asked
     1  something was refused: a photo (the summary lists each with its code), or a person that does not exist
-    2  invalid configuration, usage or source (the message names the setting, the file and line)
+    2  invalid configuration, usage or source (the message names the setting, the file and line), or another run
+       holds the ledger (``enrol``: one run per ledger, see :meth:`worker.tools.gallery.ledger.Writer.lock`)
     3  the API refused the configuration or credentials (the message names the setting to check)
     4  calls failed on transient errors (rate limit, timeouts) after the retry policy: run it again later
 
@@ -48,7 +49,11 @@ class GalleryExit(enum.IntEnum):
 
 
 class _Usage(Exception):
-    """A usage or configuration problem found after parsing: printed, exit 2."""
+    """A usage or configuration problem found after parsing: printed, exit 2 (``code``: the JSON error's)."""
+
+    def __init__(self, message: str, code: str = "invalid_usage") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 # -- arguments --------------------------------------------------------------------------------------------------------
@@ -127,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         return command(args, backend, settings)
     except _Usage as exc:
         print(f"gallery: {exc}", file=sys.stderr)
-        _emit(args, {"error": {"code": "invalid_usage", "message": str(exc)}})
+        _emit(args, {"error": {"code": exc.code, "message": str(exc)}})
         return GalleryExit.INVALID
     except Aborted as exc:
         return _config_refused(args, exc.error)
@@ -280,19 +285,21 @@ def _cmd_enrol(args: argparse.Namespace, backend: Backend, settings: config.Sett
     if not group_known and not args.create_group:
         raise _Usage(f"group {args.group!r} does not exist (add --create-group to create it)")
     photos = load_photos(entries, backend)
-    names = {e.person_id for e in entries if e.group in (None, args.group)}
-    existing = backend.persons(args.group, names) if group_known else {}
-    plan = plan_enrolment(
-        args.group,
-        photos,
-        {pid: row.face_ids or () for pid, row in existing.items()},
-        ledger_mod.read(ledger_path, target),
-    )
-    if not group_known and not args.dry_run and plan.to_send:
-        backend.create_group(args.group)
     writer = None if args.dry_run else ledger_mod.Writer(ledger_path, target)
     try:
+        if writer is not None:
+            writer.lock()  # before reading the ledger: a second run would plan the same photos
+        names = {e.person_id for e in entries if e.group in (None, args.group)}
+        existing = backend.persons(args.group, names) if group_known else {}
+        state = ledger_mod.read(ledger_path, target)
+        plan = plan_enrolment(
+            args.group, photos, {pid: row.face_ids or () for pid, row in existing.items()}, state.faces, state.pending
+        )
+        if not group_known and not args.dry_run and plan.to_send:
+            backend.create_group(args.group)
         outcomes = _execute(args, plan, backend, writer, workers=args.workers)
+    except ledger_mod.LedgerLocked as exc:
+        raise _Usage(str(exc), "ledger_locked") from None
     finally:
         if writer is not None:
             writer.close()
@@ -311,7 +318,7 @@ def _cmd_add_faces(args: argparse.Namespace, backend: Backend, settings: config.
         Entry(args.person_id, None, None if _is_url(p) else Path(p), p if _is_url(p) else None, p) for p in args.photos
     ]
     try:
-        backend.person(args.person_id)
+        person = backend.person(args.person_id)
     except ApiError as err:
         if err.code not in PERSON_MISSING:
             raise
@@ -321,7 +328,8 @@ def _cmd_add_faces(args: argparse.Namespace, backend: Backend, settings: config.
     photos = load_photos(entries, backend)
     send = tuple(p for p in photos if p.refusal is None)
     refused = tuple(p for p in photos if p.refusal is not None)
-    plan = Plan(group="", tasks=(PersonTask(args.person_id, None, create=False, send=send, refused=refused),))
+    task = PersonTask(args.person_id, None, create=False, send=send, refused=refused, faces=person.face_ids or ())
+    plan = Plan(group="", tasks=(task,))
     outcomes = _execute(args, plan, backend, None, workers=1)
     return _report(args, backend, outcomes, {"person_id": args.person_id})
 

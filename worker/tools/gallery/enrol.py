@@ -16,7 +16,17 @@ Contract:
   :class:`Aborted` carries the error once the running calls are done;
 - with ``single_face`` (IAI only: DetectFace), a photo with more than one face is refused ``several_faces``
   before it is sent (both APIs would enrol its largest face, maybe the wrong person);
-- every added face is written to the ledger at once (an interrupted run keeps its records).
+- a person to create whose create is answered "the person exists" while the person is in the group (created
+  meanwhile) gets the photo added instead;
+- every write is preceded by a ``pending`` ledger record (the person's face ids before it) and followed by the face
+  it added, or ``not_added``: a run killed in between leaves the pending record for the next run's plan;
+- a write whose outcome is unknown (:func:`~worker.tools.gallery.backends.outcome_unknown`: a timeout, a connection
+  lost) is never sent again in the run: the person is re-read, and the one face they gained since is the photo's
+  (``enrolled``); otherwise the photo is ``failed`` (a rerun re-reads first) and the person's later photos are not
+  sent (``held``: another write would leave the next run unable to tell which new face is whose);
+- v1's ``-1312`` (near-identical face) for a photo whose earlier write had an unknown outcome means that write took
+  effect: ``skipped`` (``already enrolled (near-identical face)``; adopted when the new face can be told), not
+  refused; for any other photo it stays a refusal.
 """
 
 from __future__ import annotations
@@ -30,12 +40,31 @@ from dataclasses import dataclass
 from worker.api.codes import ErrorClass
 from worker.api.errors import ApiError
 from worker.tools.gallery import ledger as ledger_mod
-from worker.tools.gallery.backends import PERSON_EXISTS, PERSON_REFUSED, Backend, PhotoData
-from worker.tools.gallery.plan import PersonTask, Photo, Plan, Refusal, photo_key
+from worker.tools.gallery.backends import (
+    NEAR_IDENTICAL,
+    PERSON_EXISTS,
+    PERSON_MISSING,
+    PERSON_REFUSED,
+    Backend,
+    PersonRow,
+    PhotoData,
+    outcome_unknown,
+)
+from worker.tools.gallery.plan import (
+    NEAR_DUPLICATE,
+    RECOVERED,
+    PersonTask,
+    Photo,
+    Plan,
+    Refusal,
+    photo_key,
+    unclaimed_faces,
+)
 from worker.tools.gallery.sources import Entry
 
 UNREADABLE = "unreadable"
 SEVERAL_FACES = "several_faces"
+HELD = "held"  # not sent: an earlier write of the same person has an unknown outcome
 MAX_WORKERS = 32
 
 
@@ -133,19 +162,33 @@ class _Run:
             done(_refused(photo, photo.refusal))
         for skip in task.skipped:
             e = skip.photo.entry
+            if skip.reason == RECOVERED and self.writer is not None and not self.dry_run:
+                assert skip.photo.key is not None and skip.face_id is not None
+                self.writer.record(
+                    group=self.group,
+                    person_id=task.person_id,
+                    key=skip.photo.key,
+                    face_id=skip.face_id,
+                    source=e.source,
+                )
             done(Outcome("skipped", e.person_id, e.where, e.source, face_id=skip.face_id, reason=skip.reason))
-        exists = not task.create
-        maybe_created = False  # a create that failed transiently may have happened all the same
+        person = _Person(exists=not task.create, faces=list(task.faces))
         blocked: Refusal | None = None
+        unresolved: str | None = None  # a photo whose write has an unknown outcome: the person's others wait
         for photo in task.send:
             e = photo.entry
             if self.dry_run:
-                reason = "add face" if exists else "create person"
-                exists = True
+                reason = "add face" if person.exists else "create person"
+                person.exists = True
                 done(Outcome("planned", e.person_id, e.where, e.source, reason=reason))
                 continue
             if blocked is not None:
                 done(_refused(photo, blocked))
+                continue
+            if unresolved is not None:
+                # Another write now would make the next run's re-read unable to tell which new face is whose.
+                text = f"not sent: the outcome of {unresolved}'s write is unknown (a rerun checks it first)"
+                done(Outcome("failed", e.person_id, e.where, e.source, code=HELD, meaning=text))
                 continue
             if self.stop.is_set():
                 done(Outcome("failed", e.person_id, e.where, e.source, code="aborted", meaning="the run stopped"))
@@ -156,10 +199,7 @@ class _Run:
                     text = f"{count} or more faces in the photo: enrol a portrait (--single-face)"
                     done(_refused(photo, Refusal(SEVERAL_FACES, text)))
                     continue
-                if exists:
-                    face_id = self.backend.add_face(task.person_id, data)
-                else:
-                    face_id = self.backend.create_person(self.group, task.person_id, task.person_name, data)
+                outcome, unknown = self._send(task, photo, data, key, person)
             except _Unreadable as exc:
                 done(_refused(photo, exc.refusal))
                 continue
@@ -170,35 +210,95 @@ class _Run:
                     self.stop.set()
                     done(Outcome("failed", e.person_id, e.where, e.source, code=err.code, meaning=err.message))
                     continue
-                if not exists and err.code in PERSON_EXISTS and maybe_created:
-                    exists = True  # our own earlier attempt created them: add this photo instead
-                    try:
-                        face_id = self.backend.add_face(task.person_id, data)
-                    except ApiError as again:
-                        done(_refused(photo, refusal_of(again, self.backend)))
-                        continue
-                    self._enrolled(task, photo, key, face_id, done, created=False)
-                    continue
-                if not exists and err.code in PERSON_REFUSED:
+                if not person.exists and err.code in PERSON_REFUSED:
                     note = "the person id is taken outside this group" if err.code in PERSON_EXISTS else "the person"
                     blocked = Refusal(err.code, f"{self.backend.describe(err)} ({note})", message=err.message)
                     done(_refused(photo, blocked))
                     continue
-                maybe_created = maybe_created or (not exists and err.transient)
                 done(_refused(photo, refusal_of(err, self.backend)))
                 continue
-            created = not exists
-            exists = True
-            self._enrolled(task, photo, key, face_id, done, created=created)
+            if unknown:
+                unresolved = e.where
+            done(outcome)
         return out
 
+    def _send(self, task: PersonTask, photo: Photo, data: PhotoData, key: str, person: _Person) -> tuple[Outcome, bool]:
+        """Create the person with the photo, or add it to them: its outcome, and whether that outcome is unknown.
+
+        A pending record goes first; a write whose outcome is unknown is never sent again here: the person is re-read
+        and a face they gained since is the photo's (:func:`~worker.tools.gallery.plan.unclaimed_faces`). Raises the
+        ApiError of a refusal (recorded ``not_added``)."""
+        e = photo.entry
+        for _ in range(2):  # a create answered "the person exists", with the person in the group, becomes an add
+            create = not person.exists
+            if self.writer is not None:
+                self.writer.pending(
+                    group=self.group, person_id=task.person_id, key=key, faces_before=person.faces, source=e.source
+                )
+            try:
+                if create:
+                    face_id = self.backend.create_person(self.group, task.person_id, task.person_name, data)
+                else:
+                    face_id = self.backend.add_face(task.person_id, data)
+            except ApiError as err:
+                if outcome_unknown(err):
+                    found = self._unclaimed(task, person, create)
+                    if found is not None and len(found) == 1:
+                        return self._enrolled(task, photo, key, found[0], person, created=create), False
+                    text = f"{self.backend.describe(err)}: the outcome is unknown (a rerun re-reads the person first)"
+                    if found:
+                        text += f"; {len(found)} faces appeared meanwhile, none of them certainly this photo's"
+                    return Outcome("failed", e.person_id, e.where, e.source, code=err.code, meaning=text), True
+                if err.code == NEAR_IDENTICAL and key in task.pending and not create:
+                    # v1 refuses a face it holds: the earlier write of this very photo took effect after all.
+                    found = self._unclaimed(task, person, create)
+                    if found is not None and len(found) == 1:
+                        return self._enrolled(task, photo, key, found[0], person, created=False), False
+                    return Outcome("skipped", e.person_id, e.where, e.source, reason=NEAR_DUPLICATE), False
+                if self.writer is not None:
+                    self.writer.not_added(
+                        group=self.group, person_id=task.person_id, key=key, code=err.code, source=e.source
+                    )
+                if create and err.code in PERSON_EXISTS:
+                    row = self._person(task.person_id)
+                    if row is not None and self.group in (row.group_ids or ()):
+                        person.exists, person.faces = True, list(row.face_ids or ())  # created meanwhile: add to them
+                        continue
+                raise
+            return self._enrolled(task, photo, key, face_id, person, created=create), False
+        raise AssertionError("unreachable: a create becomes an add at most once")
+
+    def _person(self, person_id: str) -> PersonRow | None:
+        """The person as the service has them now, None when there is no such person."""
+        try:
+            return self.backend.person(person_id)
+        except ApiError as err:
+            if err.code in PERSON_MISSING:
+                return None
+            raise
+
+    def _unclaimed(self, task: PersonTask, person: _Person, create: bool) -> tuple[str, ...] | None:
+        """After a write with an unknown outcome: the faces the person gained since (none when they do not exist, or,
+        for a create, are not in the group); None when the person cannot be read (the outcome stays unknown)."""
+        try:
+            row = self._person(task.person_id)
+        except ApiError as err:
+            if err.error_class is ErrorClass.CONFIG:
+                raise
+            return None
+        if row is None or (create and self.group not in (row.group_ids or ())):
+            return ()
+        return unclaimed_faces(row.face_ids or (), person.faces, ())
+
     def _enrolled(
-        self, task: PersonTask, photo: Photo, key: str, face_id: str, done: Callable[[Outcome], None], *, created: bool
-    ) -> None:
+        self, task: PersonTask, photo: Photo, key: str, face_id: str, person: _Person, *, created: bool
+    ) -> Outcome:
         e = photo.entry
         if self.writer is not None:
             self.writer.record(group=self.group, person_id=task.person_id, key=key, face_id=face_id, source=e.source)
-        done(Outcome("enrolled", e.person_id, e.where, e.source, face_id=face_id, created_person=created))
+        person.exists = True
+        person.faces.append(face_id)
+        return Outcome("enrolled", e.person_id, e.where, e.source, face_id=face_id, created_person=created)
 
     @staticmethod
     def _read(photo: Photo) -> tuple[PhotoData, str]:
@@ -211,6 +311,14 @@ class _Run:
         except OSError as exc:
             raise _Unreadable(Refusal(UNREADABLE, f"cannot read the file: {exc.strerror or exc}")) from None
         return PhotoData(data=data), photo_key(data)
+
+
+@dataclass
+class _Person:
+    """One person's state during their task: do they exist yet, and their face ids as far as this run knows."""
+
+    exists: bool
+    faces: list[str]
 
 
 class _Unreadable(Exception):

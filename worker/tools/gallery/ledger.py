@@ -3,18 +3,32 @@
 How ``gallery enrol`` knows a photo is enrolled already: neither API keeps anything of the photo itself (v1 only
 a person-level ``tag``, IAI nothing at all), so each face the command adds is recorded here with the photo's
 key (:func:`worker.tools.gallery.plan.photo_key`) and the face id the service gave it. A record counts only while the
-person still holds that face (the plan checks it against the service), so a face deleted since is enrolled
-again, and a lost ledger only costs re-sending: v1 refuses a near-identical face (``-1312``).
+person still holds that face (the plan checks it against the service), so a face deleted since is enrolled again.
+
+Records of one photo (person id, key), the last one of a photo deciding its state:
+
+- ``{"state": "pending", "faces_before": [...]}`` written *before* each create or add: the person's face ids at
+  that moment. While it is the photo's last record, the outcome of that write is unknown (the run was killed, or
+  the answer never came): the next run re-reads the person and takes a face they gained since, that no record names,
+  as the photo's (:func:`worker.tools.gallery.plan.unclaimed_faces`);
+- ``{"face_id": F}`` (``"state": "added"``; records without a state are this) once the service answered F;
+- ``{"state": "not_added", "code": C}`` when the service answered that it did not add it (a refusal).
 
 Records are scoped by ``target`` (the API and endpoint: see :func:`target_of`) so one ledger serves several
-accounts without mixing them. Each record is flushed when its face is added: an interrupted run keeps what it did.
+accounts without mixing them. Each record is flushed when it is written: an interrupted run keeps what it did.
 Lines that are not records (a torn last line) are ignored. At most :data:`MAX_RECORDS` records are read.
+
+One run at a time: :meth:`Writer.lock` takes an exclusive ``flock`` on the ledger for the whole run (read, plan and
+writes), and refuses (:class:`LedgerLocked`) when another run holds it: two runs would plan the same photos.
 """
 
 from __future__ import annotations
 
 import datetime
+import fcntl
 import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -22,6 +36,25 @@ import orjson
 
 MAX_RECORDS = 1_000_000
 DEFAULT_NAME = ".gallery-ledger.jsonl"
+
+Photo = tuple[str, str]  # (person id, photo key)
+
+
+class LedgerLocked(Exception):
+    """Another run holds the ledger."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"the ledger {path} is held by another run of gallery enrol; wait for it to finish")
+        self.path = path
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    """What a ledger says for one target: ``faces`` (photo → its face id), ``pending`` (photo → the person's face ids
+    before a write whose outcome is unknown)."""
+
+    faces: dict[Photo, str] = field(default_factory=dict)
+    pending: dict[Photo, tuple[str, ...]] = field(default_factory=dict)
 
 
 def default_path(source: Path) -> Path:
@@ -35,11 +68,11 @@ def target_of(api: str, endpoint: str, account: str = "") -> str:
     return f"{api} {endpoint}#{account}" if account else f"{api} {endpoint}"
 
 
-def read(path: Path, target: str) -> dict[tuple[str, str], str]:
-    """(person id, photo key) → face id for ``target``'s records (a later record of the same photo wins)."""
-    found: dict[tuple[str, str], str] = {}
+def read(path: Path, target: str) -> State:
+    """``target``'s records, each photo in the state its last record gives it."""
+    state = State()
     if not path.exists():
-        return found
+        return state
     with path.open("rb") as file:
         for count, line in enumerate(file):
             if count >= MAX_RECORDS:
@@ -48,17 +81,33 @@ def read(path: Path, target: str) -> dict[tuple[str, str], str]:
                 record = orjson.loads(line)
             except orjson.JSONDecodeError:
                 continue
-            if not isinstance(record, dict) or record.get("target") != target:
-                continue
-            person, key, face = record.get("person_id"), record.get("key"), record.get("face_id")
-            if isinstance(person, str) and isinstance(key, str) and isinstance(face, str):
-                found[(person, key)] = face
-    return found
+            if isinstance(record, dict) and record.get("target") == target:
+                _apply(state, record)
+    return state
+
+
+def _apply(state: State, record: dict[str, object]) -> None:
+    person, key = record.get("person_id"), record.get("key")
+    if not isinstance(person, str) or not isinstance(key, str):
+        return
+    photo = (person, key)
+    kind = record.get("state", "added")
+    if kind == "pending":
+        before = record.get("faces_before")
+        if isinstance(before, list):
+            state.faces.pop(photo, None)
+            state.pending[photo] = tuple(str(f) for f in before)
+    elif kind == "added":
+        face = record.get("face_id")
+        if isinstance(face, str):
+            state.pending.pop(photo, None)
+            state.faces[photo] = face
+    elif kind == "not_added":
+        state.pending.pop(photo, None)
 
 
 class Writer:
-    """Appends records; safe to share between threads. Opens the file on the first record (a dry run, or a run
-    that adds nothing, leaves no file behind)."""
+    """Appends records; safe to share between threads. Without :meth:`lock` the file is opened on the first record."""
 
     def __init__(self, path: Path, target: str) -> None:
         self.path = path
@@ -66,15 +115,48 @@ class Writer:
         self._lock = threading.Lock()
         self._file: IO[bytes] | None = None
 
+    def lock(self) -> None:
+        """Open (create) the ledger and hold an exclusive lock on it until :meth:`close`; LedgerLocked when another
+        run holds it (non-blocking: a second run is told at once, not queued)."""
+        with self._lock:
+            if self._file is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = self.path.open("ab")
+            try:
+                fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._file.close()
+                self._file = None
+                raise LedgerLocked(self.path) from None
+
     def record(self, *, group: str, person_id: str, key: str, face_id: str, source: str) -> None:
-        line = orjson.dumps(
+        """The photo became ``face_id``."""
+        self._write({"group": group, "person_id": person_id, "key": key, "face_id": face_id, "source": source})
+
+    def pending(self, *, group: str, person_id: str, key: str, faces_before: Sequence[str], source: str) -> None:
+        """A create or add of the photo is about to be sent; the person holds ``faces_before``."""
+        self._write(
             {
-                "target": self._target,
+                "state": "pending",
                 "group": group,
                 "person_id": person_id,
                 "key": key,
-                "face_id": face_id,
+                "faces_before": list(faces_before),
                 "source": source,
+            }
+        )
+
+    def not_added(self, *, group: str, person_id: str, key: str, code: str, source: str) -> None:
+        """The service answered that it did not add the photo (``code``)."""
+        self._write(
+            {"state": "not_added", "group": group, "person_id": person_id, "key": key, "code": code, "source": source}
+        )
+
+    def _write(self, fields: dict[str, object]) -> None:
+        line = orjson.dumps(
+            {
+                "target": self._target,
+                **fields,
                 "at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             }
         )
@@ -86,6 +168,7 @@ class Writer:
             self._file.flush()
 
     def close(self) -> None:
+        """Close the file (and so release the lock)."""
         with self._lock:
             if self._file is not None:
                 self._file.close()

@@ -9,7 +9,13 @@ runs (person, key → face id). Rules, in order, per photo:
 3. the same photo twice for one person (same key) → ``skipped`` (``duplicate in source``);
 4. the ledger says this photo became face F of this person, and the person still has F → ``skipped``
    (``already enrolled``). A record whose face is gone (deleted since) does not count: the photo is sent again;
-5. otherwise the photo is sent: a person the group does not hold is created with their first photo that the
+5. the ledger has a write of this photo whose outcome is unknown (``pending``: the run was killed, or the answer
+   never came), with the person's faces before it: the faces the person gained since that no record claims
+   (:func:`unclaimed_faces`) decide. One → that is the photo's face: ``skipped`` (``already enrolled
+   (recovered)``), to be recorded; none → the write did not take effect: sent again, marked ``pending`` (v1's
+   ``-1312`` "near-identical face" then means the earlier write did take effect); several → which one is this
+   photo's cannot be told: ``refused`` (``ambiguous_outcome``), never sent again blindly;
+6. otherwise the photo is sent: a person the group does not hold is created with their first photo that the
    service accepts, and the others are added to them.
 
 Persons keep the order of their first photo in the source, photos their source order.
@@ -17,14 +23,26 @@ Persons keep the order of their first photo in the source, photos their source o
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from worker.tools.gallery.sources import Entry
 
 ALREADY_ENROLLED = "already enrolled"
+RECOVERED = "already enrolled (recovered)"
+NEAR_DUPLICATE = "already enrolled (near-identical face)"
 DUPLICATE_IN_SOURCE = "duplicate in source"
+AMBIGUOUS_OUTCOME = "ambiguous_outcome"
+
+
+def unclaimed_faces(current: Sequence[str], before: Sequence[str], claimed: Collection[str]) -> tuple[str, ...]:
+    """The faces a person holds now (``current``) that they did not hold before a write (``before``) and that no
+    ledger record gives another photo (``claimed``): what that write may have added. With one run at a time on a
+    ledger and one write at a time per person, exactly one means the write took effect and that face is its."""
+    gone = set(before) | set(claimed)
+    return tuple(f for f in current if f not in gone)
 
 
 def photo_key(data: bytes | None = None, url: str | None = None) -> str:
@@ -68,7 +86,9 @@ class Skip:
 
 @dataclass(frozen=True, slots=True)
 class PersonTask:
-    """One person's work: create them (``create``) with the first of ``send`` the service accepts, add the rest."""
+    """One person's work: create them (``create``) with the first of ``send`` the service accepts, add the rest.
+    ``faces``: the person's face ids now; ``pending``: the keys of ``send`` whose earlier write has an unknown
+    outcome (rule 5)."""
 
     person_id: str
     person_name: str | None
@@ -76,6 +96,8 @@ class PersonTask:
     send: tuple[Photo, ...]
     skipped: tuple[Skip, ...] = ()
     refused: tuple[Photo, ...] = ()
+    faces: tuple[str, ...] = ()
+    pending: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +122,7 @@ class _Person:
     skipped: list[Skip] = field(default_factory=list)
     refused: list[Photo] = field(default_factory=list)
     keys: set[str] = field(default_factory=set)
+    pending: set[str] = field(default_factory=set)
 
 
 def plan_enrolment(
@@ -107,9 +130,13 @@ def plan_enrolment(
     photos: Sequence[Photo],
     existing: Mapping[str, Sequence[str]],
     ledger: Mapping[tuple[str, str], str],
+    pending: Mapping[tuple[str, str], Sequence[str]] | None = None,
 ) -> Plan:
     """The plan (see the module's rules). ``existing``: person id → current face ids, for the group's persons the
-    source names; ``ledger``: (person id, key) → the face id a photo became."""
+    source names; ``ledger``: (person id, key) → the face id a photo became; ``pending``: (person id, key) → the
+    person's face ids before a write of that photo whose outcome is unknown."""
+    pending = pending or {}
+    claimed: dict[str, set[str]] | None = None  # person id → the faces the ledger gives their photos
     persons: dict[str, _Person] = {}
     left_out = 0
     for photo in photos:
@@ -131,6 +158,24 @@ def plan_enrolment(
         if face_id is not None and face_id in existing.get(entry.person_id, ()):
             person.skipped.append(Skip(photo, ALREADY_ENROLLED, face_id))
             continue
+        before = pending.get((entry.person_id, photo.key))
+        if before is not None:
+            if claimed is None:  # once, and only when something is pending: the ledger may be large
+                claimed = {}
+                for (pid, _), face in ledger.items():
+                    claimed.setdefault(pid, set()).add(face)
+            found = unclaimed_faces(existing.get(entry.person_id, ()), before, claimed.get(entry.person_id, ()))
+            if len(found) == 1:
+                person.skipped.append(Skip(photo, RECOVERED, found[0]))
+                continue
+            if len(found) > 1:
+                text = (
+                    f"an earlier write of this photo has an unknown outcome and the person has {len(found)} faces "
+                    "added since that no ledger record names: which is this photo's cannot be told"
+                )
+                person.refused.append(dataclasses.replace(photo, refusal=Refusal(AMBIGUOUS_OUTCOME, text)))
+                continue
+            person.pending.add(photo.key)
         person.send.append(photo)
     tasks = tuple(
         PersonTask(
@@ -140,6 +185,8 @@ def plan_enrolment(
             send=tuple(p.send),
             skipped=tuple(p.skipped),
             refused=tuple(p.refused),
+            faces=tuple(existing.get(pid, ())),
+            pending=frozenset(p.pending),
         )
         for pid, p in persons.items()
     )
