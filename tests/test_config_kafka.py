@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from worker import config
+from worker.config.properties import decode_name
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +38,7 @@ def _refusal(**kwargs: object) -> str:
 )
 def test_one_variable_per_property_spells_dots_underscores_and_hyphens_apart(name: str, variable: str) -> None:
     assert config.property_env("kafka_consumer", name) == variable
-    assert config._decode_property(variable.removeprefix("MDW_KAFKA_CONSUMER_")) == name
+    assert decode_name(variable.removeprefix("MDW_KAFKA_CONSUMER_")) == name
 
 
 def test_properties_from_the_environment_reach_their_role_only() -> None:

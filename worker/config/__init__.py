@@ -10,6 +10,9 @@ they are masked whenever settings are shown and never logged.
 librdkafka properties (``kafka_common``, ``kafka_consumer``, ``kafka_producer``; docs/kafka.md) are the one kind with
 a variable per entry, ``MDW_<SETTING>_<NAME>``, a TOML table in the file and a repeated ``NAME=VALUE`` flag; those the
 commit contract or a setting owns are refused, and librdkafka checks the rest at load, in clients that connect nowhere.
+Their own modules: :mod:`worker.config.properties` (pure decisions: names, variables, layering, what is refused,
+secrets) and :mod:`worker.config.probe` (librdkafka's check); neither imports this one, which turns their problems
+into :class:`ConfigError`.
 """
 
 from __future__ import annotations
@@ -19,11 +22,18 @@ import dataclasses
 import os
 import re
 import tomllib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+
+from worker.config import probe, properties
+
+# OWNED_PROPERTIES, SECRET_PROPERTY and SETTING_PROPERTIES also as config.X, where callers have always found them.
+from worker.config.properties import OWNED_PROPERTIES as OWNED_PROPERTIES
+from worker.config.properties import PROPERTY_ROLES, KafkaProperties, Role, encode_name, is_secret_property
+from worker.config.properties import SECRET_PROPERTY as SECRET_PROPERTY
+from worker.config.properties import SETTING_PROPERTIES as SETTING_PROPERTIES
 
 if TYPE_CHECKING:
     from worker.core.formats import Inputs
@@ -197,8 +207,6 @@ ApiName = Literal["v1", "iai"]
 Ordering = Literal["unordered", "key", "partition"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 LogFormat = Literal["json", "text"]
-#: librdkafka properties as (name, value) pairs, in order: the kind "properties" (a TOML table, MDW_<SETTING>_<NAME>).
-KafkaProperties = tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -554,75 +562,9 @@ _check_property_prefixes(SETTINGS)
 
 # --- librdkafka properties: kafka_common, kafka_consumer, kafka_producer ----------------------------------------------
 # Given as a TOML table, as one MDW_<SETTING>_<NAME> variable per property, or as repeated --kafka-<role> NAME=VALUE
-# flags; layered per property (file < environment < flags; kafka_consumer/_producer over kafka_common). The worker
-# builds every client from them in worker/runtime/kafka.py, which applies the properties below last.
-
-Role = Literal["consumer", "producer"]
-#: The clients each properties setting reaches.
-PROPERTY_ROLES: Mapping[str, tuple[Role, ...]] = MappingProxyType(
-    {"kafka_common": ("consumer", "producer"), "kafka_consumer": ("consumer",), "kafka_producer": ("producer",)}
-)
-#: What the at-least-once contract fixes in every worker consumer and producer (docs/reliability.md).
-CONSUMER_CONTRACT: Mapping[str, Any] = MappingProxyType(
-    {"enable.auto.commit": False, "enable.auto.offset.store": False}
-)
-PRODUCER_CONTRACT: Mapping[str, Any] = MappingProxyType({"enable.idempotence": True, "acks": "all"})
-
-_OFFSETS = "the worker stores and commits an input offset only once the event's output is acknowledged (at-least-once)"
-_OUTPUTS = (
-    "an output counts as written only when every in-sync replica has it, once and in order (idempotent producer, "
-    "acks=all); only then is its input committed"
-)
-#: Properties the worker owns, and why: refused in every properties setting.
-OWNED_PROPERTIES: Mapping[str, str] = MappingProxyType(
-    {
-        "enable.auto.commit": _OFFSETS,
-        "auto.commit.enable": _OFFSETS,
-        "enable.auto.offset.store": _OFFSETS,
-        "offset.store.method": _OFFSETS,
-        "auto.commit.interval.ms": _OFFSETS + "; how often it commits is commit_interval_s (MDW_COMMIT_INTERVAL_S)",
-        "enable.idempotence": _OUTPUTS,
-        "acks": _OUTPUTS,
-        "request.required.acks": _OUTPUTS,
-        "transactional.id": "the worker's producer is idempotent, not transactional: " + _OUTPUTS,
-        "group.protocol": "the worker runs the classic consumer group protocol, which its session, assignment and "
-        "static membership settings are made for",
-        "statistics.interval.ms": "the worker reads librdkafka statistics every 5 s: consumer lag, broker "
-        "reachability for /readyz and fair pausing",
-        **dict.fromkeys(
-            ("error_cb", "stats_cb", "throttle_cb", "oauth_cb", "logger", "on_commit", "on_delivery", "dr_cb"),
-            "a callback the worker installs in code",
-        ),
-        "dr_msg_cb": "a callback the worker installs in code",
-    }
-)
-#: Properties a setting already holds: refused, naming the setting to use instead.
-SETTING_PROPERTIES: Mapping[str, str] = MappingProxyType(
-    {
-        "bootstrap.servers": "bootstrap_servers",
-        "metadata.broker.list": "bootstrap_servers",
-        "security.protocol": "security_protocol",
-        "sasl.mechanism": "sasl_mechanism",
-        "sasl.mechanisms": "sasl_mechanism",
-        "sasl.username": "sasl_username",
-        "sasl.password": "sasl_password",
-        "ssl.ca.location": "ssl_ca_location",
-        "group.id": "group_id",
-        "group.instance.id": "group_instance_id",
-        "partition.assignment.strategy": "assignment_strategy",
-        "session.timeout.ms": "session_timeout_ms",
-        "max.poll.interval.ms": "max_poll_interval_ms",
-        "auto.offset.reset": "auto_offset_reset",
-    }
-)
-# Passwords, client secrets, pass phrases and key contents (not key file paths): masked when shown, redacted in logs.
-SECRET_PROPERTY = re.compile(r"password|secret|passphrase|(^|\.)key\.pem$|^ssl_key$|^sasl\.oauthbearer\.config$")
-_ENCODED_PROPERTY = re.compile(r"^[A-Z0-9]+(_{1,3}[A-Z0-9]+)*$")
-
-
-def is_secret_property(name: str) -> bool:
-    """A librdkafka property whose value is never shown, logged or accepted on the command line."""
-    return bool(SECRET_PROPERTY.search(name))
+# flags; layered per property (file < environment < flags; kafka_consumer/_producer over kafka_common) in
+# worker.config.properties, checked by librdkafka in worker.config.probe. The worker builds every client from them in
+# worker/runtime/kafka.py, which applies the properties the worker owns last.
 
 
 def property_env(setting_name: str, prop: str) -> str:
@@ -630,181 +572,35 @@ def property_env(setting_name: str, prop: str) -> str:
 
     ``property_env("kafka_consumer", "client.rack")`` is ``MDW_KAFKA_CONSUMER_CLIENT_RACK``.
     """
-    encoded = prop.replace("_", "__").replace("-", "___").replace(".", "_").upper()
-    return BY_NAME[setting_name].env + "_" + encoded
-
-
-def _decode_property(encoded: str) -> str | None:
-    """The inverse of :func:`property_env`'s encoding, or None for a name it cannot have made."""
-    if not _ENCODED_PROPERTY.match(encoded):
-        return None
-    return re.sub(r"_{1,3}", lambda m: {1: ".", 2: "_", 3: "-"}[len(m.group())], encoded).lower()
-
-
-def _property_value(raw: Any) -> str | None:
-    if isinstance(raw, bool):
-        return "true" if raw else "false"
-    if isinstance(raw, int | float | str):
-        return str(raw)
-    return None
-
-
-def _flatten(table: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """TOML reads ``client.rack = "a"`` as ``{"client": {"rack": "a"}}``: back to dotted property names."""
-    for key, value in table.items():
-        if isinstance(value, dict):
-            yield from _flatten(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value
-
-
-def _flag_pairs(s: Setting, raw: Any) -> Iterator[tuple[str, str]]:
-    """A properties setting's override: ``NAME=VALUE`` strings (flags), or pairs or a mapping (``replace``)."""
-    items = raw.items() if isinstance(raw, Mapping) else raw
-    for item in items:
-        if isinstance(item, str):
-            name, sep, value = item.partition("=")
-            if not sep or not name.strip():
-                raise ConfigError(f"{s.name} ({s.flag}): {item!r} is not NAME=VALUE")
-            yield name.strip(), value
-        else:
-            name, value = item
-            text = _property_value(value)
-            if text is None:
-                raise ConfigError(f"{s.name} property {name} ({s.flag}): {value!r} is not text, a number or true/false")
-            yield str(name), text
+    return BY_NAME[setting_name].env + "_" + encode_name(prop)
 
 
 def _gather_properties(
     s: Setting, file_values: Mapping[str, Any], env: Mapping[str, str], override: Any
 ) -> tuple[KafkaProperties, str, dict[str, str]]:
     """One properties setting: its (name, value) pairs, its source and where each property came from."""
-    found: dict[str, tuple[str, str]] = {}  # name → (value, origin)
-    source = "default"
-    if s.name in file_values:
-        table = file_values[s.name]
-        if not isinstance(table, dict):
-            raise ConfigError(
-                f"{s.name} (config file): a table of librdkafka properties, e.g. [{s.name}] then "
-                '"client.rack" = "eu-west-1a"'
-            )
-        for name, raw in _flatten(table):
-            value = _property_value(raw)
-            if value is None:
-                raise ConfigError(
-                    f"{s.name} property {name} (config file): {raw!r} is not text, a number or true/false"
-                )
-            found[name] = (value, "config file")
-        source = "file"
-    prefix = s.env + "_"
-    for var in sorted(v for v in env if v.startswith(prefix)):
-        decoded = _decode_property(var[len(prefix) :])
-        if decoded is None:
-            raise ConfigError(
-                f"{s.name} ({var}): not a property variable: {prefix} is followed by the property name in upper case, "
-                f"'.' written '_', '_' written '__' and '-' written '___' (client.rack: {prefix}CLIENT_RACK)"
-            )
-        found[decoded] = (env[var], var)
-        source = "env"
-    if override is not None:
-        for name, value in _flag_pairs(s, override):
-            found[name] = (value, s.flag)
-            source = "flag"
-    for name, (_, origin) in found.items():
-        _check_property(s, name, origin)
-    return tuple((n, v) for n, (v, _) in found.items()), source, {n: o for n, (_, o) in found.items()}
-
-
-def _check_property(s: Setting, name: str, origin: str) -> None:
-    where = f"{s.name} property {name} ({origin})"
-    if name in SETTING_PROPERTIES:
-        instead = BY_NAME[SETTING_PROPERTIES[name]]
-        raise ConfigError(f"{where}: the setting {instead.name} holds it; set {instead.name} ({instead.env}) instead")
-    if name in OWNED_PROPERTIES:
-        raise ConfigError(f"{where}: the worker sets it and it cannot be changed: {OWNED_PROPERTIES[name]}")
-
-
-class _LogSink:
-    """The log lines of a probe client (librdkafka's configuration warnings), kept instead of printed."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def log(self, level: int, fmt: str, *args: Any) -> None:
-        self.lines.append(fmt % args)
-
-
-# Left out of a probe client: it must connect nowhere, and read no file (ssl.* is read only with an SSL protocol).
-_NOT_PROBED = ("bootstrap.servers", "security.protocol", "ssl.ca.location")
-
-
-def _librdkafka_verdict(role: Role, props: Mapping[str, Any]) -> tuple[str | None, list[str]]:
-    """What librdkafka makes of ``props`` in a ``role`` client with the contract's properties: its refusal (unknown
-    name, bad value, contradiction) or None, and the properties it would ignore as the other role's.
-
-    The client has no bootstrap.servers, so it connects nowhere; it lives for well under a millisecond.
-    """
-    from confluent_kafka import Consumer, KafkaException, Producer  # here: the settings import nothing to load
-
-    sink = _LogSink()
-    conf = {k: v for k, v in props.items() if k not in _NOT_PROBED}
     try:
-        if role == "consumer":
-            consumer = Consumer({"group.id": "mdw-config-check", **conf, **CONSUMER_CONTRACT, "logger": sink})
-            consumer.poll(0)  # hands over the log lines
-            consumer.close()
-        else:
-            producer = Producer({**conf, **PRODUCER_CONTRACT, "logger": sink})
-            producer.poll(0)
-    except KafkaException as exc:
-        return str(exc.args[0].str()), []
-    except (TypeError, ValueError) as exc:
-        return str(exc), []
-    other = "producer" if role == "consumer" else "consumer"
-    ignored = re.compile(rf"Configuration property (\S+) is an? {other} property and will be ignored")
-    return None, [m.group(1) for line in sink.lines if (m := ignored.search(line))]
+        return properties.gather(s, file_values, env, override, lambda name: BY_NAME[name].env)
+    except properties.PropertyError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _check_with_librdkafka(settings: Settings, origins: Mapping[str, Mapping[str, str]]) -> None:
     """librdkafka's own check of the properties, at start: a misspelt name, a bad value or a property of the other
     role stops the worker here, naming the setting and the property, not at the first connection."""
-    common = dict(settings.kafka_common)
-    for name, roles in PROPERTY_ROLES.items():
-        own = dict(getattr(settings, name))
-        if not own:
-            continue
-        for role in roles:
-            refusal, misplaced = _librdkafka_verdict(role, own)
-            if refusal is not None:
-                named = [p for p in own if f'"{p}"' in refusal or f"`{p}`" in refusal]
-                where = f"{name} property {named[0]} ({origins[name][named[0]]})" if named else name
-                raise ConfigError(f"{where}: librdkafka refuses it in a {role}: {refusal}")
-            if name == "kafka_common":
-                continue  # common properties of one role only are expected: the other role ignores them
-            if misplaced:
-                other = "producer" if role == "consumer" else "consumer"
-                # librdkafka names an alias by its own name (linger.ms: queue.buffering.max.ms): find the one given.
-                given = [p for p in own if _librdkafka_verdict(role, {p: own[p]})[1]] or misplaced
-                raise ConfigError(
-                    f"{name} property {given[0]} ({origins[name].get(given[0], name)}): librdkafka says it is a "
-                    f"{other} property, which a {role} ignores; set it in kafka_{other} or kafka_common"
-                )
-            if common:
-                refusal, _ = _librdkafka_verdict(role, {**common, **own})
-                if refusal is not None:
-                    raise ConfigError(f"kafka_common with {name}: librdkafka refuses them in a {role}: {refusal}")
-    # Last, the clients as the worker builds them: the properties with its tuning, its settings and the contract.
-    from worker.runtime import kafka  # here: runtime.kafka builds on these settings
+    given = {name: dict(getattr(settings, name)) for name in PROPERTY_ROLES}
+    problem = probe.given_problem(given, origins)
+    if problem is None:
+        # Last, the clients as the worker builds them: the properties with its tuning, its settings and the contract.
+        from worker.runtime import kafka  # here: runtime.kafka builds on these settings
 
-    built: tuple[tuple[Role, dict[str, Any]], ...] = (
-        ("consumer", kafka.consumer_config(settings)),
-        ("producer", kafka.producer_config(settings)),
-    )
-    for client, conf in built:
-        refusal, _ = _librdkafka_verdict(client, conf)
-        if refusal is not None:
-            names = ", ".join(n for n in PROPERTY_ROLES if getattr(settings, n))
-            raise ConfigError(f"{names}: librdkafka refuses the worker's {client} with them: {refusal}")
+        built: dict[Role, dict[str, Any]] = {
+            "consumer": kafka.consumer_config(settings),
+            "producer": kafka.producer_config(settings),
+        }
+        problem = probe.built_problem(built, ", ".join(n for n in PROPERTY_ROLES if given[n]))
+    if problem is not None:
+        raise ConfigError(problem)
 
 
 def _coerce(setting: Setting, raw: Any, source: str) -> Any:

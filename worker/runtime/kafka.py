@@ -22,7 +22,8 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from worker import __version__
-from worker.config import CONSUMER_CONTRACT, PRODUCER_CONTRACT, Settings
+from worker.config import Settings
+from worker.config.properties import CONSUMER_CONTRACT, PRODUCER_CONTRACT
 
 Partition = tuple[str, int]  # (topic, partition): the one name of the pair inside the worker
 
