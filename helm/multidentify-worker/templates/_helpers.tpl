@@ -58,7 +58,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/*
 A number from `config`, or the worker's default when the setting is not given (null or absent). The defaults are
-the worker's own (worker/config.py); tests/helm/test_chart.py fails when they drift apart.
+the worker's own (worker/config/); tests/helm/test_chart.py fails when they drift apart.
 */}}
 {{- define "mdw.configNumber" -}}
 {{- $v := index .config .name }}
@@ -157,7 +157,7 @@ numbers as float64, and 1400000 would otherwise print as 1.4e+06), everything el
 {{- end }}
 
 {{/*
-The variable of one librdkafka property of a properties setting, as worker/config.py property_env() spells it:
+The variable of one librdkafka property of a properties setting, as worker.config.property_env() spells it:
 MDW_<SETTING>_<NAME> with the name in upper case, '_' written '__', '-' written '___' and '.' written '_'.
 */}}
 {{- define "mdw.propertyEnv" -}}

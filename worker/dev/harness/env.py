@@ -35,7 +35,7 @@ def setting_env(settings: Mapping[str, SettingValue]) -> dict[str, str]:
     """``{"max_in_flight": 8}`` → ``{"MDW_MAX_IN_FLIGHT": "8"}``; an unknown name raises ValueError."""
     unknown = sorted(set(settings) - set(BY_NAME))
     if unknown:
-        raise ValueError(f"unknown worker settings {unknown}; see worker/config.py for the known ones")
+        raise ValueError(f"unknown worker settings {unknown}; see worker/config/ for the known ones")
     return {BY_NAME[name].env: env_value(value) for name, value in settings.items()}
 
 
