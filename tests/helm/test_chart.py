@@ -706,7 +706,7 @@ def test_every_setting_round_trips_through_the_configmap(rendered: dict[str, lis
 
 
 def config_schema_from_settings() -> dict[str, Any]:
-    """The `config` part of values.schema.json as worker/config.py SETTINGS define it (types, limits, choices)."""
+    """The `config` part of values.schema.json as worker/config/ SETTINGS define it (types, limits, choices)."""
     patterns = {
         "input_topic": r"^[A-Za-z0-9._-]{1,249}( *, *[A-Za-z0-9._-]{1,249})*$",  # one topic or a list
         "results_topic": r"^[A-Za-z0-9._-]{1,249}$",
@@ -753,7 +753,7 @@ def config_schema_from_settings() -> dict[str, Any]:
     return {
         "type": "object",
         "additionalProperties": False,
-        "description": "worker settings rendered as MDW_<NAME> (see worker/config.py); null keeps the worker default",
+        "description": "worker settings rendered as MDW_<NAME> (see worker/config/); null keeps the worker default",
         "properties": props,
     }
 
@@ -762,7 +762,7 @@ def test_schema_config_section_matches_worker_settings() -> None:
     schema = orjson.loads((CHART / "values.schema.json").read_bytes())
     expected = config_schema_from_settings()
     assert schema["properties"]["config"] == expected, (
-        "values.schema.json's config section drifted from worker/config.py; replace it with:\n"
+        "values.schema.json's config section drifted from worker/config/; replace it with:\n"
         + orjson.dumps(expected, option=orjson.OPT_INDENT_2).decode()
     )
 
