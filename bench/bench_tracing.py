@@ -3,9 +3,10 @@
     python bench/bench_tracing.py [--quick]
 
 No broker, no API: the tracing work is exactly the hooks the pipeline calls per event (worker.runtime.observer):
-``Tracer.event`` at consumption, ``EventTrace.attempt`` per API call (here one transient failure and its retry),
-``producing`` when the output is produced (it returns the output's trace headers) and ``delivered`` at the
-acknowledgement. They run N times in a loop, as the poll loop and the HTTP threads would, for each configuration:
+``Tracer.event`` at consumption, ``EventTrace.parsed`` once the record is parsed, ``EventTrace.attempt`` per API
+call (here one transient failure and its retry), ``producing`` when the output is produced (it returns the
+output's trace headers) and ``delivered`` at the acknowledgement. They run N times in a loop, as the poll loop and
+the HTTP threads would, for each configuration:
 
 * **off**: the no-op ``Tracer`` that ``worker.ops.tracing.start`` returns without ``OTEL_*`` variables. The
   figure also checks that nothing of OpenTelemetry was imported by then.
@@ -49,6 +50,7 @@ def _per_event_us(tracer: Tracer, sources: list[Source], rounds: int) -> float:
         start = time.process_time()
         for i, source in enumerate(sources):
             trace = tracer.event(source)
+            trace.parsed(f"e{i}")
             trace.attempt("213", 0.02)
             trace.attempt("ok", 0.02)
             trace.producing("results", event_id=f"e{i}", faces=2)

@@ -9,6 +9,8 @@ the output record's ``traceparent``; a dead letter marks the event span as an er
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from collections.abc import Callable
 
 import orjson
@@ -224,3 +226,202 @@ def test_off_the_output_keeps_the_input_trace_headers() -> None:
     [record] = h.broker.records(RESULTS)
     assert header(record.headers(), "traceparent") == TRACEPARENT
     assert header(record.headers(), "tracestate") == "vendor=abc"
+
+
+# -- every event span ends exactly once, whatever happens to its partition ------------------------------------
+
+
+@pytest.fixture
+def sdk_warnings(caplog: pytest.LogCaptureFixture) -> Callable[[], list[str]]:
+    """The SDK's warnings: it warns (and does nothing) when a span is ended twice or changed after its end."""
+    caplog.set_level(logging.WARNING, logger="opentelemetry.sdk.trace")
+    return lambda: [r.getMessage() for r in caplog.records if r.name.startswith("opentelemetry.sdk.trace")]
+
+
+def outcomes(spans: InMemorySpanExporter) -> Counter[str]:
+    """The ``mdw.outcome`` of every ended ``process`` span."""
+    return Counter(str((s.attributes or {}).get("mdw.outcome")) for s in named(spans.get_finished_spans(), "process "))
+
+
+def assert_one_span_per_consumption(h: Harness, spans: InMemorySpanExporter) -> None:
+    events = named(spans.get_finished_spans(), "process ")
+    assert len(events) == h.pipeline.stats.consumed, outcomes(spans)
+    for event in events:
+        if (event.attributes or {}).get("mdw.outcome") in ("revoked", "lost", "reset", "stopped", "cancelled"):
+            assert event.status.status_code is StatusCode.UNSET  # not the event's fault: not an error
+
+
+def test_events_revoked_before_their_call_started_end_as_revoked(sdk_warnings: Callable[[], list[str]]) -> None:
+    h, spans = traced_harness(partitions=1, max_in_flight=2, latency_s=1.0)
+    h.publish(10)
+    h.assign(0)
+    h.run_until(lambda: h.pipeline._dispatch.in_flight == 2 and h.pipeline._dispatch.ready_count == 2, within_s=5)
+    h.clock.settle()  # both calls are in the API now
+    h.revoke(0)  # the two calls in progress finish within revoke_timeout_s; the two waiting ones never start
+    h.run_until(lambda: 0 not in {p for _, p in h.pipeline._assigned}, within_s=60)
+    h.run(5)
+    assert h.pipeline.stats.consumed == 4 and len(h.results()) == 2
+    assert outcomes(spans) == Counter({"result": 2, "revoked": 2})
+    assert_one_span_per_consumption(h, spans)
+    for event in named(spans.get_finished_spans(), "process "):
+        if (event.attributes or {})["mdw.outcome"] == "revoked":
+            assert children(spans.get_finished_spans(), event) == []  # never called, never sent
+    assert sdk_warnings() == []
+
+
+def test_an_event_revoked_during_its_call_ends_at_the_revoke_and_its_late_completion_leaves_it_alone(
+    sdk_warnings: Callable[[], list[str]],
+) -> None:
+    h, spans = traced_harness(partitions=1, max_in_flight=2, latency_s=100.0, revoke_timeout_s=1)
+    h.publish(2)
+    h.assign(0)
+    h.run_until(lambda: h.pipeline._dispatch.in_flight == 2, within_s=5)
+    h.clock.settle()
+    h.revoke(0)  # the calls outlast revoke_timeout_s: the partition is forgotten with them in progress
+    h.run_until(lambda: h.pipeline.stats.discarded_late == 2, within_s=200)  # the late completions
+    h.run(5)
+    assert outcomes(spans) == Counter({"revoked": 2})
+    assert_one_span_per_consumption(h, spans)
+    finished = spans.get_finished_spans()
+    for event in named(finished, "process "):
+        # The call that was in progress is still recorded (it was made); no output was, so no send span.
+        [late] = children(finished, event)
+        assert late.name == "identify"
+        # The event ended at the revoke, before its call came back (span times are wall-clock).
+        assert event.end_time is not None and late.end_time is not None and event.end_time <= late.end_time
+    assert named(finished, "send ") == [] and h.results() == []
+    assert sdk_warnings() == []
+
+
+def test_events_of_a_lost_partition_end_as_lost(sdk_warnings: Callable[[], list[str]]) -> None:
+    h, spans = traced_harness(partitions=1, max_in_flight=4, latency_s=1.0, commit_interval_s=60)
+    h.publish(8)
+    h.assign(0)
+    h.run_until(lambda: h.pipeline._dispatch.in_flight == 4 and h.pipeline._dispatch.ready_count == 4, within_s=5)
+    h.lose(0)
+    h.run_until(lambda: h.pipeline.stats.discarded_late == 4, within_s=10)
+    h.run(3)
+    assert outcomes(spans) == Counter({"lost": 8})
+    assert_one_span_per_consumption(h, spans)
+    assert named(spans.get_finished_spans(), "send ") == []
+    assert sdk_warnings() == []
+
+
+def test_events_of_a_partition_whose_offsets_went_back_end_as_reset(sdk_warnings: Callable[[], list[str]]) -> None:
+    h, spans = traced_harness(partitions=1, max_in_flight=2, latency_s=1.0)
+    h.publish(6)
+    h.assign(0)
+    h.run_until(lambda: len(h.results()) == 2 and h.pipeline._dispatch.in_flight == 2, within_s=10)
+    h.consumer.seek_back((IN, 0), 0)  # the next record consumed is offset 0 again: the partition starts afresh
+    h.run_until(lambda: h.pipeline.stats.discarded_late > 0 and h.committed(0) == 6, within_s=30)
+    h.run(3)
+    counts = outcomes(spans)
+    assert counts["reset"] >= 1 and counts["result"] == len(h.results()), counts
+    assert set(counts) == {"result", "reset"}
+    assert_one_span_per_consumption(h, spans)
+    # The record that revealed the reset is traced in the new epoch, not ended with the old one.
+    reset_offsets = [
+        e.attributes["messaging.kafka.offset"]
+        for e in named(spans.get_finished_spans(), "process ")
+        if e.attributes is not None and e.attributes["mdw.outcome"] == "reset"
+    ]
+    assert 0 not in reset_offsets and 1 not in reset_offsets  # those had their results before the seek
+    assert sdk_warnings() == []
+
+
+def test_events_still_waiting_or_in_flight_when_the_drain_times_out_end_as_stopped(
+    sdk_warnings: Callable[[], list[str]],
+) -> None:
+    h, spans = traced_harness(partitions=1, max_in_flight=2, latency_s=1000.0, drain_timeout_s=1)
+    h.publish(6)
+    h.assign(0)
+    h.run_until(lambda: h.pipeline._dispatch.in_flight == 2 and h.pipeline._dispatch.ready_count == 2, within_s=5)
+    h.clock.settle()
+    assert h.stop() == 0
+    assert outcomes(spans) == Counter({"stopped": 4})
+    assert_one_span_per_consumption(h, spans)
+    assert sdk_warnings() == []
+
+
+def test_an_output_not_acknowledged_by_the_stop_ends_its_event_and_send_spans(
+    sdk_warnings: Callable[[], list[str]],
+) -> None:
+    h, spans = traced_harness(partitions=1, max_in_flight=2)
+    h.producer.hold_acks = True  # the broker never acknowledges
+    h.publish(2)
+    h.assign(0)
+    h.run_until(lambda: len(h.producer) == 2, within_s=10)
+    assert h.stop() == 0
+    assert outcomes(spans) == Counter({"stopped": 2})
+    assert_one_span_per_consumption(h, spans)
+    finished = spans.get_finished_spans()
+    for event in named(finished, "process "):
+        [_attempt, send] = children(finished, event)
+        assert send.name == f"send {RESULTS}" and send.attributes is not None
+        assert "messaging.kafka.offset" not in send.attributes  # never written, as far as the worker knows
+    assert sdk_warnings() == []
+
+
+def test_a_fatal_stop_ends_every_event_span(sdk_warnings: Callable[[], list[str]]) -> None:
+    h, spans = traced_harness(partitions=1, max_in_flight=2)
+    h.api.down(err(14))
+    h.api.check = lambda: err(14)  # confirmed: the worker stops
+    h.publish(6)
+    h.assign(0)
+    h.run_until(lambda: h.pipeline.fatal_reason is not None, within_s=10)
+    assert h.stop() == 3
+    counts = outcomes(spans)
+    assert counts["stop"] >= 1 and set(counts) <= {"stop", "stopped", "cancelled"}, counts
+    assert_one_span_per_consumption(h, spans)
+    assert sdk_warnings() == []
+
+
+# -- a binary-mode CloudEvent's tracing extension ----------------------------------------------------------------
+
+CE_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+CE_PARENT_ID = "00f067aa0ba902b7"
+
+
+def publish_binary_cloudevent(h: Harness, event_id: str, *, traceparent: str | None) -> None:
+    headers: list[tuple[str, bytes | None]] = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", event_id.encode()),
+        ("ce_source", b"/cameras/gate-3"),
+        ("ce_type", b"com.example.camera.face-capture"),
+        ("ce_traceparent", f"00-{CE_TRACE_ID}-{CE_PARENT_ID}-01".encode()),
+        ("ce_tracestate", b"camera=gate3"),
+        ("content-type", b"application/json"),
+    ]
+    if traceparent is not None:
+        headers.append(("traceparent", traceparent.encode()))
+    value = orjson.dumps({"image_url": f"http://img.test/{event_id}.jpg"})
+    h.broker.append(IN, 0, value, key=event_id.encode(), headers=headers)
+
+
+def test_a_binary_cloudevent_without_a_traceparent_header_continues_its_ce_traceparent() -> None:
+    h, spans = traced_harness(partitions=1, input_formats=f"{IN}=cloudevents")
+    publish_binary_cloudevent(h, "c1", traceparent=None)
+    h.assign(0)
+    h.run_until(lambda: len(h.results()) == 1 and h.committed(0) == 1, within_s=10)
+
+    [event] = named(spans.get_finished_spans(), "process ")
+    assert event.context is not None and event.parent is not None
+    assert format(event.context.trace_id, "032x") == CE_TRACE_ID
+    assert format(event.parent.span_id, "016x") == CE_PARENT_ID and event.parent.is_remote
+    assert event.context.trace_state.to_header() == "camera=gate3"
+    assert event.attributes is not None and event.attributes["mdw.event_id"] == "c1"
+    [record] = h.broker.records(RESULTS)
+    traceparent = header(record.headers(), "traceparent")
+    assert traceparent is not None and traceparent.startswith(f"00-{CE_TRACE_ID}-")  # the camera's trace goes on
+
+
+def test_a_traceparent_header_wins_over_a_ce_traceparent() -> None:
+    h, spans = traced_harness(partitions=1, input_formats=f"{IN}=cloudevents")
+    publish_binary_cloudevent(h, "c1", traceparent=TRACEPARENT)
+    h.assign(0)
+    h.run_until(lambda: len(h.results()) == 1 and h.committed(0) == 1, within_s=10)
+
+    [event] = named(spans.get_finished_spans(), "process ")
+    assert event.context is not None and event.parent is not None
+    assert format(event.context.trace_id, "032x") == TRACE_ID
+    assert format(event.parent.span_id, "016x") == PARENT_ID

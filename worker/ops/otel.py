@@ -1,10 +1,14 @@
 """The OpenTelemetry tracer of the worker: one trace per event (the one module that imports OpenTelemetry).
 
 Imported only when tracing is on (``worker.ops.tracing.start``). Per consumed record, under the context its
-``traceparent``/``tracestate`` headers carry (a new trace without them):
+``traceparent``/``tracestate`` headers carry; without a ``traceparent`` header, under the one its
+``ce_traceparent``/``ce_tracestate`` headers carry (a binary-mode CloudEvent's distributed-tracing extension, in
+the Kafka protocol binding); a new trace without either:
 
 * ``process <input topic>`` (CONSUMER): from consumption to the acknowledgement of the event's output;
   status error for a dead letter (description: its code), a configuration stop, or an output the broker refused.
+  An event given up without an output (revoked, lost, reset, stopped) ends when the pipeline gives it up, with
+  ``mdw.outcome`` saying why and status unset: that is not the event's failure. Each span ends exactly once.
 * ``identify`` (CLIENT), a child per API call: its duration is the call's latency, ``mdw.outcome`` is ``ok``
   or the error code (status error then), ``mdw.attempt`` counts the event's calls from 1.
 * ``send <output topic>`` (PRODUCER), a child: from the produce call to the broker's acknowledgement. Its context
@@ -25,7 +29,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from importlib.metadata import entry_points
 
 from opentelemetry import propagate, trace
@@ -35,11 +39,12 @@ from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from worker import __version__
 from worker.core.records import Source
 from worker.ops.tracing import EXPORTER_VAR, TracingConfigError, TracingPlan
-from worker.runtime.observer import EventTrace, Header, Tracer
+from worker.runtime.observer import EventTrace, Header, TopicPartition, Tracer
 
 SERVICE = "multidentify-worker"
 _CLOSE_S = 1.0  # buffered spans get this long at shutdown: the stop must fit its budget (worker.runtime.stopping)
@@ -60,7 +65,18 @@ class _HeaderGetter(Getter[KafkaHeaders]):
         return [n for n, _ in carrier]
 
 
+class _CloudEventGetter(_HeaderGetter):
+    """Reads ``traceparent``/``tracestate`` from a binary-mode CloudEvent's ``ce_`` headers (Kafka binding)."""
+
+    def get(self, carrier: KafkaHeaders, key: str) -> list[str] | None:
+        return super().get(carrier, "ce_" + key)
+
+
 _GETTER = _HeaderGetter()
+_CE_GETTER = _CloudEventGetter()
+# The CloudEvents distributed-tracing extension is W3C Trace Context, whatever OTEL_PROPAGATORS says.
+_CE_PROPAGATOR = TraceContextTextMapPropagator()
+STOPPED = "stopped"
 
 
 def resource() -> Resource:
@@ -98,6 +114,9 @@ class OtelTracer(Tracer):
         self._tracer = provider.get_tracer("multidentify-worker", __version__)
         self._propagator = propagator or propagate.get_global_textmap()  # OTEL_PROPAGATORS
         self._group = group_id
+        # The recording traces not ended yet, by input partition, for abandon() and stopped(). Bounded by the
+        # events the pipeline holds (its uncommitted window); a partition's entry goes with its last trace.
+        self._open: dict[TopicPartition, set[_EventTrace]] = {}
 
     @classmethod
     def from_plan(cls, plan: TracingPlan, *, group_id: str = "") -> OtelTracer:
@@ -108,6 +127,10 @@ class OtelTracer(Tracer):
 
     def event(self, source: Source) -> EventTrace:
         parent = self._propagator.extract(source.headers, getter=_GETTER)
+        if not trace.get_current_span(parent).get_span_context().is_valid:
+            # No trace context of the record's own: a binary-mode CloudEvent's ce_traceparent, if any (the
+            # headers are there before parsing; a structured event's tracing extension is inside the value).
+            parent = _CE_PROPAGATOR.extract(source.headers, context=parent, getter=_CE_GETTER)
         attributes: dict[str, str | int] = {
             "messaging.system": "kafka",
             "messaging.operation.type": "process",
@@ -121,7 +144,28 @@ class OtelTracer(Tracer):
         span = self._tracer.start_span(
             f"process {source.topic}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
         )
-        return _EventTrace(self, span)
+        event = _EventTrace(self, span, source.tp)
+        if event._recording:  # a sampled-out span records nothing: ending it or not changes nothing
+            self._open.setdefault(source.tp, set()).add(event)
+        return event
+
+    def abandon(self, outcome: str, partitions: Collection[TopicPartition] | None = None) -> None:
+        for tp in list(self._open) if partitions is None else partitions:
+            # Those with an output produced end at its delivery report (or at stopped()).
+            for event in [e for e in self._open.get(tp, ()) if e._send is None]:
+                event.ended(outcome)
+
+    def stopped(self) -> None:
+        for events in list(self._open.values()):
+            for event in list(events):
+                event.unacknowledged()
+
+    def _closed(self, event: _EventTrace) -> None:
+        events = self._open.get(event._tp)
+        if events is not None:
+            events.discard(event)
+            if not events:
+                del self._open[event._tp]
 
     def close(self) -> None:
         # Export what is buffered, within a bound: an unreachable collector must not hold the stop.
@@ -131,17 +175,43 @@ class OtelTracer(Tracer):
 
 
 class _EventTrace(EventTrace):
-    __slots__ = ("_attempts", "_code", "_context", "_owner", "_recording", "_send", "_span")
+    __slots__ = (
+        "_attempts",
+        "_code",
+        "_context",
+        "_event_id",
+        "_live",
+        "_owner",
+        "_recording",
+        "_send",
+        "_span",
+        "_tp",
+    )
 
-    def __init__(self, owner: OtelTracer, span: Span) -> None:
+    def __init__(self, owner: OtelTracer, span: Span, tp: TopicPartition) -> None:
         self._owner = owner
         self._span = span
+        self._tp = tp
+        self._live = True  # not ended yet: the first end wins, later ones change nothing
+        self._event_id: str | None = None
         self._context = trace.set_span_in_context(span)
         # Sampled out: no child is recorded either (the output still carries the trace context, unsampled).
         self._recording = span.is_recording()
         self._attempts = 0  # only the HTTP thread running the event counts
         self._send: Span | None = None
         self._code: str | None = None
+
+    def _end(self) -> bool:
+        """Claim the event span's end: False when it has ended already (then the caller does nothing)."""
+        if not self._live:
+            return False
+        self._live = False
+        if self._recording:
+            self._owner._closed(self)
+        return True
+
+    def parsed(self, event_id: str) -> None:
+        self._event_id = event_id
 
     def attempt(self, outcome: str, latency_s: float) -> None:
         self._attempts += 1
@@ -164,7 +234,7 @@ class _EventTrace(EventTrace):
         self, topic: str, *, event_id: str | None, code: str | None = None, faces: int | None = None
     ) -> Sequence[Header]:
         self._code = code
-        if not self._recording:
+        if not self._recording or not self._live:
             return self._inject(self._context)
         outcome = "result" if code is None else "dead_letter"
         self._span.set_attributes(self._outcome(outcome, event_id, code, faces))
@@ -201,20 +271,32 @@ class _EventTrace(EventTrace):
         if offset is not None:
             send.set_attribute("messaging.kafka.offset", offset)
         send.end()
+        if not self._end():
+            return
         if self._code is not None:
             self._span.set_status(Status(StatusCode.ERROR, f"dead letter {self._code}"))
         self._span.end()
 
     def ended(self, outcome: str, *, event_id: str | None = None, code: str | None = None) -> None:
+        if not self._end():
+            return
         event = self._span
         event.set_attributes(self._outcome(outcome, event_id, code, None))
         if outcome in ("stop", "produce_failed"):
             event.set_status(Status(StatusCode.ERROR, outcome if code is None else f"{outcome} {code}"))
         event.end()
 
+    def unacknowledged(self) -> None:
+        """The pipeline closed before the broker acknowledged the event's output (or before it had one)."""
+        send, self._send = self._send, None
+        if send is not None:
+            send.end()  # without the record's partition and offset: it was not acknowledged
+        self.ended(STOPPED)
+
     def _outcome(self, outcome: str, event_id: str | None, code: str | None, faces: int | None) -> dict[str, str | int]:
         """The event span's ``mdw.*`` attributes once its outcome is known."""
         attributes: dict[str, str | int] = {"mdw.outcome": outcome, "mdw.attempts": self._attempts}
+        event_id = event_id if event_id is not None else self._event_id
         if event_id is not None:
             attributes["mdw.event_id"] = event_id
         if code is not None:

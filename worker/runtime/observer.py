@@ -9,11 +9,16 @@ consumed record an :class:`EventTrace` that travels with the event (``Task.trace
 its output. Both bases are no-ops and the default: with tracing off a record costs one call returning
 :data:`NO_TRACE` and a few empty method calls. The OpenTelemetry implementation is ``worker.ops.otel``; the
 runtime never imports it.
+
+Every trace ends exactly once. The event's own path ends it (``delivered``, ``ended``); an event the worker gives
+up without an output ends when the pipeline says so per partition (:meth:`Tracer.abandon`: revoked, lost, offsets
+reset, stopped), and whatever is still open when the pipeline closes ends then (:meth:`Tracer.stopped`). The
+late completion of an abandoned event never reaches its trace again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -22,6 +27,8 @@ if TYPE_CHECKING:
 
 # One output header, as the producer takes it.
 Header = tuple[str, bytes]
+# (topic, partition), as worker.runtime.kafka names it (not imported: this module stays dependency-free).
+TopicPartition = tuple[str, int]
 
 
 @dataclass(frozen=True)
@@ -137,11 +144,15 @@ class EventTrace:
     """One event's trace, from its consumption to its output's acknowledgement (no-op base).
 
     ``attempt`` is called from the HTTP thread that runs the event, the others from the poll-loop thread; one
-    event is never in two threads at once. Exactly one of ``delivered(acked=True)`` and ``ended`` ends it;
-    an event dropped by a revoke before its call started gets neither (it is redelivered, and traced, again).
+    event is never in two threads at once. It ends once: by ``delivered`` (acknowledged), by ``ended``, or by its
+    tracer (:meth:`Tracer.abandon`, :meth:`Tracer.stopped`); a later call changes nothing. An ``attempt`` that
+    ends after that (a call that outlived its partition's revoke) is still recorded, under the ended event.
     """
 
     __slots__ = ()
+
+    def parsed(self, event_id: str) -> None:
+        """The record was parsed into the event ``event_id`` (not called for an invalid record)."""
 
     def attempt(self, outcome: str, latency_s: float) -> None:
         """One API call of this event ended; ``outcome`` is ``ok`` or the error code. From the HTTP thread."""
@@ -157,8 +168,8 @@ class EventTrace:
         """The broker acknowledged the output (``error`` None) or refused it; the trace ends on acknowledgement."""
 
     def ended(self, outcome: str, *, event_id: str | None = None, code: str | None = None) -> None:
-        """The event ends without an output: ``cancelled`` (revoked, stopping), ``stop`` (configuration error,
-        ``code``) or ``discarded`` (its partition was revoked meanwhile)."""
+        """The event ends without an output: ``cancelled`` (its call gave up: revoked, stopping), ``stop``
+        (configuration error, ``code``) or ``produce_failed`` (the broker refused its output, ``code``)."""
 
 
 NO_TRACE = EventTrace()
@@ -170,6 +181,16 @@ class Tracer:
     def event(self, source: Source) -> EventTrace:
         """A record was consumed (called before it is parsed: invalid events are traced too)."""
         return NO_TRACE
+
+    def abandon(self, outcome: str, partitions: Collection[TopicPartition] | None = None) -> None:
+        """The worker gives up the events of ``partitions`` (None: of every partition) that have no output
+        produced yet: queued, waiting, or with a call in progress whose completion will be discarded. Their traces
+        end now with ``outcome``: ``revoked``, ``lost``, ``reset`` (the partition's offsets went back), or
+        ``stopped`` (the drain is over). An event whose output is produced still ends at its delivery report.
+        From the poll-loop thread."""
+
+    def stopped(self) -> None:
+        """The pipeline closed: every trace still open (an output never acknowledged) ends now as ``stopped``."""
 
     def close(self) -> None:
         """Export what is buffered and release the exporter (called once, at shutdown)."""

@@ -391,9 +391,9 @@ class Pipeline:
         if tp not in self._assigned:  # revoked while the record was on its way to us
             return
         self._pauses.fed(tp, self._clock.now())
-        trace = self._tracer.event(source)
         if self._tracker.would_go_back(tp, source.offset):
             self._reset_partition(tp, source.offset)
+        trace = self._tracer.event(source)  # after a reset: this record belongs to the new epoch
         epoch = self._tracker.track(tp, source.offset)
         replay_count = records.replay_count(source.headers)
         raw = msg.value()
@@ -404,6 +404,7 @@ class Pipeline:
             error = records.ErrorInfo.from_invalid(invalid, at_ms=int(time.time() * 1000))
             self._outputs.dead_letter(tp, epoch, source, value, None, error, replay_count, trace=trace)
             return
+        trace.parsed(event.event_id)
         task = Task(
             event=event,
             raw=value,
@@ -428,6 +429,7 @@ class Pipeline:
         self._dispatch.drop({tp})
         self._tracker.revoke({tp})
         self._commits.forget({tp})
+        self._tracer.abandon("reset", {tp})
 
     # -- completions → outputs ---------------------------------------------------------------
 
@@ -441,8 +443,8 @@ class Pipeline:
         task = c.task
         self._dispatch.completed(task)
         if self._tracker.epoch(task.tp) != task.epoch:
-            self.stats.discarded_late += 1  # revoked meanwhile: the new owner processes it again
-            task.trace.ended("discarded", event_id=task.event.event_id)
+            # Revoked, lost or reset meanwhile: the new owner processes it again. Its trace ended then (abandon).
+            self.stats.discarded_late += 1
             return
         for ready in self._gate.release(task, task.tp, task.source.key):
             self._dispatch.ready(ready)
@@ -524,19 +526,20 @@ class Pipeline:
         else:
             self._producer.flush(_CLOSE_FLUSH_S)
         self._commits.sync(only=tps)
-        self._forget(tps)
+        self._forget(tps, "revoked")
         self._observer.rebalance("revoked", sorted(tps))
 
     def _on_lost(self, consumer: ConsumerLike, partitions: list[Any]) -> None:
         tps = {(p.topic, p.partition) for p in partitions}
         self._gate.drop(tps)
         self._dispatch.drop(tps)
-        self._forget(tps)  # another member owns them now: commit nothing
+        self._forget(tps, "lost")  # another member owns them now: commit nothing
         self._observer.rebalance("lost", sorted(tps))
 
-    def _forget(self, tps: set[Partition]) -> None:
+    def _forget(self, tps: set[Partition], why: str) -> None:
         # Forgetting the partition ends its epoch: every in-flight completion of it becomes stale.
         self._tracker.revoke(tps)
+        self._tracer.abandon(why, tps)  # the traces of its events without an output end now
         self._assigned -= tps
         self._dispatch.revoking -= tps
         self._pauses.forget(tps)
@@ -623,6 +626,7 @@ class Pipeline:
             self._wait_for_completion(0.05)
         self._abort = True  # whatever is still running gives up; its offsets stay uncommitted
         self._handle_completions()
+        self._tracer.abandon("stopped")  # events dropped above or still running: their completions come too late
         self._producer.flush(_CLOSE_FLUSH_S)
         self._commits.sync()
 
@@ -632,4 +636,5 @@ class Pipeline:
             self._consumer.close()  # revokes (our callback commits what is contiguous) and leaves the group
         with contextlib.suppress(Exception):
             self._producer.flush(_CLOSE_FLUSH_S)
+        self._tracer.stopped()  # outputs never acknowledged: their traces end now, or never would
         self._dispatch.shutdown()
