@@ -214,6 +214,18 @@ def test_a_torn_last_line_does_not_swallow_the_next_run_s_first_record(tmp_path:
     assert state.unreadable == 2  # the fragments, reported (the command warns), not silently dropped
 
 
+def test_an_overlong_line_is_skipped_in_bounded_pieces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ledger_mod, "MAX_LINE_BYTES", 400)
+    path = tmp_path / "ledger.jsonl"
+    path.write_bytes(b"x" * 2000 + b"\n")
+    writer = ledger_mod.Writer(path, "t")
+    writer.record(group="g", person_id="a", key="k", face_id="f", source="a/1")
+    writer.close()
+    path.write_bytes(path.read_bytes() + b"y" * 1000)  # and one at the end, without its newline
+    state = ledger_mod.read(path, "t")
+    assert state.faces == {("a", "k"): "f"} and (state.unreadable, state.first_unreadable) == (2, 1)
+
+
 def test_every_record_is_read_however_long_the_ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No bound on lines: records past it would be forgotten (an enrolled photo looks new, a pending write is sent
     again). The state is one entry per photo of the target, however many lines other targets fill."""
