@@ -113,6 +113,26 @@ def test_a_write_answered_after_the_timeout_is_enrolled_once(
     assert faces_of(capsys, "alice") == alice
 
 
+def test_a_write_applied_then_answered_with_a_server_fault_is_enrolled_once(
+    api: str, emu: EmulatorHandle, people: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every create and add takes effect and is answered with a server fault (v1 213, IAI ``InternalError``): the
+    outcome is unknown, so nothing is sent again; the command re-reads the person and adopts the face it finds."""
+    monkeypatch.setenv("MDW_MAX_ATTEMPTS", "3")
+    writes = {"v1": ["newperson", "addface"], "iai": ["CreatePerson", "CreateFace"]}[api]
+    emu.admin({"applied_error_rates": {"213": 1.0}, "actions": writes})
+    code, doc = gallery(capsys, "enrol", "staff", str(people), "--create-group", "--workers", "1")
+    assert emu.stats()["faults"].get("applied") == 3, "not each write sent once"
+    assert doc["summary"]["enrolled"] == 3 and code == 0, doc
+    emu.reset()
+    alice, bob = faces_of(capsys, "alice"), faces_of(capsys, "bob")
+    assert len(alice) == 2 and len(bob) == 1
+    photos = by_where(doc)
+    assert sorted([photos["alice/1.jpg"]["face_id"], photos["alice/2.jpg"]["face_id"]]) == alice
+    code, again = gallery(capsys, "enrol", "staff", str(people))
+    assert code == 0 and again["summary"]["skipped"] == 3, again
+
+
 def start_hanging_run(emu: EmulatorHandle, api: str, people: Path) -> subprocess.Popen[str]:
     """A run as a process whose first CreateFace / addface takes effect and is answered only much later (its read
     timeout is longer still): returns once that write took effect and the run is waiting for the answer."""
