@@ -122,6 +122,33 @@ def test_a_late_answer_comes_after_the_action_took_effect(emu: EmulatorHandle, s
     emu.reset(gallery=True)
 
 
+def test_an_applied_error_is_answered_after_the_action_took_effect(
+    emu: EmulatorHandle, session: requests.Session
+) -> None:
+    """``applied_error_rates``: the action is carried out, then a server fault answers instead of its result (a
+    backend that stored the face and timed out answering)."""
+    emu.reset(gallery=True)
+    emu.admin({"applied_error_rates": {"213": 1.0}, "actions": ["newperson"]})
+    image = synth.render_scene([("zed", (40, 40, 120, 120))], (200, 200))
+    fields = [("appid", APPID), ("person_id", "zed"), ("group_ids[0]", "applied")]
+    answer = session.post(
+        f"{emu.base_url}/face/newperson",
+        data=fields,
+        files=[("image", ("face.jpg", image, "image/jpeg"))],
+        headers={"Authorization": dev_auth()},
+        timeout=10,
+    ).json()
+    assert answer["code"] == 213 and not answer.get("data")
+    headers = {"Authorization": dev_auth(), "Content-Type": "application/json"}
+    info = session.post(
+        f"{emu.base_url}/face/getinfo", data=orjson.dumps({"appid": APPID, "person_id": "zed"}), headers=headers,
+        timeout=10,
+    ).json()  # fmt: skip
+    assert info["code"] == 0 and len(info["data"]["face_ids"]) == 1  # the person was created all the same
+    assert emu.stats()["faults"] == {"applied": 1}
+    emu.reset(gallery=True)
+
+
 def test_qps_limit_answers_15(emu: EmulatorHandle, session: requests.Session) -> None:
     emu.admin({"qps_limit": 2, "qps_burst": 2})
     results = Counter(outcome(session, emu.base_url) for _ in range(12))

@@ -176,6 +176,7 @@ def test_fault_config_round_trips_and_validates() -> None:
             "seed": 1,
             "late_answer_rate": 0.1,
             "late_answer_ms": 500,
+            "applied_error_rates": {"203": 0.1},
             "actions": ["addface", "CreateFace"],
         }
     )
@@ -190,6 +191,8 @@ def test_fault_config_round_trips_and_validates() -> None:
         {"qps_limit": 0},
         {"late_answer_rate": 0.5, "drop_rate": 0.6},
         {"late_answer_ms": -1},
+        {"applied_error_rates": {"0": 0.1}},
+        {"applied_error_rates": {"213": 0.6}, "late_answer_rate": 0.5},
         {"actions": "addface"},
     ):
         with pytest.raises(ValueError):
@@ -251,3 +254,13 @@ def test_actions_narrow_the_faults_to_the_named_actions() -> None:
     assert not injector.applies_to(management=True, action="getinfo")  # a read checking on the write is spared
     assert not injector.applies_to(management=False, action="multidentify")
     assert injector.plan().action == "late"
+
+
+def test_an_applied_error_is_planned_with_its_code() -> None:
+    injector = FaultInjector(FaultConfig.from_json({"applied_error_rates": {"213": 1.0}}))
+    assert (injector.plan().action, injector.plan().code) == ("applied", 213)
+    # Its slice comes last: a seeded configuration without it decides as before.
+    base = {"error_rates": {"213": 0.2}, "drop_rate": 0.1, "seed": 5}
+    assert [p[:3] for p in _plans(base, 200)] == [
+        p[:3] for p in _plans({**base, "applied_error_rates": {"203": 0.0}}, 200)
+    ]

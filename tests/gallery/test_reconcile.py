@@ -20,7 +20,15 @@ from worker.api.errors import ApiError
 from worker.core.outcomes import RetryPolicy
 from worker.emulator import DEV_ACCOUNT, EmulatorHandle, synth
 from worker.tools.gallery import ledger as ledger_mod
-from worker.tools.gallery.backends import GroupRow, PersonRow, PhotoData, V1Backend, not_applied, outcome_unknown
+from worker.tools.gallery.backends import (
+    GroupRow,
+    PersonRow,
+    PhotoData,
+    V1Backend,
+    _Retrying,
+    not_applied,
+    outcome_unknown,
+)
 from worker.tools.gallery.enrol import HELD, execute
 from worker.tools.gallery.plan import (
     AMBIGUOUS_OUTCOME,
@@ -47,16 +55,35 @@ def test_only_failures_that_prove_nothing_was_done_are_safe_to_send_again() -> N
     )
     reset = requests.ConnectionError(urllib3.exceptions.ProtocolError("Connection aborted.", ConnectionResetError()))
     safe = [
-        ApiError.from_service(15, "rate limited"),
-        ApiError.from_service(213, "internal error"),  # the service answered: it failed
+        ApiError.from_service(15, "rate limited"),  # refused at the door: nothing was done
+        ApiError.from_service(107, "auth service unavailable"),  # refused before the request was looked at
         ApiError.from_iai("RequestLimitExceeded", ""),
-        ApiError.from_iai("InternalError", ""),
-        ApiError.local("http_503", "unavailable", http_status=503),
+        ApiError.from_iai("RequestLimitExceeded.UinLimitExceeded", ""),
+        ApiError.from_iai("FailedOperation.RequestLimitExceeded", ""),
+        ApiError.from_iai("FailedOperation.ConflictOperation", ""),  # another write of the person is under way
+        ApiError.from_iai("FailedOperation.CreateFaceConcurrent", ""),
+        ApiError.from_iai("ResourceInUse", ""),
         ApiError.local("http_429", "slow down", http_status=429),
         caused(ApiError.local("timeout", "connect"), requests.ConnectTimeout()),
         caused(ApiError.local("connection", "refused"), refused_port),
     ]
     unknown = [
+        # The service answered, but with a fault of its own: the write may have landed before it (a backend
+        # timeout is the classic case: the face was stored, the answer lost).
+        ApiError.from_service(213, "internal error"),
+        ApiError.from_service(203, "internal processing timeout"),
+        ApiError.from_service(-1200, "feature storage error"),
+        ApiError.from_service(99999, "a code the registry does not list"),
+        ApiError.from_iai("InternalError", ""),
+        ApiError.from_iai("FailedOperation.RequestTimeout", ""),
+        ApiError.from_iai("FailedOperation.RpcFail", ""),
+        ApiError.from_iai("FailedOperation.UnKnowError", ""),
+        ApiError.from_iai("FailedOperation.ServerError", ""),
+        ApiError.from_iai("ServiceUnavailable", ""),
+        ApiError.from_iai("FailedOperation.SomethingNew", ""),
+        # A proxy answers 503 after forwarding the request as well (Envoy's "upstream connect error or
+        # disconnect/reset before headers").
+        ApiError.local("http_503", "unavailable", http_status=503),
         caused(ApiError.local("timeout", "read"), requests.ReadTimeout()),
         ApiError.local("timeout", "the body did not arrive in time"),  # raised while reading the answer: no cause
         caused(ApiError.local("connection", "reset"), reset),
@@ -164,6 +191,58 @@ def test_one_run_at_a_time_holds_the_ledger(tmp_path: Path) -> None:
     second.record(group="g", person_id="a", key="k", face_id="f", source="a/1")
     second.close()
     assert ledger_mod.read(path, "t").faces == {("a", "k"): "f"}
+
+
+def test_a_torn_last_line_does_not_swallow_the_next_run_s_first_record(tmp_path: Path) -> None:
+    """A run killed mid-line leaves a fragment without its newline: the next run's first record (its pending one)
+    starts on a line of its own, so a write whose outcome is then unknown is reconciled, not sent again."""
+    path = tmp_path / "ledger.jsonl"
+    first = ledger_mod.Writer(path, "t")
+    first.record(group="g", person_id="a", key="k1", face_id="f1", source="a/1")
+    first.close()
+    for locked in (True, False):  # the run's lock, and a writer opened by its first record
+        with path.open("ab") as file:
+            file.write(b'{"target": "t", "person_id": "a", "key": "k2", "fa')  # killed mid-record
+        second = ledger_mod.Writer(path, "t")
+        if locked:
+            second.lock()
+        second.pending(group="g", person_id="a", key=f"k{3 + locked}", faces_before=["f1"], source="a/3")
+        second.close()
+    state = ledger_mod.read(path, "t")
+    assert state.faces == {("a", "k1"): "f1"}
+    assert state.pending == {("a", "k4"): ("f1",), ("a", "k3"): ("f1",)}
+    assert state.unreadable == 2  # the fragments, reported (the command warns), not silently dropped
+
+
+def test_an_overlong_line_is_skipped_in_bounded_pieces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ledger_mod, "MAX_LINE_BYTES", 400)
+    path = tmp_path / "ledger.jsonl"
+    path.write_bytes(b"x" * 2000 + b"\n")
+    writer = ledger_mod.Writer(path, "t")
+    writer.record(group="g", person_id="a", key="k", face_id="f", source="a/1")
+    writer.close()
+    path.write_bytes(path.read_bytes() + b"y" * 1000)  # and one at the end, without its newline
+    state = ledger_mod.read(path, "t")
+    assert state.faces == {("a", "k"): "f"} and (state.unreadable, state.first_unreadable) == (2, 1)
+
+
+def test_every_record_is_read_however_long_the_ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No bound on lines: records past it would be forgotten (an enrolled photo looks new, a pending write is sent
+    again). The state is one entry per photo of the target, however many lines other targets fill."""
+    monkeypatch.setattr(ledger_mod, "MAX_RECORDS", 10, raising=False)  # a line bound, were there one: small
+    path = tmp_path / "ledger.jsonl"
+    other = ledger_mod.Writer(path, "other-account")
+    for n in range(30):
+        other.record(group="g", person_id="a", key=f"k{n}", face_id=f"o{n}", source="a/x")
+    other.close()
+    writer = ledger_mod.Writer(path, "t")
+    for n in range(5):  # the same photo over and over: one state entry
+        writer.pending(group="g", person_id="a", key="k", faces_before=[f"f{n}"], source="a/1")
+    writer.record(group="g", person_id="b", key="k", face_id="fb", source="b/1")
+    writer.close()
+    state = ledger_mod.read(path, "t")
+    assert state.pending == {("a", "k"): ("f4",)} and state.faces == {("b", "k"): "fb"}
+    assert state.unreadable == 0
 
 
 # -- the plan ---------------------------------------------------------------------------------------------------------
@@ -370,6 +449,50 @@ def test_a_create_answered_person_exists_with_the_person_in_the_group_adds_inste
     writer.close()
     assert [(o.status, o.created_person) for o in outcomes] == [("enrolled", False)]
     assert backend.sent == ["create a", "add a"]
+
+
+class RetryingScripted(Scripted):
+    """Scripted, with each write going through the backends' own write retry (as V1Backend and IaiBackend do)."""
+
+    def __init__(self, script: list[tuple[bool, str | ApiError]]) -> None:
+        super().__init__(script)
+        self._retrying = _Retrying(RetryPolicy.instant(max_attempts=3))
+
+    def create_person(self, group_id: str, person_id: str, name: str | None, photo: PhotoData) -> str:
+        return self._retrying.write(lambda: self._write(person_id, f"create {person_id}"))
+
+    def add_face(self, person_id: str, photo: PhotoData) -> str:
+        return self._retrying.write(lambda: self._write(person_id, f"add {person_id}"))
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        ApiError.from_iai("InternalError", ""),
+        ApiError.from_iai("FailedOperation.RequestTimeout", ""),
+        ApiError.from_service(213, "internal error"),
+    ],
+    ids=lambda e: e.code,
+)
+def test_a_write_applied_then_answered_with_a_server_fault_is_reconciled_not_sent_again(
+    fault: ApiError, photos: list[Photo], tmp_path: Path
+) -> None:
+    """The face was stored and the service then answered a fault of its own: sent again it would be a second face
+    (and the last answer, a fault again, would close the photo ``not_added``: the next run would send it once more)."""
+    applied_then_fault = (True, fault)
+    backend = RetryingScripted([(True, "ok"), applied_then_fault, applied_then_fault, applied_then_fault])
+    outcomes, state = run(backend, photos[:2], tmp_path)
+    assert backend.sent == ["create a", "add a"], "a write whose outcome is unknown was sent again"
+    assert outcomes == [("enrolled", None, None)] * 2
+    assert sorted(state.faces.values()) == sorted(backend.faces["a"]) and state.pending == {}
+
+
+def test_a_write_refused_as_a_concurrent_operation_is_sent_again(photos: list[Photo], tmp_path: Path) -> None:
+    busy = ApiError.from_iai("FailedOperation.ConflictOperation", "")
+    backend = RetryingScripted([(True, "ok"), (False, busy), (True, "ok")])
+    outcomes, state = run(backend, photos[:2], tmp_path)
+    assert backend.sent == ["create a", "add a", "add a"] and outcomes == [("enrolled", None, None)] * 2
+    assert len(backend.faces["a"]) == 2 and state.pending == {}
 
 
 def test_origin_of_a_hand_built_error_does_not_make_it_safe() -> None:

@@ -113,6 +113,26 @@ def test_a_write_answered_after_the_timeout_is_enrolled_once(
     assert faces_of(capsys, "alice") == alice
 
 
+def test_a_write_applied_then_answered_with_a_server_fault_is_enrolled_once(
+    api: str, emu: EmulatorHandle, people: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every create and add takes effect and is answered with a server fault (v1 213, IAI ``InternalError``): the
+    outcome is unknown, so nothing is sent again; the command re-reads the person and adopts the face it finds."""
+    monkeypatch.setenv("MDW_MAX_ATTEMPTS", "3")
+    writes = {"v1": ["newperson", "addface"], "iai": ["CreatePerson", "CreateFace"]}[api]
+    emu.admin({"applied_error_rates": {"213": 1.0}, "actions": writes})
+    code, doc = gallery(capsys, "enrol", "staff", str(people), "--create-group", "--workers", "1")
+    assert emu.stats()["faults"].get("applied") == 3, "not each write sent once"
+    assert doc["summary"]["enrolled"] == 3 and code == 0, doc
+    emu.reset()
+    alice, bob = faces_of(capsys, "alice"), faces_of(capsys, "bob")
+    assert len(alice) == 2 and len(bob) == 1
+    photos = by_where(doc)
+    assert sorted([photos["alice/1.jpg"]["face_id"], photos["alice/2.jpg"]["face_id"]]) == alice
+    code, again = gallery(capsys, "enrol", "staff", str(people))
+    assert code == 0 and again["summary"]["skipped"] == 3, again
+
+
 def start_hanging_run(emu: EmulatorHandle, api: str, people: Path) -> subprocess.Popen[str]:
     """A run as a process whose first CreateFace / addface takes effect and is answered only much later (its read
     timeout is longer still): returns once that write took effect and the run is waiting for the answer."""
@@ -190,3 +210,35 @@ def test_a_delete_answered_after_the_timeout_is_reported_deleted(
     code, doc = gallery(capsys, "delete", "bob")
     assert emu.stats()["faults"].get("late") == 1, "the delete was not answered late, or was sent twice"
     assert code == 0 and doc["persons"] == [{"person_id": "bob", "status": "deleted"}], doc
+
+
+def test_a_run_killed_after_a_write_is_reconciled_behind_a_torn_ledger_line(
+    api: str, emu: EmulatorHandle, people: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An earlier run was killed mid-record (a fragment without its newline ends the ledger); the next run is killed
+    after its add took effect: its pending record must be a line of its own, or the rerun would send the photo again
+    (IAI: a second face; v1: a ``-1312`` refusal). The rerun reports the fragment and sends nothing."""
+    second = people / "alice" / "2.jpg"
+    held = second.read_bytes()
+    second.unlink()
+    (people / "bob" / "1.jpg").unlink()
+    (people / "bob").rmdir()
+    code, first = gallery(capsys, "enrol", "staff", str(people), "--create-group")
+    assert code == 0 and first["summary"]["enrolled"] == 1, first
+    ledger = people / ".gallery-ledger.jsonl"
+    with ledger.open("ab") as file:
+        file.write(b'{"target": "iai https://x", "person_id": "alice", "ke')  # killed mid-record
+    second.write_bytes(held)
+    kill(start_hanging_run(emu, api, people))
+    emu.reset()
+    before = faces_of(capsys, "alice")
+    assert len(before) == 2  # the killed run's add took effect
+
+    capsys.readouterr()
+    code = cli.main(["gallery", "enrol", "staff", str(people), "--json"])
+    out = capsys.readouterr()
+    doc = orjson.loads(out.out)
+    assert by_where(doc)["alice/2.jpg"]["status"] == "skipped", doc
+    assert code == 0 and doc["ledger_unreadable"] == 1
+    assert f"the ledger {ledger} has 1 unreadable line(s), the first at line 3" in out.err  # after pending, added
+    assert faces_of(capsys, "alice") == before  # nothing sent again

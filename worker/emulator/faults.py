@@ -7,6 +7,8 @@ JSON shape (every key optional; ``POST /__admin/faults`` takes it, ``GET`` retur
                                                       #     "max_ms": 5000}; {"kind": "none"} (default)
      "latency_ms": 200,                               # shorthand for a fixed latency
      "error_rates": {"213": 0.02, "15": 0.01},        # answer this business code (HTTP 200) with this probability
+     "applied_error_rates": {"213": 0.5},             # carry the request out, then answer this code instead of
+                                                      # its result: a server fault after the write took effect
      "http_error_rates": {"503": 0.5},                # answer this HTTP status with a non-JSON body
      "drop_rate": 0.0,                                # close the connection without an answer
      "malformed_json_rate": 0.0,                      # HTTP 200 with a truncated JSON body
@@ -112,6 +114,7 @@ def _rate(name: str, value: Any) -> float:
 class FaultConfig:
     latency: Latency = field(default_factory=Latency)
     error_rates: dict[int, float] = field(default_factory=dict)
+    applied_error_rates: dict[int, float] = field(default_factory=dict)
     http_error_rates: dict[int, float] = field(default_factory=dict)
     drop_rate: float = 0.0
     malformed_json_rate: float = 0.0
@@ -129,6 +132,7 @@ class FaultConfig:
     def total_rate(self) -> float:
         return (
             sum(self.error_rates.values())
+            + sum(self.applied_error_rates.values())
             + sum(self.http_error_rates.values())
             + self.drop_rate
             + self.malformed_json_rate
@@ -140,6 +144,7 @@ class FaultConfig:
         return {
             "latency": self.latency.to_json(),
             "error_rates": {str(k): v for k, v in self.error_rates.items()},
+            "applied_error_rates": {str(k): v for k, v in self.applied_error_rates.items()},
             "http_error_rates": {str(k): v for k, v in self.http_error_rates.items()},
             "drop_rate": self.drop_rate,
             "malformed_json_rate": self.malformed_json_rate,
@@ -172,6 +177,11 @@ class FaultConfig:
         error_rates = {int(k): _rate(f"error_rates[{k}]", v) for k, v in (data.get("error_rates") or {}).items()}
         if 0 in error_rates:
             raise ValueError("error_rates cannot inject code 0")
+        applied_rates = {
+            int(k): _rate(f"applied_error_rates[{k}]", v) for k, v in (data.get("applied_error_rates") or {}).items()
+        }
+        if 0 in applied_rates:
+            raise ValueError("applied_error_rates cannot inject code 0")
         http_rates = {
             int(k): _rate(f"http_error_rates[{k}]", v) for k, v in (data.get("http_error_rates") or {}).items()
         }
@@ -187,6 +197,7 @@ class FaultConfig:
         config = cls(
             latency=latency,
             error_rates=error_rates,
+            applied_error_rates=applied_rates,
             http_error_rates=http_rates,
             drop_rate=_rate("drop_rate", data.get("drop_rate", 0.0)),
             malformed_json_rate=_rate("malformed_json_rate", data.get("malformed_json_rate", 0.0)),
@@ -213,7 +224,8 @@ class FaultConfig:
 
 @dataclass(frozen=True)
 class FaultPlan:
-    """What to do to one request. ``action``: none | qps | drop | http | code | malformed | slow | late."""
+    """What to do to one request. ``action``: none | qps | drop | http | code | malformed | slow | late | applied
+    (carried out, then answered ``code``)."""
 
     action: str = "none"
     latency_s: float = 0.0
@@ -265,6 +277,7 @@ class FaultInjector:
             + [("code", r, 0, c) for c, r in sorted(config.error_rates.items())]
             + [("malformed", config.malformed_json_rate, 0, 0), ("slow", config.slow_body_rate, 0, 0)]
             + [("late", config.late_answer_rate, 0, 0)]
+            + [("applied", r, 0, c) for c, r in sorted(config.applied_error_rates.items())]  # last: seeds keep
         ):
             if rate > 0:
                 edge += rate

@@ -9,7 +9,8 @@ HTTP 200 with a JSON body (:mod:`worker.emulator.iai_wire`) unless a fault says 
 2. faults (SearchFaces/SearchPersons; the others too with ``apply_to_management``): v1's plan with its
    outcome in IAI's words: the QPS limit → ``RequestLimitExceeded``; an injected code n → ``iai_code(n)``
    (213 → ``InternalError``, -1200 → ``FailedOperation.ServerError``, 3 → ``ResourceUnavailable.InArrears`` …);
-   latency, dropped connection, HTTP error status, malformed JSON, slow body and late answer as for v1;
+   latency, dropped connection, HTTP error status, malformed JSON, slow body, late answer and applied error
+   (carried out, then answered ``iai_code(n)``) as for v1;
 3. the body: over 10 MB → ``RequestSizeLimitExceeded``; not complete within ``body_timeout_s`` or broken →
    ``InvalidParameter`` (connection closed); then TC3 (:mod:`worker.emulator.iai_auth`);
 4. the fields (``UnknownParameter``, ``MissingParameter``, ``InvalidParameter``), then the action.
@@ -146,6 +147,10 @@ class IaiApi:
         except _ClientGone:
             self._em.stats.answered(path, "client_gone", None)
             return web.Response(status=200, body=b"{}", content_type="application/json")  # nobody reads it
+        if plan.action == "applied":  # carried out; a server fault answers instead
+            self._em.stats.faults["applied"] += 1
+            fault = IaiError(w.iai_code(plan.code))
+            body, outcome = w.error_answer(fault, rid), fault.code
         if plan.action == "malformed":
             self._em.stats.faults["malformed"] += 1
             body = body[: max(1, len(body) // 2)]

@@ -18,7 +18,9 @@ unless ``youtu_http_status`` maps 23→413 and 15→429):
 
 1. faults (multidentify/identify only, unless ``apply_to_management``): QPS limit → 15; latency; then at
    most one of dropped connection, HTTP 5xx, business code, malformed JSON, slow body, late answer (the
-   action is carried out, then its answer held: ``late_answer_ms``); ``actions`` narrows faults to named actions;
+   action is carried out, then its answer held: ``late_answer_ms``), applied error (the action is carried out,
+   then answered with a code instead of its result: ``applied_error_rates``); ``actions`` narrows faults to named
+   actions;
 2. body > max_body_bytes (also once its Content-Encoding is undone) → 23; signature → 4/5; body
    unreadable (a Content-Encoding other than gzip/deflate/identity or one the body does not match,
    broken chunked framing, not complete within ``body_timeout_s``, not the declared JSON/multipart)
@@ -314,6 +316,9 @@ class Emulator:
                 return web.Response(status=200, body=envelope(3), content_type="application/json")
             except _Unreadable as unreadable:
                 code, data, broken_body = unreadable.code, None, True
+            if plan.action == "applied":  # carried out; a server fault answers instead
+                stats.faults["applied"] += 1
+                code, data = plan.code, None
             body = envelope(code, data)
             status = self._status_for(code)
             if plan.action == "malformed":

@@ -7,10 +7,12 @@ Contract:
   as ``run``), a rate limit waiting at least the backoff (the gallery has no rate limiter to pace it); anything
   else is raised at once as the :class:`ApiError` it is;
 - every write (create a group, a person, add a face: none is idempotent) goes through :meth:`Backend.write`, which
-  retries only a failure that proves the write did not take effect (:func:`not_applied`: the service's own error
-  answer, a rate limit, HTTP 429/503, no connection made). A failure after the request may have arrived (a
-  timeout, a connection lost mid-call, an answer that cannot be read, a gateway's 502/504) has an unknown outcome
-  (:func:`outcome_unknown`): it is raised at once, for the caller to re-read what the write would have changed;
+  retries only a failure that proves the write did not take effect (:func:`not_applied`: a refusal at the door — a
+  rate limit, a concurrent write of the same person, the auth service unavailable —, HTTP 429, no connection made).
+  Any other transient failure may come after the write landed (a server fault such as a backend timeout or an
+  internal error, a timeout, a connection lost mid-call, an answer that cannot be read, a proxy's 502/503/504): its
+  outcome is unknown (:func:`outcome_unknown`): it is raised at once, for the caller to re-read what the write would
+  have changed;
 - a photo the service takes but refuses per image (v1 ``addface``'s ``ret_codes``, IAI ``CreateFace``'s
   ``RetCode``) raises an :class:`ApiError` with that code, like a refusal of the whole request;
 - one backend is shared by the enrolment threads (the clients are thread-safe, the backend holds no call state).
@@ -64,18 +66,36 @@ PERSON_MISSING = frozenset({"-1303", "InvalidParameterValue.PersonIdNotExist"})
 NEAR_IDENTICAL = "-1312"
 #: IAI CreateGroup: the group id is taken (by us, after an unknown outcome, or by anyone: either way it is there).
 GROUP_EXISTS = "InvalidParameterValue.GroupIdAlreadyExist"
-#: HTTP statuses without a JSON answer that say the request was not processed (a gateway's 502/504 do not).
-_HTTP_NOT_PROCESSED = frozenset({429, 503})
+#: HTTP statuses without a JSON answer that say the request was not processed. Not 503: a proxy answers it after
+#: forwarding the request too (Envoy's "upstream connect error or disconnect/reset before headers"), nor 502/504.
+_HTTP_NOT_PROCESSED = frozenset({429})
+#: Transient service codes that refuse the request before anything is done (besides the rate limits, which
+#: :attr:`ApiError.rate_limited` names): another write of the same person is under way, or the auth front end could
+#: not check the request. A server fault (v1 200-213 and -1200, IAI ``InternalError``,
+#: ``FailedOperation.RequestTimeout``/``RpcFail``/``UnKnowError``/``ServerError``, ``ServiceUnavailable``, any
+#: unlisted code) may come after the write landed: a backend timeout is the classic case.
+SERVICE_NOT_APPLIED = frozenset(
+    {
+        "FailedOperation.ConflictOperation",  # concurrent operations on the same person
+        "FailedOperation.CreateFaceConcurrent",  # concurrent CreateFace on the same person
+        "ResourceInUse",
+        "7",  # v1: signature encode failed, at the auth front end
+        "8",  # v1: signature decode failed, at the auth front end
+        "107",  # v1: auth service unavailable
+        "108",
+        "ResourceUnavailable.GetAuthInfoError",  # IAI: the auth information could not be obtained
+    }
+)
 
 
 def not_applied(error: ApiError) -> bool:
     """A transient failure of a write that proves the write did not take effect, so sending it again is safe: the
-    service answered an error itself (v1's code, IAI's ``Response.Error``: a rate limit, an internal error), HTTP
-    429/503, or the connection was never made (nothing was sent)."""
+    service refused it at the door (a rate limit, :data:`SERVICE_NOT_APPLIED`), HTTP 429, or the connection was never
+    made (nothing was sent). Every other transient failure has an unknown outcome."""
     if not error.transient:
         return False
     if error.origin is Origin.SERVICE:
-        return True
+        return error.rate_limited or error.code in SERVICE_NOT_APPLIED
     if error.code.startswith("http_"):
         return error.http_status in _HTTP_NOT_PROCESSED
     if error.code in ("timeout", "connection"):

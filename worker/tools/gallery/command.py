@@ -292,6 +292,13 @@ def _cmd_enrol(args: argparse.Namespace, backend: Backend, settings: config.Sett
         names = {e.person_id for e in entries if e.group in (None, args.group)}
         existing = backend.persons(args.group, names) if group_known else {}
         state = ledger_mod.read(ledger_path, target)
+        if state.unreadable:
+            # Usually the fragment of a run killed mid-record; anything more is damage the operator should see.
+            print(
+                f"gallery: the ledger {ledger_path} has {state.unreadable} unreadable line(s), the first at line "
+                f"{state.first_unreadable}: skipped (a run killed mid-record leaves one)",
+                file=sys.stderr,
+            )
         plan = plan_enrolment(
             args.group, photos, {pid: row.face_ids or () for pid, row in existing.items()}, state.faces, state.pending
         )
@@ -307,6 +314,7 @@ def _cmd_enrol(args: argparse.Namespace, backend: Backend, settings: config.Sett
         "group": args.group,
         "group_created": not group_known and not args.dry_run and plan.to_send > 0,
         "ledger": str(ledger_path),
+        "ledger_unreadable": state.unreadable,
         "left_out": plan.left_out,
     }
     return _report(args, backend, outcomes, extra)

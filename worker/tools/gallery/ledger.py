@@ -16,7 +16,11 @@ Records of one photo (person id, key), the last one of a photo deciding its stat
 
 Records are scoped by ``target`` (the API and endpoint: see :func:`target_of`) so one ledger serves several
 accounts without mixing them. Each record is flushed when it is written: an interrupted run keeps what it did.
-Lines that are not records (a torn last line) are ignored. At most :data:`MAX_RECORDS` records are read.
+Lines that are not records (a run killed mid-record leaves a fragment without its newline) are skipped and counted
+(:attr:`State.unreadable`, which the command reports); a writer that opens a ledger whose last byte is not a newline
+ends that fragment first, so its own first record (a ``pending`` one) is a line of its own. Every line is read,
+however long the ledger: the state holds one entry per photo of the target, so memory follows the photos, not the
+lines. A line longer than :data:`MAX_LINE_BYTES` (no record is) counts as unreadable.
 
 One run at a time: :meth:`Writer.lock` takes an exclusive ``flock`` on the ledger for the whole run (read, plan and
 writes), and refuses (:class:`LedgerLocked`) when another run holds it: two runs would plan the same photos.
@@ -26,15 +30,17 @@ from __future__ import annotations
 
 import datetime
 import fcntl
+import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 import orjson
 
-MAX_RECORDS = 1_000_000
+#: A record is a few hundred bytes; a longer line is not one, and is skipped without being held whole in memory.
+MAX_LINE_BYTES = 1 << 20
 DEFAULT_NAME = ".gallery-ledger.jsonl"
 
 Photo = tuple[str, str]  # (person id, photo key)
@@ -51,10 +57,13 @@ class LedgerLocked(Exception):
 @dataclass(frozen=True, slots=True)
 class State:
     """What a ledger says for one target: ``faces`` (photo → its face id), ``pending`` (photo → the person's face ids
-    before a write whose outcome is unknown)."""
+    before a write whose outcome is unknown), ``unreadable`` (lines of any target that are not records, such as a
+    fragment left by a run killed mid-record) and ``first_unreadable`` (the first one's line number)."""
 
     faces: dict[Photo, str] = field(default_factory=dict)
     pending: dict[Photo, tuple[str, ...]] = field(default_factory=dict)
+    unreadable: int = 0
+    first_unreadable: int | None = None
 
 
 def default_path(source: Path) -> Path:
@@ -69,21 +78,36 @@ def target_of(api: str, endpoint: str, account: str = "") -> str:
 
 
 def read(path: Path, target: str) -> State:
-    """``target``'s records, each photo in the state its last record gives it."""
+    """``target``'s records, each photo in the state its last record gives it; every line is read."""
     state = State()
     if not path.exists():
         return state
+    unreadable, first = 0, None
     with path.open("rb") as file:
-        for count, line in enumerate(file):
-            if count >= MAX_RECORDS:
-                break
+        for number, line in enumerate(_lines(file), start=1):
             try:
-                record = orjson.loads(line)
+                record = orjson.loads(line) if line is not None else None
             except orjson.JSONDecodeError:
+                record = None
+            if not isinstance(record, dict):
+                if line is None or line.strip():  # an empty line is no record, and no damage either
+                    unreadable += 1
+                    first = first or number
                 continue
-            if isinstance(record, dict) and record.get("target") == target:
+            if record.get("target") == target:
                 _apply(state, record)
-    return state
+    return State(state.faces, state.pending, unreadable, first)
+
+
+def _lines(file: IO[bytes]) -> Iterator[bytes | None]:
+    """Each line of ``file``; None for one longer than MAX_LINE_BYTES, which is skipped in bounded pieces."""
+    while line := file.readline(MAX_LINE_BYTES + 1):
+        if len(line) <= MAX_LINE_BYTES or line.endswith(b"\n"):
+            yield line
+            continue
+        while (rest := file.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
+            pass
+        yield None
 
 
 def _apply(state: State, record: dict[str, object]) -> None:
@@ -120,14 +144,27 @@ class Writer:
         run holds it (non-blocking: a second run is told at once, not queued)."""
         with self._lock:
             if self._file is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = self.path.open("ab")
+                self._file = self._open()
             try:
                 fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 self._file.close()
                 self._file = None
                 raise LedgerLocked(self.path) from None
+            self._end_torn_line(self._file)  # under the lock: no other run is appending
+
+    def _open(self) -> IO[bytes]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return self.path.open("a+b")  # appends; readable, to look at the last byte
+
+    @staticmethod
+    def _end_torn_line(file: IO[bytes]) -> None:
+        """A run killed mid-record left a fragment without its newline: end it, or the next record would join it
+        and be unreadable too (a lost pending record: a write whose outcome is unknown would be sent again)."""
+        size = os.fstat(file.fileno()).st_size
+        if size and os.pread(file.fileno(), 1, size - 1) != b"\n":
+            file.write(b"\n")
+            file.flush()
 
     def record(self, *, group: str, person_id: str, key: str, face_id: str, source: str) -> None:
         """The photo became ``face_id``."""
@@ -162,8 +199,8 @@ class Writer:
         )
         with self._lock:
             if self._file is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = self.path.open("ab")
+                self._file = self._open()
+                self._end_torn_line(self._file)
             self._file.write(line + b"\n")
             self._file.flush()
 
