@@ -1,9 +1,15 @@
 """The README's first command: the demo runs end to end, prints its summary, and leaves no process behind,
-on either face API (``--api iai``: enrolled through IAI, IAI's codes in the summary and the replay)."""
+on either face API (``--api iai``: enrolled through IAI, IAI's codes in the summary and the replay).
+
+Its workers also read a camera topic in CloudEvents and a MinIO topic of bucket notifications
+(docs/event-formats.md): each usable record is identified (the person in its image), each unusable notification
+is dead-lettered with its format's code.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -52,6 +58,19 @@ def test_demo_prints_the_summary_and_cleans_up(api: ApiName) -> None:
     assert "Summary: 49 events → 36 results, 13 dead letters" in out
     assert f"{codes['unreachable']}  ×4" in out and f"{codes['no_face']}  ×4" in out and "invalid_json  ×1" in out
     assert "every event got the output the scenario expects" in out
+    # The other input formats: the person in each usable record's image, the code of each unusable notification.
+    assert "the workers also read camera.events (cloudevents) and minio.images (s3, image URLs http://127.0.0.1:" in out
+    formats = out[out.index("camera.events (cloudevents)") :]
+    for label, found in (
+        ("camera.events  structured CloudEvent", r"bob \(\d+\)"),
+        ("camera.events  binary CloudEvent", r"carol \(\d+\), unknown"),
+        ("minio.images   s3:ObjectCreated:Put     lobby/alice 1.jpg", r"alice \(\d+\)"),
+        ("minio.images   s3:ObjectCreated:Put     lobby/dave 2.jpg", r"dave \(\d+\)"),
+        ("minio.images   s3:ObjectRemoved:Delete  lobby/alice 1.jpg", r"dead letter not_object_created"),
+        ("minio.images   s3:ObjectCreated:Put     lobby/clip.mp4", r"dead letter not_an_image"),
+    ):
+        assert re.search(re.escape(label) + r"[^\n]*→ " + found, formats), (label, formats[:2000])
+    assert "every record of the three topics got the output the scenario expects" in out
     assert f"replaying dead letters with code {codes['unreachable']} only" in out
     assert "replayed 4 records" in out
     assert out.count("late-7") == 4  # the four fixed events, each now identified

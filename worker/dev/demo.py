@@ -3,7 +3,10 @@
 Starts the embedded stack (Tansu broker, API emulator serving an image folder), enrolls a small
 gallery, publishes a mixed batch (known people, strangers, images without faces, URLs that do not
 exist yet, malformed events), runs two worker processes in one consumer group with a live progress
-line, prints a summary, then "fixes" the missing images, replays only that dead-letter code and
+line, prints a summary. The workers also read two topics in other formats (docs/event-formats.md): a camera topic
+of CloudEvents (one structured, one binary) and a MinIO topic of bucket notifications (uploads of images the
+emulator serves, found through ``image_url_template``; a delete and a video, dead-lettered with their codes); the
+demo prints what came of each record. Then it "fixes" the missing images, replays only that dead-letter code and
 shows those events identified. Every process it starts is stopped by its PID before it returns.
 
 ``api`` picks the face API the workers call (the worker's ``api`` setting): ``v1`` (multidentify, the default) or
@@ -19,8 +22,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from worker import config
 from worker.api.errors import meaning
@@ -31,11 +35,17 @@ from worker.dev.harness.loopback import free_port
 from worker.dev.harness.outputs import Output, OutputReader
 from worker.dev.harness.processes import WorkerProcess, stop_all, wait_all_ready
 from worker.dev.harness.topics import Topics
-from worker.dev.scenario import Scenario
+from worker.dev.scenario import Scenario, ScenarioEvent
+
+if TYPE_CHECKING:
+    from confluent_kafka import Producer
 
 PEOPLE = ["alice", "bob", "carol", "dave"]
 # The worker's own default group: the demo names only its topics.
 TOPICS = Topics("images", "face-results", "face-dlq", group=str(BY_NAME["group_id"].default))
+#: Topics in the other input formats, read by the same workers (input_formats).
+CAMERA_TOPIC, BUCKET_TOPIC = "camera.events", "minio.images"
+FORMATS = {CAMERA_TOPIC: "cloudevents", BUCKET_TOPIC: "s3"}
 PARTITIONS = 4
 WORKERS = 2
 # The v1 FAQ suggests ~90 for production, Tencent ≈ 80 for IAI's Score. The emulator scores another photo of an
@@ -163,7 +173,7 @@ def run_demo(out: IO[str] = sys.stdout, *, events_per_kind: int = 8, api: ApiNam
     print(f"multidentify-worker demo: embedded Kafka (Tansu) + API emulator + 2 workers, API {api}\n", file=out)
     with (
         tempfile.TemporaryDirectory(prefix="mdw-demo-") as tmp,
-        devstack.stack(TOPICS.all, PARTITIONS, images_dir=tmp) as st,
+        devstack.stack((*TOPICS.all, *FORMATS), PARTITIONS, images_dir=tmp) as st,
     ):
         images = Path(tmp)
         print(f"1. stack up: broker {st.bootstrap}, emulator {st.api_url} ({API_AT[api]})", file=out)
@@ -180,10 +190,18 @@ def run_demo(out: IO[str] = sys.stdout, *, events_per_kind: int = 8, api: ApiNam
         sc.add_no_face(events_per_kind // 2, seed=500)
         sc.add_unreachable(events_per_kind // 2, seed=700)
         sc.add_malformed()
-        env = worker_env(st.bootstrap, st.api_url, TOPICS, group_ids=sc.group, api=api, settings=WORKER_SETTINGS)
+        inputs: dict[str, SettingValue] = {
+            "input_topic": [TOPICS.input, *FORMATS],
+            "input_formats": [f"{topic}={fmt}" for topic, fmt in FORMATS.items()],
+            "image_url_template": sc.image_url_template,
+        }
+        env = worker_env(
+            st.bootstrap, st.api_url, TOPICS, group_ids=sc.group, api=api, settings={**WORKER_SETTINGS, **inputs}
+        )
         spawned = time.monotonic()
         workers = _start_workers(env, images)
         reader = OutputReader(st.bootstrap, TOPICS)
+        producer = _producer(st.bootstrap)  # one for every step: it connects while the workers start
         try:
             # Publish only once both have joined the group and hold partitions: a worker that is still
             # importing when the events are done would otherwise be stopped in the middle of its start-up.
@@ -195,7 +213,7 @@ def run_demo(out: IO[str] = sys.stdout, *, events_per_kind: int = 8, api: ApiNam
                 f"after {time.monotonic() - spawned:.1f}s",
                 file=out,
             )
-            _publish(st.bootstrap, sc)
+            _publish(producer, sc, sc.events)
             kinds = sc.expected_counts()
             no_face, unreachable = sc.code("no_face"), sc.code("unreachable")
             print(
@@ -217,9 +235,12 @@ def run_demo(out: IO[str] = sys.stdout, *, events_per_kind: int = 8, api: ApiNam
                 return 1
             print("  every event got the output the scenario expects", file=out)
 
+            if not _other_formats(producer, sc, reader, out, workers):
+                return 1
+
             fixed = sc.fix_unreachable()
             print(
-                f"\n5. the {fixed} missing images are now published; "
+                f"\n6. the {fixed} missing images are now published; "
                 f"replaying dead letters with code {unreachable} only",
                 file=out,
             )
@@ -241,20 +262,94 @@ def run_demo(out: IO[str] = sys.stdout, *, events_per_kind: int = 8, api: ApiNam
                 return 1
         finally:
             reader.close()
+            producer.close()  # before the broker stops: a live client would hold its connection open
             codes = list(stop_all(workers, 30).values())
-        print(f"\n6. workers stopped (exit codes {codes}); broker and emulator stopped next", file=out)
+        print(f"\n7. workers stopped (exit codes {codes}); broker and emulator stopped next", file=out)
     print(f"demo finished in {time.monotonic() - started:.1f}s; every process it started has exited", file=out)
     return 0 if all(c == 0 for c in codes) else 1
 
 
-def _publish(bootstrap: str, sc: Scenario) -> None:
+def _other_formats(
+    producer: Producer, sc: Scenario, reader: OutputReader, out: IO[str], workers: list[WorkerProcess]
+) -> bool:
+    """Step 5: CloudEvents on the camera topic and MinIO notifications on the bucket topic, and what came of each.
+
+    The wait is by count, as step 4's; then every event of the scenario, old and new, is checked again."""
+    before = len(sc.events)
+    sc.add_camera_events(CAMERA_TOPIC)
+    sc.add_bucket_notifications(BUCKET_TOPIC)
+    others = sc.events[before:]
+    _publish(producer, sc, others)
+    sent = collections.Counter(e.topic for e in others)
+    print(
+        f"\n5. the workers also read {CAMERA_TOPIC} (cloudevents) and {BUCKET_TOPIC} (s3, image URLs "
+        f"{sc.image_url_template}); published {sent[CAMERA_TOPIC]} CloudEvents from cameras and "
+        f"{sent[BUCKET_TOPIC]} MinIO notifications:",
+        file=out,
+    )
+    if not _wait_for(reader, len(sc.events), 30, out, workers):
+        print("the workers did not finish; their last log lines:\n" + _tail(workers), file=out)
+        return False
+    found = sc.outputs_of(reader.outputs)
+    for e in others:
+        print(
+            f"    {e.topic or TOPICS.input:<14} {e.label:<24} {e.image_name or '':<18} → {_outcome(e, found)}", file=out
+        )
+    wrong = sc.unexpected(reader.outputs)
+    for event, got in wrong:
+        print(f"    {event.event_id[:8]} expected {event.expect}, got {sorted(got) or 'nothing'}", file=out)
+    if wrong:
+        print(f"  {len(wrong)} events did not get the output the scenario expects", file=out)
+        return False
+    print("  every record of the three topics got the output the scenario expects", file=out)
+    return True
+
+
+def _outcome(event: ScenarioEvent, found: dict[str, list[Output]]) -> str:
+    """Who was found in the record's image, or the dead letter's code and the worker's reason."""
+    outputs = found.get(event.event_id) or []
+    if not outputs:
+        return "no output"
+    o = outputs[0]
+    if o.kind == "result":
+        return _faces_line(o.doc)
+    return f"dead letter {o.code}: {o.doc['error']['message']}"
+
+
+def _producer(bootstrap: str) -> Producer:
     from confluent_kafka import Producer
 
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
-    for e in sc.events:
-        producer.produce(TOPICS.input, key=e.key, value=e.value, headers=[("traceparent", _traceparent())])
-    if producer.flush(30):
-        raise RuntimeError("could not publish the demo events")
+    producer.poll(0)  # starts connecting
+    return producer
+
+
+def _publish(producer: Producer, sc: Scenario, events: list[ScenarioEvent]) -> None:
+    """Each event to its topic (the event topic unless it names another), with a trace context; the scenario
+    learns where each landed (:meth:`Scenario.place`), which is how outputs that carry no id of ours are found."""
+    from confluent_kafka import KafkaError, Message
+
+    failed: list[str] = []
+
+    def placed(event_id: str) -> Callable[[KafkaError | None, Message], None]:
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            if err is not None:
+                failed.append(str(err))
+            else:
+                sc.place(event_id, str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0))
+
+        return on_delivery
+
+    for e in events:
+        producer.produce(
+            e.topic or TOPICS.input,
+            key=e.key,
+            value=e.value,
+            headers=[("traceparent", _traceparent()), *e.headers],
+            on_delivery=placed(e.event_id),
+        )
+    if producer.flush(30) or failed:
+        raise RuntimeError(f"could not publish the demo events: {failed[:3]}")
 
 
 def _traceparent() -> bytes:
