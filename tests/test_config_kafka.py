@@ -125,6 +125,15 @@ def test_a_secret_propertys_value_given_wrong_is_not_shown(tmp_path: Path) -> No
     assert "kafka_common (--kafka-common): *** is not NAME=VALUE" in message and "hunter2" not in message
 
 
+def test_librdkafkas_refusal_never_quotes_a_secrets_value() -> None:
+    """librdkafka quotes a value it refuses; a secret's value is masked in whatever it says (here a secret that is
+    also the value it refuses, the one way to make it quote a secret today)."""
+    message = _refusal(
+        environ={"MDW_KAFKA_COMMON_SSL_KEY_PASSWORD": "hunter2", "MDW_KAFKA_PRODUCER_COMPRESSION_TYPE": "hunter2"}
+    )
+    assert 'Invalid value "***" for configuration property' in message and "hunter2" not in message
+
+
 def test_check_does_not_print_a_secret_propertys_value_given_wrong(tmp_path: Path) -> None:
     cfg = tmp_path / "w.toml"
     cfg.write_text('[kafka_common]\n"sasl.oauthbearer.client.secret" = ["hunter2"]\n')

@@ -600,6 +600,9 @@ def _check_with_librdkafka(settings: Settings, origins: Mapping[str, Mapping[str
         }
         problem = probe.built_problem(built, ", ".join(n for n in PROPERTY_ROLES if given[n]))
     if problem is not None:
+        # librdkafka quotes a value it refuses ('Invalid value "…"'): never a secret's, whatever it refuses.
+        for secret in sorted(settings.secret_values(), key=len, reverse=True):
+            problem = problem.replace(secret, "***")
         raise ConfigError(problem)
 
 
