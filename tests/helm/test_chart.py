@@ -814,7 +814,9 @@ BAD_VALUES: dict[str, dict[str, Any]] = {
     "secret kafka property in upper case": {"config": {"kafka_common": {"SASL.OAUTHBEARER.CLIENT.SECRET": "x"}}},
     "kafka property not in lower case": {"config": {"kafka_consumer": {"Client.Rack": "a"}}},
     "owned kafka property with topic. prefix": {"config": {"kafka_producer": {"topic.acks": "1"}}},
-    "kafka property a setting holds with topic. prefix": {"config": {"kafka_consumer": {"topic.auto.offset.reset": "x"}}},
+    "kafka property a setting holds with topic. prefix": {
+        "config": {"kafka_consumer": {"topic.auto.offset.reset": "latest"}}
+    },
     "kafka isolation level": {"config": {"kafka_consumer": {"isolation.level": "read_uncommitted"}}},
     "key contents as a kafka property": {"config": {"kafka_common": {"ssl.key.pem": "-----BEGIN PRIVATE KEY-----"}}},
     "kafka property of the commit contract": {"config": {"kafka_consumer": {"enable.auto.commit": True}}},

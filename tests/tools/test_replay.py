@@ -456,7 +456,8 @@ def test_json_output_says_why_a_run_could_not_start(kafka_bootstrap: str, topics
     code, out = run_replay(kafka_bootstrap, dlq, target, "--json", "--results-topic", "res", "--to", "res")
     doc = orjson.loads(out)
     assert code == doc["exit_code"] == 2 and doc["status"] == "invalid" and not doc["ok"]
-    assert doc["target_topic"] == "res" and "the target topic is the results topic (results_topic = res)" in doc["errors"][0]
+    assert doc["target_topic"] == "res"
+    assert "the target topic is the results topic (results_topic = res)" in doc["errors"][0]
     # The DLQ among the input topics is refused with the settings: replay would send dead letters back into it.
     code, out = run_replay(kafka_bootstrap, dlq, f"{target},{dlq}", "--json")
     doc = orjson.loads(out)

@@ -116,8 +116,8 @@ def is_secret_property(name: str) -> bool:
 def _shown(name: str, raw: Any) -> str:
     """A value given wrong, for a message: its repr, or only its type for a secret property."""
     if is_secret_property(name):
-        kind = {list: "an array", dict: "a table"}.get(type(raw), f"a {type(raw).__name__}")
-        return f"*** ({kind})"
+        kinds: dict[type, str] = {list: "an array", dict: "a table"}
+        return f"*** ({kinds.get(type(raw), f'a {type(raw).__name__}')})"
     return repr(raw)
 
 
