@@ -123,6 +123,8 @@ def test_a_secret_propertys_value_given_wrong_is_not_shown(tmp_path: Path) -> No
     # A flag entry without '=' may be NAME VALUE typed wrong: not shown when it names a secret.
     message = _refusal(environ={}, overrides={"kafka_common": ["ssl.key.password hunter2"]})
     assert "kafka_common (--kafka-common): *** is not NAME=VALUE" in message and "hunter2" not in message
+    message = _refusal(environ={}, overrides={"kafka_common": ["=hunter2"]})
+    assert "kafka_common (--kafka-common): *** is not NAME=VALUE" in message and "hunter2" not in message
 
 
 def test_librdkafkas_refusal_never_quotes_a_secrets_value() -> None:

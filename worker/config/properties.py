@@ -176,8 +176,9 @@ def flag_pairs(s: PropertySetting, raw: Any) -> Iterator[tuple[str, str]]:
         if isinstance(item, str):
             name, sep, value = item.partition("=")
             if not sep or not name.strip():
-                # NAME VALUE typed wrong would show a secret's value: masked when the entry names a secret.
-                shown = "***" if is_secret_property(item) else repr(item)
+                # NAME VALUE typed wrong would show a secret's value: masked when the entry names a secret; a value
+                # without its name (=VALUE) is never shown, it may be anyone's.
+                shown = "***" if sep or is_secret_property(item) else repr(item)
                 raise PropertyError(f"{s.name} ({s.flag}): {shown} is not NAME=VALUE")
             yield name.strip(), value
         else:
