@@ -54,6 +54,30 @@ def test_invalid_values_name_the_setting(env: dict[str, str], fragment: str) -> 
     assert fragment in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"MDW_INPUT_TOPIC": "images,face-dlq"},
+            "input_topic (images,face-dlq) lists dlq_topic (face-dlq): every dead letter would be consumed and "
+            "dead-lettered again, without end",
+        ),
+        (
+            {"MDW_INPUT_TOPIC": "in", "MDW_DLQ_TOPIC": "in"},
+            "input_topic (in) lists dlq_topic (in): every dead letter would be consumed",
+        ),
+        (
+            {"MDW_INPUT_TOPIC": "images, out", "MDW_RESULTS_TOPIC": "out"},
+            "input_topic (images, out) lists results_topic (out): every result record would be consumed",
+        ),
+    ],
+)
+def test_an_output_topic_is_never_an_input_topic(env: dict[str, str], message: str) -> None:
+    with pytest.raises(config.ConfigError) as err:
+        config.load(environ=env)
+    assert str(err.value).startswith(message)
+
+
 def test_secret_from_file_and_never_shown(tmp_path: Path) -> None:
     secret = tmp_path / "key"
     secret.write_text("s3cr3t-VALUE\n")

@@ -110,6 +110,42 @@ def test_a_file_value_that_is_no_table_of_scalars_is_refused(tmp_path: Path, tab
     assert fragment in _refusal(environ={}, config_file=cfg)
 
 
+def test_a_secret_propertys_value_given_wrong_is_not_shown(tmp_path: Path) -> None:
+    """The "not text" refusal names the property and the value's type, never a secret's value."""
+    cfg = tmp_path / "w.toml"
+    cfg.write_text('[kafka_common]\n"sasl.oauthbearer.client.secret" = ["hunter2"]\n')
+    message = _refusal(environ={}, config_file=cfg)
+    assert message.startswith("kafka_common property sasl.oauthbearer.client.secret (config file): *** (an array)")
+    assert "hunter2" not in message
+    message = _refusal(environ={}, overrides={"kafka_common": {"ssl.key.password": ["hunter2"]}})
+    assert message.startswith("kafka_common property ssl.key.password (--kafka-common): *** (an array)")
+    assert "hunter2" not in message
+    # A flag entry without '=' may be NAME VALUE typed wrong: not shown when it names a secret.
+    message = _refusal(environ={}, overrides={"kafka_common": ["ssl.key.password hunter2"]})
+    assert "kafka_common (--kafka-common): *** is not NAME=VALUE" in message and "hunter2" not in message
+    message = _refusal(environ={}, overrides={"kafka_common": ["=hunter2"]})
+    assert "kafka_common (--kafka-common): *** is not NAME=VALUE" in message and "hunter2" not in message
+
+
+def test_librdkafkas_refusal_never_quotes_a_secrets_value() -> None:
+    """librdkafka quotes a value it refuses; a secret's value is masked in whatever it says (here a secret that is
+    also the value it refuses, the one way to make it quote a secret today)."""
+    message = _refusal(
+        environ={"MDW_KAFKA_COMMON_SSL_KEY_PASSWORD": "hunter2", "MDW_KAFKA_PRODUCER_COMPRESSION_TYPE": "hunter2"}
+    )
+    assert 'Invalid value "***" for configuration property' in message and "hunter2" not in message
+
+
+def test_check_does_not_print_a_secret_propertys_value_given_wrong(tmp_path: Path) -> None:
+    cfg = tmp_path / "w.toml"
+    cfg.write_text('[kafka_common]\n"sasl.oauthbearer.client.secret" = ["hunter2"]\n')
+    proc = _cli("check", "--config", str(cfg), env={})
+    assert proc.returncode != 0 and "sasl.oauthbearer.client.secret (config file)" in proc.stderr
+    assert "hunter2" not in proc.stdout + proc.stderr
+    proc = _cli("check", "--kafka-common", "ssl.key.password hunter2", env={})
+    assert proc.returncode != 0 and "hunter2" not in proc.stdout + proc.stderr
+
+
 @pytest.mark.parametrize(
     ("variable", "fragment"),
     [
@@ -187,6 +223,53 @@ def test_a_property_a_setting_holds_is_refused_naming_the_setting(prop: str, ins
 )
 def test_properties_the_worker_itself_needs_are_refused(prop: str, reason: str) -> None:
     assert reason in _refusal(environ={config.property_env("kafka_consumer", prop): "x"})
+
+
+@pytest.mark.parametrize(
+    ("setting", "prop", "fragment"),
+    [
+        ("kafka_consumer", "topic.auto.offset.reset", "the setting auto_offset_reset holds it"),
+        ("kafka_producer", "topic.acks", "the worker sets it and it cannot be changed"),
+        ("kafka_producer", "topic.request.required.acks", "the worker sets it and it cannot be changed"),
+        ("kafka_common", "topic.auto.commit.enable", "the worker sets it and it cannot be changed"),
+    ],
+)
+def test_a_topic_prefix_does_not_get_around_a_refusal(setting: str, prop: str, fragment: str, tmp_path: Path) -> None:
+    """librdkafka takes topic.<name> as <name> (a topic property set on the default topic configuration)."""
+    cfg = tmp_path / "w.toml"
+    cfg.write_text(f'[{setting}]\n"{prop}" = "1"\n')
+    assert _refusal(environ={}, config_file=cfg).startswith(f"{setting} property {prop} (config file): {fragment}")
+    variable = config.property_env(setting, prop)
+    assert _refusal(environ={variable: "1"}).startswith(f"{setting} property {prop} ({variable}): {fragment}")
+
+
+def test_a_global_property_named_topic_dot_something_is_not_refused() -> None:
+    s = config.load(environ={"MDW_KAFKA_COMMON_TOPIC_METADATA_REFRESH_INTERVAL_MS": "60000"})
+    assert s.properties("consumer") == {"topic.metadata.refresh.interval.ms": "60000"}
+    # What makes stripping the prefix safe: no refused property's own name starts with it.
+    assert not [n for n in {*config.OWNED_PROPERTIES, *config.SETTING_PROPERTIES} if n.startswith("topic.")]
+
+
+@pytest.mark.parametrize("value", ["read_uncommitted", "read_committed"])
+def test_the_isolation_level_is_the_contracts(value: str) -> None:
+    """The worker processes committed events only: an event of an aborted transaction was never written."""
+    for prop in ("isolation.level", "topic.isolation.level"):
+        message = _refusal(environ={config.property_env("kafka_consumer", prop): value})
+        assert "the worker sets it and it cannot be changed: the worker reads committed events only" in message
+
+
+# --- property names are lower case --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prop", ["ssl.key.Password", "SASL.OAUTHBEARER.CLIENT.SECRET", "Client.Rack"])
+def test_a_property_name_not_in_lower_case_is_refused(prop: str, tmp_path: Path) -> None:
+    """librdkafka's names are lower case, and a variable's name is read back in lower case: a name in another case
+    would reach the worker under another name than the one checked (the chart's ConfigMap)."""
+    cfg = tmp_path / "w.toml"
+    cfg.write_text(f'[kafka_common]\n"{prop}" = "hunter2"\n')
+    message = _refusal(environ={}, config_file=cfg)
+    assert message.startswith(f"kafka_common property {prop} (config file): librdkafka property names are lower case")
+    assert "hunter2" not in message
 
 
 @pytest.mark.parametrize(
@@ -277,6 +360,7 @@ def test_no_setting_variable_falls_under_a_property_prefix() -> None:
         ("sasl.oauthbearer.assertion.private.key.passphrase", True),
         ("sasl.oauthbearer.assertion.private.key.pem", True),
         ("sasl.oauthbearer.config", True),
+        ("ssl_key", True),
         ("ssl.key.location", False),  # a path, not the key
         ("ssl.certificate.pem", False),  # a certificate is public
         ("sasl.oauthbearer.client.id", False),
@@ -285,6 +369,10 @@ def test_no_setting_variable_falls_under_a_property_prefix() -> None:
 )
 def test_which_properties_are_secret(prop: str, secret: bool) -> None:
     assert config.is_secret_property(prop) is secret
+    # In any case, and with librdkafka's topic. prefix.
+    assert config.is_secret_property(prop.upper()) is secret
+    assert config.is_secret_property(prop.title()) is secret
+    assert config.is_secret_property("topic." + prop) is secret
 
 
 def test_secret_properties_are_masked_and_listed_for_redaction() -> None:
@@ -343,6 +431,12 @@ def test_check_refuses_a_secret_property_on_the_command_line() -> None:
         "command line (it would show in ps); use MDW_KAFKA_COMMON_SASL_OAUTHBEARER_CLIENT_SECRET or the config file"
     ) in proc.stderr
     assert "oidc-s3cr3t" not in proc.stderr
+
+
+def test_check_refuses_a_secret_property_in_another_case_on_the_command_line() -> None:
+    proc = _cli("check", "--kafka-common", "SASL.OAUTHBEARER.CLIENT.SECRET=oidc-s3cr3t", env={})
+    assert proc.returncode != 0
+    assert "a secret is never given on the command line" in proc.stderr and "oidc-s3cr3t" not in proc.stderr
 
 
 def test_check_names_a_misspelt_property() -> None:

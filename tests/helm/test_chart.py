@@ -731,13 +731,22 @@ def config_schema_from_settings() -> dict[str, Any]:
             if s.maximum is not None:
                 prop["maximum"] = s.maximum
         elif s.kind == "properties":
-            # A map of librdkafka properties; the secret ones and those the worker owns are refused by name.
-            refused = sorted({*worker_config.OWNED_PROPERTIES, *worker_config.SETTING_PROPERTIES})
+            # A map of librdkafka properties; the secret ones and those the worker owns are refused by name, also
+            # with librdkafka's topic. prefix, and so is a name not in lower case (librdkafka's names are; the worker
+            # would read its variable back in lower case, past the secret check).
+            owned = {*worker_config.OWNED_PROPERTIES, *worker_config.SETTING_PROPERTIES}
+            refused = sorted(owned | {"topic." + n for n in owned})
             prop.update(
                 type=["object", "null"],
                 additionalProperties={"type": ["string", "number", "boolean"]},
                 propertyNames={
-                    "not": {"anyOf": [{"pattern": worker_config.SECRET_PROPERTY.pattern}, {"enum": refused}]}
+                    "not": {
+                        "anyOf": [
+                            {"pattern": worker_config.SECRET_PROPERTY.pattern},
+                            {"pattern": "[A-Z]"},
+                            {"enum": refused},
+                        ]
+                    }
                 },
             )
         elif s.kind == "list":
@@ -801,6 +810,14 @@ BAD_VALUES: dict[str, dict[str, Any]] = {
     "unknown probe field": {"livenessProbe": {"httpGet": {"path": "/"}}},
     "bad network policy port": {"networkPolicy": {"kafka": {"ports": [70000]}}},
     "secret kafka property": {"config": {"kafka_common": {"sasl.oauthbearer.client.secret": "s3cr3t"}}},
+    "secret kafka property in mixed case": {"config": {"kafka_common": {"ssl.key.Password": "hunter2"}}},
+    "secret kafka property in upper case": {"config": {"kafka_common": {"SASL.OAUTHBEARER.CLIENT.SECRET": "x"}}},
+    "kafka property not in lower case": {"config": {"kafka_consumer": {"Client.Rack": "a"}}},
+    "owned kafka property with topic. prefix": {"config": {"kafka_producer": {"topic.acks": "1"}}},
+    "kafka property a setting holds with topic. prefix": {
+        "config": {"kafka_consumer": {"topic.auto.offset.reset": "latest"}}
+    },
+    "kafka isolation level": {"config": {"kafka_consumer": {"isolation.level": "read_uncommitted"}}},
     "key contents as a kafka property": {"config": {"kafka_common": {"ssl.key.pem": "-----BEGIN PRIVATE KEY-----"}}},
     "kafka property of the commit contract": {"config": {"kafka_consumer": {"enable.auto.commit": True}}},
     "kafka property a setting holds": {"config": {"kafka_consumer": {"group.id": "other"}}},
@@ -837,6 +854,27 @@ def test_schema_accepts_every_scenario() -> None:
             "config.kafka_common.ssl.key.password is a secret: the ConfigMap is no place for it; pass it with "
             "extraEnv from a Secret (name MDW_KAFKA_COMMON_SSL_KEY_PASSWORD",
         ),
+        (
+            {"config": {"kafka_common": {"ssl.key.Password": "hunter2"}}},
+            "config.kafka_common.ssl.key.Password is a secret: the ConfigMap is no place for it",
+        ),
+        (
+            {"config": {"kafka_common": {"SASL.OAUTHBEARER.CLIENT.SECRET": "hunter2"}}},
+            "config.kafka_common.SASL.OAUTHBEARER.CLIENT.SECRET is a secret: the ConfigMap is no place for it; pass "
+            "it with extraEnv from a Secret (name MDW_KAFKA_COMMON_SASL_OAUTHBEARER_CLIENT_SECRET",
+        ),
+        (
+            {"config": {"kafka_consumer": {"Client.Rack": "a"}}},
+            "config.kafka_consumer.Client.Rack: librdkafka property names are lower case (client.rack)",
+        ),
+        (
+            {"config": {"input_topic": "images, face-dlq"}},
+            "config.input_topic (images, face-dlq) lists config.dlq_topic (face-dlq)",
+        ),
+        (
+            {"config": {"input_topic": "in", "results_topic": "in"}},
+            "config.input_topic (in) lists config.results_topic (in)",
+        ),
         ({"config": {"group_instance_id": "w"}}, "config.group_instance_id is set by the chart"),
         ({"staticMembership": {"enabled": True}}, "staticMembership.enabled needs config.session_timeout_ms"),
     ],
@@ -848,6 +886,14 @@ def test_templates_guard_even_without_the_schema(bad: dict[str, Any], message: s
     (chart / "values.schema.json").unlink()
     with pytest.raises(helm_python.HelmRenderError, match=re.escape(message)):
         render(merge(REQUIRED, bad), chart=chart)
+
+
+def test_the_templates_secret_property_check_is_the_workers() -> None:
+    """mdw.validate refuses the secret properties the worker masks: its pattern is SECRET_PROPERTY's (in a Go string,
+    backslashes doubled), matched against the name in lower case as the worker reads the variable back."""
+    helpers = (CHART / "templates" / "_helpers.tpl").read_text()
+    go_string = worker_config.SECRET_PROPERTY.pattern.replace("\\", "\\\\")
+    assert f'regexMatch "{go_string}" (lower $property)' in helpers
 
 
 # ---------------------------------------------------------------- documentation

@@ -80,6 +80,13 @@ def test_what_the_contract_and_the_settings_own_is_applied_last() -> None:
     assert (tool_producer["enable.idempotence"], tool_producer["acks"]) == (True, "all")
 
 
+def test_every_consumer_reads_committed_events_only() -> None:
+    """Explicit (librdkafka's default is the same): events of aborted transactions are never processed nor replayed."""
+    s = config.load(environ={})
+    assert kafka.consumer_config(s)["isolation.level"] == "read_committed"
+    assert tools_kafka.consumer_config(s, "tool-group")["isolation.level"] == "read_committed"
+
+
 def test_the_reset_policy_is_the_workers_setting_and_the_tools_own() -> None:
     """auto_offset_reset places the worker's group; the tools read from explicit offsets, and earliest only applies
     when one of those is gone (retention)."""

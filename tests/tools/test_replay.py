@@ -453,9 +453,15 @@ def test_json_output_says_why_a_run_could_not_start(kafka_bootstrap: str, topics
     code, out = run_replay(kafka_bootstrap, dlq, target, "--json", "--to", dlq)
     doc = orjson.loads(out)
     assert code == 2 and doc["status"] == "invalid" and doc["dlq_topic"] == dlq and "DLQ itself" in doc["errors"][0]
+    code, out = run_replay(kafka_bootstrap, dlq, target, "--json", "--results-topic", "res", "--to", "res")
+    doc = orjson.loads(out)
+    assert code == doc["exit_code"] == 2 and doc["status"] == "invalid" and not doc["ok"]
+    assert doc["target_topic"] == "res"
+    assert "the target topic is the results topic (results_topic = res)" in doc["errors"][0]
+    # The DLQ among the input topics is refused with the settings: replay would send dead letters back into it.
     code, out = run_replay(kafka_bootstrap, dlq, f"{target},{dlq}", "--json")
     doc = orjson.loads(out)
-    assert code == 2 and doc["input_topics"] == [target, dlq] and "DLQ itself is an input topic" in doc["errors"][0]
+    assert code == 2 and doc["status"] == "invalid" and f"lists dlq_topic ({dlq})" in doc["errors"][0]
     code, out = run_replay(kafka_bootstrap, dlq, target, "--json", "--partition", "9")
     doc = orjson.loads(out)
     assert code == doc["exit_code"] == 1 and doc["status"] == "error" and "no partition 9" in doc["errors"][0]

@@ -600,6 +600,9 @@ def _check_with_librdkafka(settings: Settings, origins: Mapping[str, Mapping[str
         }
         problem = probe.built_problem(built, ", ".join(n for n in PROPERTY_ROLES if given[n]))
     if problem is not None:
+        # librdkafka quotes a value it refuses ('Invalid value "…"'): never a secret's, whatever it refuses.
+        for secret in sorted(settings.secret_values(), key=len, reverse=True):
+            problem = problem.replace(secret, "***")
         raise ConfigError(problem)
 
 
@@ -734,6 +737,17 @@ def _check_combinations(s: Settings) -> None:
         s.inputs()  # input_topic, input_formats and image_url_template together
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    # An output topic read as input: each output would be consumed and written again, without end (a dead letter is
+    # an event that cannot be identified, so it fails again; a result record is no image event at all).
+    for name, topic, what in (
+        ("dlq_topic", s.dlq_topic, "every dead letter would be consumed and dead-lettered again, without end"),
+        ("results_topic", s.results_topic, "every result record would be consumed as an image event"),
+    ):
+        if topic in s.input_topics:
+            raise ConfigError(
+                f"input_topic ({s.input_topic}) lists {name} ({topic}): {what}; an output topic is never an input "
+                f"topic: change input_topic (MDW_INPUT_TOPIC) or {name} ({ENV_PREFIX}{name.upper()})"
+            )
     if s.backoff_initial_s > s.backoff_max_s:
         raise ConfigError("backoff_initial_s must not exceed backoff_max_s")
     if s.fetch_memory_mb * MIB < s.fetch_max_bytes:
@@ -799,8 +813,9 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         if s.kind != "properties":
             continue
         for item in out.get(s.name) or ():
-            name = str(item).partition("=")[0].strip()
-            if is_secret_property(name):
+            name, sep, _ = str(item).partition("=")
+            name = name.strip()
+            if sep and is_secret_property(name):  # without '=', properties.flag_pairs refuses it, masked
                 raise ConfigError(
                     f"{s.name} property {name} ({s.flag}): a secret is never given on the command line (it would "
                     f"show in ps); use {property_env(s.name, name)} or the config file"

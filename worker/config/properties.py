@@ -28,7 +28,7 @@ PROPERTY_ROLES: Mapping[str, tuple[Role, ...]] = MappingProxyType(
 )
 #: What the at-least-once contract fixes in every worker consumer and producer (docs/reliability.md).
 CONSUMER_CONTRACT: Mapping[str, Any] = MappingProxyType(
-    {"enable.auto.commit": False, "enable.auto.offset.store": False}
+    {"enable.auto.commit": False, "enable.auto.offset.store": False, "isolation.level": "read_committed"}
 )
 PRODUCER_CONTRACT: Mapping[str, Any] = MappingProxyType({"enable.idempotence": True, "acks": "all"})
 
@@ -49,6 +49,8 @@ OWNED_PROPERTIES: Mapping[str, str] = MappingProxyType(
         "acks": _OUTPUTS,
         "request.required.acks": _OUTPUTS,
         "transactional.id": "the worker's producer is idempotent, not transactional: " + _OUTPUTS,
+        "isolation.level": "the worker reads committed events only (read_committed): an event of an aborted "
+        "transaction was never written, and is neither processed nor replayed",
         "group.protocol": "the worker runs the classic consumer group protocol, which its session, assignment and "
         "static membership settings are made for",
         "statistics.interval.ms": "the worker reads librdkafka statistics every 5 s: consumer lag, broker "
@@ -80,7 +82,14 @@ SETTING_PROPERTIES: Mapping[str, str] = MappingProxyType(
     }
 )
 # Passwords, client secrets, pass phrases and key contents (not key file paths): masked when shown, redacted in logs.
-SECRET_PROPERTY = re.compile(r"password|secret|passphrase|(^|\.)key\.pem$|^ssl_key$|^sasl\.oauthbearer\.config$")
+# In any case (a variable's name is read back in lower case) and with librdkafka's topic. prefix. The pattern itself
+# stays free of inline flags: the chart's values.schema.json reuses it, next to its own refusal of upper case.
+SECRET_PROPERTY = re.compile(
+    r"password|secret|passphrase|(^|\.)key\.pem$|^(topic\.)?ssl_key$|^(topic\.)?sasl\.oauthbearer\.config$",
+    re.IGNORECASE,
+)
+#: librdkafka reads ``topic.<name>`` as the topic property ``<name>`` (of the default topic configuration).
+TOPIC_PREFIX = "topic."
 _ENCODED_PROPERTY = re.compile(r"^[A-Z0-9]+(_{1,3}[A-Z0-9]+)*$")
 
 
@@ -100,8 +109,16 @@ class PropertySetting(Protocol):
 
 
 def is_secret_property(name: str) -> bool:
-    """A librdkafka property whose value is never shown, logged or accepted on the command line."""
+    """A librdkafka property whose value is never shown, logged or accepted on the command line (in any case)."""
     return bool(SECRET_PROPERTY.search(name))
+
+
+def _shown(name: str, raw: Any) -> str:
+    """A value given wrong, for a message: its repr, or only its type for a secret property."""
+    if is_secret_property(name):
+        kinds: dict[type, str] = {list: "an array", dict: "a table"}
+        return f"*** ({kinds.get(type(raw), f'a {type(raw).__name__}')})"
+    return repr(raw)
 
 
 def encode_name(prop: str) -> str:
@@ -136,8 +153,14 @@ def flatten(table: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, A
 
 
 def refusal(name: str, variable_of: Callable[[str], str]) -> str | None:
-    """Why property ``name`` may not be given, or None: a setting holds it (named with its variable,
-    ``variable_of(setting)``), or the worker owns it."""
+    """Why property ``name`` may not be given, or None: it is not in lower case, a setting holds it (named with its
+    variable, ``variable_of(setting)``), or the worker owns it; ``topic.<name>`` as ``<name>``, as librdkafka reads
+    it."""
+    if name != name.lower():
+        # librdkafka knows no such name; and a variable's name is read back in lower case, so the chart's check of the
+        # name as written would not be the worker's.
+        return f"librdkafka property names are lower case ({name.lower()})"
+    name = name.removeprefix(TOPIC_PREFIX)  # topic.acks is acks (no refused property's own name starts so)
     if name in SETTING_PROPERTIES:
         instead = SETTING_PROPERTIES[name]
         return f"the setting {instead} holds it; set {instead} ({variable_of(instead)}) instead"
@@ -153,14 +176,18 @@ def flag_pairs(s: PropertySetting, raw: Any) -> Iterator[tuple[str, str]]:
         if isinstance(item, str):
             name, sep, value = item.partition("=")
             if not sep or not name.strip():
-                raise PropertyError(f"{s.name} ({s.flag}): {item!r} is not NAME=VALUE")
+                # NAME VALUE typed wrong would show a secret's value: masked when the entry names a secret; a value
+                # without its name (=VALUE) is never shown, it may be anyone's.
+                shown = "***" if sep or is_secret_property(item) else repr(item)
+                raise PropertyError(f"{s.name} ({s.flag}): {shown} is not NAME=VALUE")
             yield name.strip(), value
         else:
             name, value = item
             text = property_value(value)
             if text is None:
                 raise PropertyError(
-                    f"{s.name} property {name} ({s.flag}): {value!r} is not text, a number or true/false"
+                    f"{s.name} property {name} ({s.flag}): {_shown(str(name), value)} is not text, a number or "
+                    "true/false"
                 )
             yield str(name), text
 
@@ -190,7 +217,7 @@ def gather(
             value = property_value(raw)
             if value is None:
                 raise PropertyError(
-                    f"{s.name} property {name} (config file): {raw!r} is not text, a number or true/false"
+                    f"{s.name} property {name} (config file): {_shown(name, raw)} is not text, a number or true/false"
                 )
             found[name] = (value, "config file")
         source = "file"

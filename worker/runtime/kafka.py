@@ -9,10 +9,13 @@ connection, the worker's tuning, the operator's librdkafka properties (``kafka_c
 ``kafka_producer``; docs/kafka.md) and, last, what the commit contract and the settings own.
 
 Offsets are stored and committed by the pipeline only (auto commit and auto offset store off):
-the commit contract lives in :mod:`worker.runtime.pipeline`. Where a partition without a committed offset
-starts (``auto_offset_reset``) and how long the consumer may go unpolled (``max_poll_interval_ms``) are settings;
-:func:`worker.config.load` keeps the waits that do not poll (revoke, drain) below the latter, and refuses a
-property that one of them, or the contract, owns.
+the commit contract lives in :mod:`worker.runtime.pipeline`. Every consumer reads committed events only
+(``isolation.level`` ``read_committed``, librdkafka's default made explicit and owned, like the rest of
+``CONSUMER_CONTRACT``): an event of an aborted transaction is neither processed nor replayed.
+
+Where a partition without a committed offset starts (``auto_offset_reset``) and how long the consumer may go
+unpolled (``max_poll_interval_ms``) are settings; :func:`worker.config.load` keeps the waits that do not poll
+(revoke, drain) below the latter, and refuses a property that one of them, or the contract, owns.
 """
 
 from __future__ import annotations
@@ -92,7 +95,7 @@ def consumer_config(settings: Settings, *, stats_interval_ms: int = 5000) -> dic
     session = settings.session_timeout_ms
     owned: dict[str, Any] = {
         "group.id": settings.group_id,
-        **CONSUMER_CONTRACT,
+        **CONSUMER_CONTRACT,  # no auto commit, no auto offset store, isolation.level read_committed
         "auto.offset.reset": settings.auto_offset_reset,
         "partition.assignment.strategy": settings.assignment_strategy,
         "session.timeout.ms": session,

@@ -633,7 +633,9 @@ class Pipeline:
     def _close(self) -> None:
         self._closing = True
         with contextlib.suppress(Exception):
-            self._consumer.close()  # revokes (our callback commits what is contiguous) and leaves the group
+            # Revokes (our callback commits what is contiguous), then leaves the group; a static member
+            # (group_instance_id) sends no LeaveGroup: its partitions wait out session_timeout_ms.
+            self._consumer.close()
         with contextlib.suppress(Exception):
             self._producer.flush(_CLOSE_FLUSH_S)
         self._tracer.stopped()  # outputs never acknowledged: their traces end now, or never would

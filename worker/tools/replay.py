@@ -488,10 +488,14 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         "input_topics": settings.input_topics,
         "group": group,
     }
+    # Never into the outputs (the DLQ among the input topics is refused with the settings, config.load()).
     if target == settings.dlq_topic:
         return fail("invalid", 2, "the target topic is the DLQ itself", **where)
-    if target is None and settings.dlq_topic in settings.input_topics:
-        message = f"the DLQ itself is an input topic (input_topic = {settings.input_topic}); name the target with --to"
+    if target == settings.results_topic:
+        message = (
+            f"the target topic is the results topic (results_topic = {settings.results_topic}): raw input events "
+            "would be written into the result records"
+        )
         return fail("invalid", 2, message, **where)
     if target is None and source is not None and source not in settings.input_topics:
         # Every one would be skipped, and this selection's saved progress would then pass them for good.

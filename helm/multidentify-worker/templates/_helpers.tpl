@@ -217,10 +217,23 @@ MDW_<SETTING>_<NAME> with the name in upper case, '_' written '__', '-' written 
 {{- if and .Values.staticMembership.enabled (kindIs "invalid" (index $c "session_timeout_ms")) }}
 {{- fail "staticMembership.enabled needs config.session_timeout_ms, long enough to cover a container restart (e.g. 60000): a static member does not leave the group, so a stopped pod's partitions wait that long before they move" }}
 {{- end }}
+{{- /* An output topic read as input: each output would be consumed and written again, without end. */}}
+{{- $inputs := list }}
+{{- range $t := splitList "," (toString (index $c "input_topic" | default "images")) }}{{ $inputs = append $inputs (trim $t) }}{{ end }}
+{{- range $out := list (list "dlq_topic" "face-dlq") (list "results_topic" "face-results") }}
+{{- $topic := toString (index $c (index $out 0) | default (index $out 1)) }}
+{{- if has $topic $inputs }}
+{{- fail (printf "config.input_topic (%s) lists config.%s (%s): an output topic is never an input topic (every output would be consumed and written again, without end)" (index $c "input_topic" | default "images") (index $out 0) $topic) }}
+{{- end }}
+{{- end }}
 {{- range $setting := list "kafka_common" "kafka_consumer" "kafka_producer" }}
 {{- range $property, $_ := (index $c $setting | default dict) }}
-{{- if regexMatch "password|secret|passphrase|(^|\\.)key\\.pem$|^ssl_key$|^sasl\\.oauthbearer\\.config$" $property }}
+{{- /* In lower case, as the worker reads the variable back: ssl.key.Password is its ssl.key.password. */}}
+{{- if regexMatch "password|secret|passphrase|(^|\\.)key\\.pem$|^(topic\\.)?ssl_key$|^(topic\\.)?sasl\\.oauthbearer\\.config$" (lower $property) }}
 {{- fail (printf "config.%s.%s is a secret: the ConfigMap is no place for it; pass it with extraEnv from a Secret (name %s, valueFrom.secretKeyRef)" $setting $property (include "mdw.propertyEnv" (list $setting $property))) }}
+{{- end }}
+{{- if ne $property (lower $property) }}
+{{- fail (printf "config.%s.%s: librdkafka property names are lower case (%s)" $setting $property (lower $property)) }}
 {{- end }}
 {{- end }}
 {{- end }}
