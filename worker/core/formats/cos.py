@@ -76,13 +76,7 @@ def parse(
         "content_type": content_type or None,
         "url": cos_object.get("url"),
     }
-    about.update((k, v) for k, v in optional.items() if v is not None)
-    return Event(
-        event_id=source.derived_event_id,
-        image_url=image_url,
-        metadata={"cos": about},
-        event_id_derived=True,
-    )
+    return objects.object_event(source, image_url, "cos", about, optional)
 
 
 def object_key(raw: str, appid: str, bucket: str) -> str:

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import posixpath
 import re
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import quote, urlsplit
 
-from worker.core.records import InvalidEvent
+from worker.core.records import Event, InvalidEvent, Source
 
 NOT_OBJECT_CREATED = "not_object_created"
 NOT_AN_IMAGE = "not_an_image"
@@ -142,3 +144,12 @@ def one_record(doc: object) -> None:
 
 def _short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def object_event(
+    source: Source, image_url: str, store: str, about: dict[str, Any], optional: Mapping[str, Any]
+) -> Event:
+    """The event of one object-created notification: ``metadata.<store>`` holds ``about`` and the ``optional``
+    members that are set. A notification names no event, so the id comes from the record's coordinates."""
+    about.update((k, v) for k, v in optional.items() if v is not None)
+    return Event(event_id=source.derived_event_id, image_url=image_url, metadata={store: about}, event_id_derived=True)

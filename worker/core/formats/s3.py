@@ -67,13 +67,7 @@ def parse(
         "content_type": content_type,
         "event_source": record.get("eventSource"),
     }
-    about.update((k, v) for k, v in optional.items() if v is not None)
-    return Event(
-        event_id=source.derived_event_id,
-        image_url=image_url,
-        metadata={"s3": about},
-        event_id_derived=True,
-    )
+    return objects.object_event(source, image_url, "s3", about, optional)
 
 
 def _where(path: Any) -> str:
