@@ -32,6 +32,8 @@ from worker.api.models import IdentifyResult
 from worker.api.transport import HttpTransport
 
 R = TypeVar("R")
+P = TypeVar("P")  # a page of a listing
+T = TypeVar("T")  # an item of a listing
 Image = bytes | bytearray | memoryview
 
 #: Pages of GetGroupList / GetPersonList read at most (1,000 entries each): the bound of every listing loop.
@@ -100,26 +102,21 @@ class IaiClient:
 
     def groups(self) -> list[GroupInfo]:
         """Every group of the account (GetGroupList, page by page, at most :data:`MAX_PAGES` pages)."""
-        found: list[GroupInfo] = []
-        for _ in range(MAX_PAGES):
-            page = self._call(
-                Action.GET_GROUP_LIST, iai_wire.get_group_list_body(offset=len(found)), iai_answers.parse_group_list
-            )
-            found.extend(page.groups)
-            if not page.groups or (page.total is not None and len(found) >= page.total):
-                break
-        return found
+        return self._every_page(
+            Action.GET_GROUP_LIST,
+            lambda offset: iai_wire.get_group_list_body(offset=offset),
+            iai_answers.parse_group_list,
+            lambda page: (page.groups, page.total),
+        )
 
     def persons(self, group_id: str) -> list[PersonInfo]:
         """Every person of ``group_id`` (GetPersonList, page by page, at most :data:`MAX_PAGES` pages)."""
-        found: list[PersonInfo] = []
-        for _ in range(MAX_PAGES):
-            body = iai_wire.get_person_list_body(group_id, offset=len(found))
-            page = self._call(Action.GET_PERSON_LIST, body, iai_answers.parse_person_list)
-            found.extend(page.persons)
-            if not page.persons or (page.person_num is not None and len(found) >= page.person_num):
-                break
-        return found
+        return self._every_page(
+            Action.GET_PERSON_LIST,
+            lambda offset: iai_wire.get_person_list_body(group_id, offset=offset),
+            iai_answers.parse_person_list,
+            lambda page: (page.persons, page.person_num),
+        )
 
     def create_group(self, group_id: str, group_name: str | None = None) -> iai_answers.CreatedGroup:
         body = iai_wire.create_group_body(group_id, group_name or group_id)
@@ -158,14 +155,12 @@ class IaiClient:
 
     def person_groups(self, person_id: str) -> list[str]:
         """Every group ``person_id`` is in (GetPersonGroupInfo, page by page, at most :data:`MAX_PAGES` pages)."""
-        found: list[str] = []
-        for _ in range(MAX_PAGES):
-            body = iai_wire.get_person_group_info_body(person_id, offset=len(found))
-            page = self._call(Action.GET_PERSON_GROUP_INFO, body, iai_answers.parse_person_group_info)
-            found.extend(page.group_ids)
-            if not page.group_ids or (page.total is not None and len(found) >= page.total):
-                break
-        return found
+        return self._every_page(
+            Action.GET_PERSON_GROUP_INFO,
+            lambda offset: iai_wire.get_person_group_info_body(person_id, offset=offset),
+            iai_answers.parse_person_group_info,
+            lambda page: (page.group_ids, page.total),
+        )
 
     def delete_person(self, person_id: str) -> None:
         """Delete ``person_id`` from every group, with its faces (DeletePerson)."""
@@ -191,6 +186,23 @@ class IaiClient:
         return f"IaiClient(endpoint={self._http.base_url!r}, region={self._region!r})"
 
     # -- plumbing -----------------------------------------------------------------------------------------
+
+    def _every_page(
+        self,
+        action: Action,
+        body_at: Callable[[int], bytes],
+        parse: Callable[[bytes, int], P],
+        items_of: Callable[[P], tuple[Sequence[T], int | None]],
+    ) -> list[T]:
+        """Every item of a paged listing: pages from offset 0 until one is empty or the listing's total is reached,
+        at most :data:`MAX_PAGES` of them. ``items_of`` gives a page's items and the total it reports (or None)."""
+        found: list[T] = []
+        for _ in range(MAX_PAGES):
+            items, total = items_of(self._call(action, body_at(len(found)), parse))
+            found.extend(items)
+            if not items or (total is not None and len(found) >= total):
+                break
+        return found
 
     def _call(self, action: Action, body: bytes, parse: Callable[[bytes, int], R]) -> R:
         for attempt in (1, 2):
