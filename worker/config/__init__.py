@@ -456,7 +456,9 @@ class Settings:
     @property
     def input_topics(self) -> tuple[str, ...]:
         """The topics consumed (``input_topic`` is one name or a comma-separated list)."""
-        return tuple(t.strip() for t in self.input_topic.split(",") if t.strip())
+        from worker.core.formats import split_topics  # the one reading of the list (its validator's too)
+
+        return split_topics(self.input_topic)
 
     @property
     def image_limit_bytes(self) -> int:

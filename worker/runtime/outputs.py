@@ -250,7 +250,8 @@ class OutputWriter:
             )
 
         # Judged now, not at the acknowledgement (module doc); once per event.
-        if self._guard.recount_as_dead_letter() if recount else self._guard.record(True):
+        tripped = self._guard.recount_as_dead_letter() if recount else self._guard.record(True)
+        if tripped:
             self._guard_tripped(code)
         self._produce(build(True))
 

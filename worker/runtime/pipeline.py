@@ -376,7 +376,7 @@ class Pipeline:
             if err is not None:
                 self._on_consume_error(err)
                 continue
-            topic = msg.topic() or self.options.input_topic
+            topic = msg.topic() or ""  # as records.Source names it
             consumed[topic] = consumed.get(topic, 0) + 1
             self._on_message(msg)
         if consumed:
