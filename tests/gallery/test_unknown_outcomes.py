@@ -12,15 +12,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 
 from tests.gallery.test_gallery_command import ROOT, by_where, environment, gallery, photo
+from tests.support.kafkatest import wait_until
 from worker import cli
 from worker.emulator import EmulatorHandle, start_in_thread
 
@@ -70,13 +69,6 @@ def ledger_faces(path: Path) -> dict[str, str]:
         if isinstance(record.get("face_id"), str):
             found[Path(record["source"]).relative_to(path.parent).as_posix()] = record["face_id"]
     return found
-
-
-def wait_for(condition: Any, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def test_a_write_answered_after_the_timeout_is_enrolled_once(
@@ -142,7 +134,12 @@ def start_hanging_run(emu: EmulatorHandle, api: str, people: Path) -> subprocess
         [sys.executable, "-m", "worker", "gallery", "enrol", "staff", str(people), "--create-group", "--workers", "1"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    wait_for(lambda: emu.stats()["faults"].get("late") == 1 or process.poll() is not None, "the held write")
+    wait_until(
+        lambda: emu.stats()["faults"].get("late") == 1 or process.poll() is not None,
+        timeout=60,
+        interval=0.02,
+        what="the held write",
+    )
     assert process.poll() is None, process.communicate()
     return process
 
