@@ -973,19 +973,26 @@ def _scan(checkov: Path, directory: Path) -> list[dict[str, Any]]:
     return failed
 
 
+def write_renderings(root: Path, scenarios: dict[str, dict[str, Any]], prefix: str) -> None:
+    """Each scenario's rendering in its own directory under ``root``, for one checkov run over them all.
+
+    Own directory, release and namespace per scenario, so graph checks (e.g. "is selected by a NetworkPolicy") of
+    one scenario cannot be satisfied by another scenario's objects.
+    """
+    for index, (scenario, values) in enumerate(scenarios.items()):
+        directory = root / scenario
+        directory.mkdir()
+        for path, text in render_raw(values, name=f"{prefix}{index}", namespace=f"{prefix}ns{index}").items():
+            if not path.endswith("NOTES.txt") and text.strip():
+                (directory / Path(path).name).write_text(text)
+
+
 @pytest.fixture(scope="module")
 def checkov_failures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
     """Failed checks per scenario (and for "dockerfile"), from a single checkov run over every rendering."""
     checkov = _checkov_bin()
     root = tmp_path_factory.mktemp("rendered")
-    for index, (scenario, values) in enumerate(SCENARIOS.items()):
-        # Own directory, release and namespace per scenario, so graph checks (e.g. "is selected by a
-        # NetworkPolicy") of one scenario cannot be satisfied by another scenario's objects.
-        directory = root / scenario
-        directory.mkdir()
-        for path, text in render_raw(values, name=f"r{index}", namespace=f"ns{index}").items():
-            if not path.endswith("NOTES.txt") and text.strip():
-                (directory / Path(path).name).write_text(text)
+    write_renderings(root, SCENARIOS, "r")
     shutil.copy(REPO / "Dockerfile", root / "Dockerfile")
     out: dict[str, list[dict[str, Any]]] = {name: [] for name in [*SCENARIOS, "dockerfile"]}
     for failure in _scan(checkov, root):

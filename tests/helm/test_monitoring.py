@@ -47,7 +47,7 @@ from tests.helm.test_chart import (
     merge,
     only,
     render,
-    render_raw,
+    write_renderings,
 )
 from worker.tools import replay as replay_tool
 
@@ -166,12 +166,7 @@ def test_prometheus_rule_fields(scenario: str, rendered: dict[str, list[dict[str
 def checkov_failures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
     checkov = _checkov_bin()
     root = tmp_path_factory.mktemp("rendered-monitoring")
-    for index, (scenario, values) in enumerate(SCENARIOS.items()):
-        directory = root / scenario
-        directory.mkdir()
-        for path, text in render_raw(values, name=f"m{index}", namespace=f"mns{index}").items():
-            if not path.endswith("NOTES.txt") and text.strip():
-                (directory / Path(path).name).write_text(text)
+    write_renderings(root, SCENARIOS, "m")
     out: dict[str, list[dict[str, Any]]] = {name: [] for name in SCENARIOS}
     for failure in _scan(checkov, root):
         out[Path(failure["file_path"].lstrip("/")).parts[0]].append(failure)
